@@ -1,0 +1,1 @@
+"""Datasets, synthetic portraits and the MODNet inference protocol."""

@@ -1,0 +1,197 @@
+"""Load any MODNet checkpoint; save our one-file safetensors format.
+
+Accepted inputs: the official release (`module.`-prefixed state dict), plain state dicts
+(optionally under "state_dict" or "model"), and our `.safetensors` files, whose metadata
+carry the `Arch`. Pickles are only ever read with `weights_only=True`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from .. import __version__
+from ..errors import CheckpointError, UserError
+from .arch import BLOCKS, HEAD_CONVS, Arch
+from .modnet import MODNet
+
+FORMAT_NAME, FORMAT_VERSION = "modnet-prune", "1"
+SHARED_PREFIX, ALIAS_PREFIX = "backbone.", "lr_branch.backbone."
+_SAFETENSORS_MAGIC_MAX_HEADER = 100 * 2**20
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 2**20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _is_safetensors(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) < 9:
+        return False
+    size = int.from_bytes(head[:8], "little")
+    return 0 < size < _SAFETENSORS_MAGIC_MAX_HEADER and head[8:9] == b"{"
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a checkpoint file, in official key layout (no `module.`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        if _is_safetensors(path):
+            with safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata() or {}
+            return load_file(str(path)), metadata
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (SafetensorError, RuntimeError, EOFError, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first[:200]})") from None
+    except Exception as e:  # the unpickler raises many types for junk files
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+    return _unwrap_state_dict(obj, path), {}
+
+
+def _unwrap_state_dict(obj, path: Path) -> dict[str, torch.Tensor]:
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: no state dict of tensors found")
+    if all(k.startswith("module.") for k in obj):  # saved from DataParallel
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def _dedup_shared_backbone(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keep one copy of the shared backbone (`backbone.`), checking the alias agrees."""
+    alias = {k[len(ALIAS_PREFIX):]: v for k, v in state.items() if k.startswith(ALIAS_PREFIX)}
+    out = {k: v for k, v in state.items() if not k.startswith(ALIAS_PREFIX)}
+    for suffix, tensor in alias.items():
+        key = "backbone." + suffix
+        if key not in out:
+            out[key] = tensor
+        elif out[key].shape != tensor.shape or not torch.equal(out[key], tensor):
+            raise CheckpointError(f"{key} and {ALIAS_PREFIX}{suffix} differ, but MODNet shares "
+                                  "one backbone between them")
+    return out
+
+
+def infer_arch(state: dict[str, torch.Tensor]) -> Arch:
+    """Widths from tensor shapes, for state dicts in the official layout (possibly pruned)."""
+    def rows(key: str) -> int:
+        if key not in state:
+            raise CheckpointError(f"missing key {key!r}: cannot infer widths "
+                                  "(is this a MODNet checkpoint?)")
+        return int(state[key].shape[0])
+
+    f = "backbone.model.features."
+    stage_out: dict[int, int] = {}
+    for index, (stage, _, _) in enumerate(BLOCKS, start=1):
+        last_conv = "conv.3" if index == 1 else "conv.6"
+        stage_out.setdefault(stage, rows(f"{f}{index}.{last_conv}.weight"))
+    heads = {n: rows(f"{n}.layers.0.weight") for n in HEAD_CONVS}
+    ibn_bn = {n: rows(f"{n}.layers.1.bnorm.weight") for n in HEAD_CONVS}
+    return Arch(
+        stem=rows(f + "0.0.weight"),
+        stages=tuple(stage_out[s] for s in range(len(stage_out))),
+        expansion=tuple(rows(f"{f}{i}.conv.0.weight") for i in range(2, len(BLOCKS) + 1)),
+        last=rows(f + "18.0.weight"),
+        se_hidden=rows("lr_branch.se_block.fc.0.weight"),
+        heads=heads,
+        ibn_bn=ibn_bn,
+    )
+
+
+def _check_keys(model: MODNet, state: dict[str, torch.Tensor], path) -> None:
+    expected = {k: v for k, v in model.state_dict().items() if not k.startswith(ALIAS_PREFIX)}
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})"
+             for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    problems = [(missing, "missing keys"), (unexpected, "unexpected keys"), (wrong, "mis-shaped")]
+    for items, what in problems:
+        if items:
+            more = f" and {len(items) - 3} more" if len(items) > 3 else ""
+            raise CheckpointError(f"{path}: {len(items)} {what}: {', '.join(items[:3])}{more}")
+
+
+def model_from_state_dict(state: dict[str, torch.Tensor], arch: Arch | None = None,
+                          source: str = "state dict") -> MODNet:
+    """Build a MODNet (widths from `arch` or inferred) and load `state` strictly."""
+    state = _dedup_shared_backbone(state)
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{source}: non-finite values (NaN/Inf) in {', '.join(bad[:3])}")
+    model = MODNet(arch or infer_arch(state))
+    _check_keys(model, state, source)
+    full = dict(state)
+    full.update({ALIAS_PREFIX + k[len(SHARED_PREFIX):]: v for k, v in state.items()
+                 if k.startswith(SHARED_PREFIX)})
+    model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in full.items()})
+    return model.eval()
+
+
+def load(path: str | os.PathLike, with_metadata: bool = False):
+    """Load a MODNet from any supported checkpoint file; eval mode, float32."""
+    state, metadata = read_checkpoint(path)
+    arch = None
+    if "arch" in metadata:
+        try:
+            arch = Arch.from_json(metadata["arch"])
+        except UserError as e:
+            raise CheckpointError(f"{path}: bad Arch in metadata: {e}") from None
+    model = model_from_state_dict(state, arch, source=str(path))
+    return (model, metadata) if with_metadata else model
+
+
+def save(model: MODNet, path: str | os.PathLike, dtype: torch.dtype | None = None,
+         **metadata) -> Path:
+    """Write `model` as one .safetensors file, atomically; metadata values become JSON."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise UserError(f"{path.parent}: output folder does not exist")
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()
+               if not k.startswith(ALIAS_PREFIX)}
+    if dtype is not None:
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+    meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+            "tool_version": __version__, "arch": model.arch.to_json()}
+    meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
+    write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(path: str | os.PathLike, write) -> None:
+    """Call write(tmp_path) on a temp file beside `path`, then rename it into place."""
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise UserError(f"{path.parent}: cannot write there ({e.strerror})") from None
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

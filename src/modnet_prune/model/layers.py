@@ -1,0 +1,73 @@
+"""Building blocks of MODNet, named so that state-dict keys match the official release."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class IBNorm(nn.Module):
+    """BatchNorm on the first `bn_channels` channels, InstanceNorm on the rest.
+
+    The split is stored per layer: after pruning the two parts are generally unequal, and
+    int(C/2) of a pruned width is not the number of BN channels that survived.
+    """
+
+    def __init__(self, channels: int, bn_channels: int | None = None):
+        super().__init__()
+        self.bn_channels = int(channels / 2) if bn_channels is None else bn_channels
+        self.bnorm = nn.BatchNorm2d(self.bn_channels, affine=True)
+        self.inorm = nn.InstanceNorm2d(channels - self.bn_channels, affine=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bn_x = self.bnorm(x[:, : self.bn_channels].contiguous())
+        in_x = self.inorm(x[:, self.bn_channels :].contiguous())
+        return torch.cat((bn_x, in_x), dim=1)
+
+
+class Conv2dIBNormReLU(nn.Sequential):
+    """conv -> IBNorm -> ReLU under `.layers`, the official key layout; bias always on."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1,
+                 bn_channels: int | None = None, norm_relu: bool = True):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=True)]
+        if norm_relu:
+            layers += [IBNorm(cout, bn_channels), nn.ReLU(inplace=True)]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+def conv_bn_relu6(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(cout), nn.ReLU6(inplace=True)]
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block. `residual` is structural (fixed by position), not inferred."""
+
+    def __init__(self, cin: int, hidden: int, cout: int, stride: int, residual: bool, expand: bool):
+        super().__init__()
+        self.residual = residual
+        layers = conv_bn_relu6(cin, hidden, 1) if expand else []
+        layers += conv_bn_relu6(hidden, hidden, 3, stride, groups=hidden)
+        layers += [nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        self.conv = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x) if self.residual else self.conv(x)
+
+
+class SEBlock(nn.Module):
+    """Squeeze-and-excitation: channel-wise scaling of enc32x."""
+
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Sequential(nn.Linear(channels, hidden, bias=False), nn.ReLU(inplace=True),
+                                nn.Linear(hidden, channels, bias=False), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.fc(self.pool(x).flatten(1))
+        return x * w.unsqueeze(-1).unsqueeze(-1)
