@@ -1,0 +1,154 @@
+"""One calling convention for every way we run a MODNet: PyTorch or ONNX Runtime.
+
+A runtime maps a normalised batch (N, 3, H, W) float32 in [-1, 1] to mattes (N, 1, H, W)
+float32 in [0, 1]; H and W are multiples of 32. `open_runtime` picks the backend from the
+file: `.onnx` goes to ONNX Runtime, anything `modnet_prune.load` accepts goes to PyTorch.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.protocol import MULTIPLE
+from ..errors import UserError
+from ..model.io import load
+
+RUNTIMES = ("auto", "torch", "onnxruntime")
+
+
+def _check_batch(x: np.ndarray, static_hw: tuple[int, int] | None = None) -> np.ndarray:
+    if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[1] != 3:
+        raise UserError(f"runtime input must be an (N, 3, H, W) array, got {getattr(x, 'shape', x)}")
+    h, w = x.shape[2:]
+    if h % MULTIPLE or w % MULTIPLE or h == 0 or w == 0:
+        raise UserError(f"runtime input {h}x{w}: height and width must be positive multiples of 32")
+    if static_hw and (h, w) != static_hw:
+        raise UserError(f"runtime input {h}x{w}: this ONNX file was exported for "
+                        f"{static_hw[0]}x{static_hw[1]} only")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+class Runtime:
+    """Base: `rt(x) -> matte`; `name`, `path` and `describe()` say what runs."""
+
+    name = "runtime"
+
+    def __init__(self, path: str | None = None):
+        self.path = path
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path or 'in-memory'})"
+
+
+class TorchRuntime(Runtime):
+    """A MODNet (or any module with the same signature) in eval mode, under inference_mode.
+
+    `threads` sets torch's process-wide intra-op thread count (torch has no per-model one).
+    `device` defaults to CUDA when available, else CPU.
+    """
+
+    name = "torch"
+
+    def __init__(self, model: nn.Module, path: str | None = None, threads: int | None = None,
+                 device: str | torch.device | None = None):
+        super().__init__(path)
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.eval().to(self.device)
+
+    @torch.inference_mode()
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        batch = torch.from_numpy(_check_batch(x)).to(self.device)
+        return self.model(batch).float().cpu().numpy()
+
+    def describe(self) -> dict:
+        return {"runtime": self.name, "version": torch.__version__, "device": str(self.device),
+                "threads": torch.get_num_threads(), "path": self.path}
+
+
+class OnnxRuntime(Runtime):
+    """An exported `.onnx` file in an ONNX Runtime session (CUDA provider first when present).
+
+    Inputs and outputs are float32 at this boundary whatever the file's I/O type, so an
+    fp16 export is a drop-in replacement.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None,
+                 providers: list[str] | None = None):
+        import onnxruntime as ort
+
+        super().__init__(str(path))
+        if not Path(path).is_file():
+            raise UserError(f"{path}: no such file")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # warnings about unused initialisers are noise here
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
+            # honour the same "do not busy-wait" request torch's OpenMP pool gets
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        available = ort.get_available_providers()
+        providers = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                                  if p in available]
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as e:  # ORT raises its own pybind types (InvalidProtobuf, Fail, ...)
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise UserError(f"{path}: not a loadable ONNX model ({first[:200]})") from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise UserError(f"{path}: expected one input and one output, found "
+                            f"{len(inputs)} and {len(outputs)}")
+        self._input, self._output = inputs[0].name, outputs[0].name
+        self._input_dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
+        dims = inputs[0].shape
+        self.static_hw = tuple(dims[2:]) if all(isinstance(d, int) for d in dims[2:4]) else None
+        self.threads = threads
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        batch = _check_batch(x, self.static_hw).astype(self._input_dtype, copy=False)
+        (matte,) = self.session.run([self._output], {self._input: batch})
+        return matte.astype(np.float32, copy=False)
+
+    def describe(self) -> dict:
+        import onnxruntime as ort
+
+        return {"runtime": self.name, "version": ort.__version__,
+                "providers": self.session.get_providers(), "threads": self.threads or "default",
+                "path": self.path}
+
+
+def open_runtime(path: str | os.PathLike, runtime: str = "auto", threads: int | None = None,
+                 device: str | None = None) -> Runtime:
+    """A Runtime for a checkpoint (`.ckpt`/`.pth`/`.safetensors`) or an `.onnx` file.
+
+    runtime: "auto" (by file type), "torch" or "onnxruntime". `device` applies to torch only.
+    """
+    if runtime not in RUNTIMES:
+        raise UserError(f"unknown runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
+    is_onnx = Path(path).suffix.lower() == ".onnx"
+    if runtime == "auto":
+        runtime = "onnxruntime" if is_onnx else "torch"
+    if runtime == "onnxruntime":
+        if not is_onnx:
+            raise UserError(f"{path}: onnxruntime needs an .onnx file "
+                            "(export one with `modnet-prune export`)")
+        return OnnxRuntime(path, threads=threads)
+    if is_onnx:
+        raise UserError(f"{path}: an .onnx file runs with onnxruntime, not torch")
+    return TorchRuntime(load(path), path=str(path), threads=threads, device=device)
