@@ -75,24 +75,27 @@ class HRBranch(nn.Module):
 
     def __init__(self, arch: Arch):
         super().__init__()
-        h, hc = arch.heads, lambda n: arch.heads["hr_branch." + n]
-        mk = lambda n, cin, k, s=1: _head(arch, "hr_branch." + n, cin, k, s)  # noqa: E731
-        self.tohr_enc2x = mk("tohr_enc2x", arch.enc2x, 1)
-        self.conv_enc2x = mk("conv_enc2x", 3 + hc("tohr_enc2x"), 3, 2)
-        self.tohr_enc4x = mk("tohr_enc4x", arch.enc4x, 1)
-        self.conv_enc4x = mk("conv_enc4x", hc("conv_enc2x") + hc("tohr_enc4x"), 3)
+        w = {name.removeprefix("hr_branch."): width for name, width in arch.heads.items()}
+
+        def conv(name: str, cin: int, kernel: int, stride: int = 1) -> Conv2dIBNormReLU:
+            return _head(arch, "hr_branch." + name, cin, kernel, stride)
+
+        self.tohr_enc2x = conv("tohr_enc2x", arch.enc2x, 1)
+        self.conv_enc2x = conv("conv_enc2x", 3 + w["tohr_enc2x"], 3, 2)
+        self.tohr_enc4x = conv("tohr_enc4x", arch.enc4x, 1)
+        self.conv_enc4x = conv("conv_enc4x", w["conv_enc2x"] + w["tohr_enc4x"], 3)
         self.conv_hr4x = nn.Sequential(
-            mk("conv_hr4x.0", hc("conv_enc4x") + h["lr_branch.conv_lr8x"] + 3, 3),
-            mk("conv_hr4x.1", hc("conv_hr4x.0"), 3),
-            mk("conv_hr4x.2", hc("conv_hr4x.1"), 3))
+            conv("conv_hr4x.0", w["conv_enc4x"] + w["lr_branch.conv_lr8x"] + 3, 3),
+            conv("conv_hr4x.1", w["conv_hr4x.0"], 3),
+            conv("conv_hr4x.2", w["conv_hr4x.1"], 3))
         self.conv_hr2x = nn.Sequential(
-            mk("conv_hr2x.0", hc("conv_hr4x.2") + hc("tohr_enc2x"), 3),
-            mk("conv_hr2x.1", hc("conv_hr2x.0"), 3),
-            mk("conv_hr2x.2", hc("conv_hr2x.1"), 3),
-            mk("conv_hr2x.3", hc("conv_hr2x.2"), 3))
+            conv("conv_hr2x.0", w["conv_hr4x.2"] + w["tohr_enc2x"], 3),
+            conv("conv_hr2x.1", w["conv_hr2x.0"], 3),
+            conv("conv_hr2x.2", w["conv_hr2x.1"], 3),
+            conv("conv_hr2x.3", w["conv_hr2x.2"], 3))
         self.conv_hr = nn.Sequential(
-            mk("conv_hr.0", hc("conv_hr2x.3") + 3, 3),
-            Conv2dIBNormReLU(hc("conv_hr.0"), 1, 1, norm_relu=False))
+            conv("conv_hr.0", w["conv_hr2x.3"] + 3, 3),
+            Conv2dIBNormReLU(w["conv_hr.0"], 1, 1, norm_relu=False))
 
     def forward(self, img, enc2x, enc4x, lr8x, inference: bool):
         img2x, img4x = _resize(img, 1 / 2), _resize(img, 1 / 4)
@@ -113,13 +116,13 @@ class FusionBranch(nn.Module):
 
     def __init__(self, arch: Arch):
         super().__init__()
-        h = arch.heads
-        mk = lambda n, cin, k: _head(arch, "f_branch." + n, cin, k)  # noqa: E731
-        self.conv_lr4x = mk("conv_lr4x", h["lr_branch.conv_lr8x"], 5)
-        self.conv_f2x = mk("conv_f2x", h["f_branch.conv_lr4x"] + h["hr_branch.conv_hr2x.3"], 3)
+        w = arch.heads
+        self.conv_lr4x = _head(arch, "f_branch.conv_lr4x", w["lr_branch.conv_lr8x"], 5)
+        self.conv_f2x = _head(arch, "f_branch.conv_f2x",
+                              w["f_branch.conv_lr4x"] + w["hr_branch.conv_hr2x.3"], 3)
         self.conv_f = nn.Sequential(
-            mk("conv_f.0", h["f_branch.conv_f2x"] + 3, 3),
-            Conv2dIBNormReLU(h["f_branch.conv_f.0"], 1, 1, norm_relu=False))
+            _head(arch, "f_branch.conv_f.0", w["f_branch.conv_f2x"] + 3, 3),
+            Conv2dIBNormReLU(w["f_branch.conv_f.0"], 1, 1, norm_relu=False))
 
     def forward(self, img, lr8x, hr2x):
         lr2x = _resize(self.conv_lr4x(_resize(lr8x, 2)), 2)
