@@ -1,1 +1,11 @@
-"""Datasets, synthetic portraits and the MODNet inference protocol."""
+"""Datasets, synthetic portraits and the MODNet inference protocol.
+
+`open_dataset(spec, size=S, train=...)` is the one entry point: see `datasets` for the
+spec syntax (synthetic:N@S[+seedK], a dataset folder, or images=DIR,alphas=DIR).
+"""
+from .datasets import DataWarning, MattingDataset, RawSample, open_dataset, open_source
+from .synthetic import render_portrait
+from .transforms import trimap_from_alpha
+
+__all__ = ["DataWarning", "MattingDataset", "RawSample", "open_dataset", "open_source",
+           "render_portrait", "trimap_from_alpha"]
