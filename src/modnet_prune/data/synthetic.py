@@ -254,11 +254,11 @@ def _body(rng, canvas: _Canvas, head: dict):
     """Distance fields of neck+torso and of the neck alone; clothes colour map."""
     rx, ry, s = head["rx"], head["ry"], canvas.size
     shoulder_y = head["cy"] + ry * rng.uniform(0.95, 1.25)
-    half_width = rx * rng.uniform(2.0, 3.1)
-    torso_h = half_width * rng.uniform(0.7, 1.2)
+    half_width = rx * rng.uniform(2.3, 3.2)
+    torso_h = half_width * rng.uniform(0.45, 0.8)
     bx = head["cx"] + rng.normal(0, 0.3) * rx
     u, v = canvas.local(bx, shoulder_y + torso_h, rng.normal(0, 0.06))
-    torso = _superellipse(u, np.minimum(v, 0.0), half_width, torso_h, rng.uniform(2.2, 3.6))
+    torso = _superellipse(u, np.minimum(v, 0.0), half_width, torso_h, rng.uniform(2.4, 4.0))
     neck_r = rx * rng.uniform(0.5, 0.68)
     hu, hv = canvas.local(head["cx"], head["cy"], head["roll"] * 0.5)
     neck = _capsule(hu, hv, (0.0, 0.2 * ry), (0.0, shoulder_y - head["cy"] + torso_h * 0.3), neck_r)
@@ -316,6 +316,8 @@ def _hair_shape(rng, canvas: _Canvas, head: dict, style: str):
     elif style == "updo":
         bun = _ellipse(u - rng.normal(0, 0.2) * rx, v + ry * 1.0, rx * 0.42, rx * 0.38)
         hair = _smooth_union(hair, bun, rx * 0.2)
+    if style != "long":  # short styles end around the ears: no hair under the chin
+        hair = np.maximum(hair, v - ry * rng.uniform(0.2, 0.5))
     back_view = rng.random() < 0.07
     part = rng.normal(0, 0.25) * rx  # fringe/parting shifts the hairline sideways
     window_d = _ellipse(u - part * 0.3, v - ry * rng.uniform(0.18, 0.34),
