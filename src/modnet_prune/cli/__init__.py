@@ -10,9 +10,9 @@ import sys
 
 from .. import __version__
 from ..errors import UserError
-from . import convert
+from . import analyze, convert
 
-COMMANDS = (convert,)
+COMMANDS = (convert, analyze)
 
 
 def build_parser() -> argparse.ArgumentParser:

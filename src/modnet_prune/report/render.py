@@ -1,0 +1,80 @@
+"""Human-readable tables (rich) for analysis and benchmark results."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+HIGHLIGHT_SHARE = 0.05  # layers above this share of the MACs are the ones worth pruning first
+BAR_WIDTH = 20
+
+
+def _mega(n: int) -> str:
+    return f"{n / 1e6:,.1f}"
+
+
+def _bytes(n: int) -> str:
+    return f"{n:,} B ({n / 2**20:.2f} MiB)"
+
+
+def _bar(share: float, largest: float) -> str:
+    return "█" * max(1, round(BAR_WIDTH * share / largest)) if share else ""
+
+
+def render_summary(report: dict, console: Console) -> None:
+    h, w = report["size"]
+    rows = [("input", f"{h}x{w}, batch 1"),
+            ("params (unique)", f"{report['params']:,}"),
+            ("MACs, inference (matte)", f"{report['macs']:,}  ({_mega(report['macs'])} M)"),
+            ("MACs, training graph", f"{report['macs_train']:,}  ({_mega(report['macs_train'])} M)"),
+            ("weights fp32 / fp16", f"{_bytes(report['weight_bytes']['fp32'])} / "
+                                    f"{_bytes(report['weight_bytes']['fp16'])}")]
+    if report["checkpoint"] is not None:
+        rows.insert(0, ("checkpoint", report["checkpoint"]))
+        rows.append(("file size", _bytes(report["file_bytes"])))
+    else:
+        rows.insert(0, ("model", "official architecture (no checkpoint given)"))
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    console.print("[dim]MACs of conv + linear layers only (FLOPs = 2 x MACs).[/]")
+
+
+def render_parts(report: dict, console: Console) -> None:
+    table = Table(title="Parts (shared backbone counted once, under backbone)", title_justify="left")
+    for column in ("part", "params", "% params", "MACs (M)", "share", "MACs train (M)"):
+        table.add_column(column, justify="left" if column == "part" else "right")
+    for name, part in report["parts"].items():
+        table.add_row(name, f"{part['params']:,}", f"{part['params'] / report['params']:.1%}",
+                      _mega(part["macs"]), f"{part['share']:.1%}", _mega(part["macs_train"]))
+    console.print(table)
+
+
+def render_layers(report: dict, console: Console, top: int = 20) -> None:
+    """Layers by inference MACs; the heavy ones (share >= 5%) highlighted."""
+    layers = report["layers"]
+    shown = layers if top <= 0 else layers[:top]
+    table = Table(title=f"Layers by inference MACs (top {len(shown)} of {len(layers)})",
+                  title_justify="left")
+    for column in ("#", "layer", "layout", "params", "MACs (M)", "share", "cum.", ""):
+        table.add_column(column, justify="left" if column in ("layer", "layout", "") else "right")
+    largest = layers[0]["share"] or 1.0
+    for rank, layer in enumerate(shown, start=1):
+        macs = _mega(layer["macs"]) if layer["macs"] else f"[dim]train {_mega(layer['macs_train'])}[/]"
+        table.add_row(str(rank), layer["name"], layer["layout"], f"{layer['params']:,}", macs,
+                      f"{layer['share']:.1%}", f"{layer['cum_share']:.1%}",
+                      _bar(layer["share"], largest),
+                      style="bold yellow" if layer["share"] >= HIGHLIGHT_SHARE else None)
+    rest = layers[len(shown):]
+    if rest:
+        share = sum(layer["share"] for layer in rest)
+        table.add_row("", f"[dim]… {len(rest)} more layers[/]", "", "", "", f"{share:.1%}", "", "")
+    console.print(table)
+
+
+def render_analysis(report: dict, console: Console, top: int = 20) -> None:
+    render_summary(report, console)
+    render_parts(report, console)
+    render_layers(report, console, top)
