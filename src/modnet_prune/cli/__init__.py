@@ -10,9 +10,9 @@ import sys
 
 from .. import __version__
 from ..errors import UserError
-from . import analyze, convert
+from . import analyze, convert, train
 
-COMMANDS = (convert, analyze)
+COMMANDS = (convert, analyze, train)
 
 
 def build_parser() -> argparse.ArgumentParser:

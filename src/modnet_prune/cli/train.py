@@ -1,0 +1,140 @@
+"""`modnet-prune train`: train MODNet from scratch or from weights (also under torchrun)."""
+from __future__ import annotations
+
+import os
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from ..model import MODNet
+from ..model.io import load, sha256_file
+from ..train import Context, TrainConfig, fit, setup, teardown
+from ..train.loop import OBJECTIVES, OPTIMIZERS
+from ..train.rundir import RunDir
+from ..train.schedule import LR_SCHEDULES
+from .common import print_json
+
+
+def add_training_args(p, *, lr: float = 0.01, schedule: str = "step") -> None:
+    """Options shared by train, finetune and compress."""
+    g = p.add_argument_group("data")
+    g.add_argument("--data", required=True, help="training set: synthetic:N@S[+seedK] or a folder")
+    g.add_argument("--size", type=int, default=512, help="training crop size (multiple of 32)")
+    g.add_argument("--batch-size", type=int, default=16, help="per process")
+    g.add_argument("--workers", type=int, default=2, help="data-loading processes per rank")
+    g.add_argument("--eval-data", help="evaluation set (same spec syntax); MAD picks best.safetensors")
+    g.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (0: at the end)")
+    g = p.add_argument_group("optimisation")
+    length = g.add_mutually_exclusive_group(required=True)
+    length.add_argument("--steps", type=int, help="optimizer steps in total")
+    length.add_argument("--epochs", type=float, help="passes over the training set")
+    g.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr})")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
+    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    g.add_argument("--weight-decay", type=float, default=0.0)
+    g.add_argument("--schedule", choices=LR_SCHEDULES, default=schedule)
+    g.add_argument("--warmup", type=int, default=0, help="steps of linear LR warm-up")
+    g.add_argument("--step-size", type=int, help="steps per x--gamma decay (schedule step; default steps/4)")
+    g.add_argument("--gamma", type=float, default=0.1)
+    g.add_argument("--min-lr", type=float, default=0.0, help="final LR of the cosine schedule")
+    g.add_argument("--semantic-scale", type=float, default=10.0)
+    g.add_argument("--detail-scale", type=float, default=10.0)
+    g.add_argument("--matte-scale", type=float, default=1.0)
+    g = p.add_argument_group("run")
+    g.add_argument("--out", required=True, help="run folder (created; never overwritten)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
+    g.add_argument("--log-every", type=int, default=10, help="steps between log rows")
+    g.add_argument("--threads", type=int, help="torch threads per process (default: cores / processes)")
+    g.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def config_from_args(args, **overrides) -> TrainConfig:
+    cfg = TrainConfig(
+        size=args.size, batch_size=args.batch_size, steps=args.steps, epochs=args.epochs,
+        lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
+        weight_decay=args.weight_decay, schedule=args.schedule, warmup=args.warmup,
+        step_size=args.step_size, gamma=args.gamma, min_lr=args.min_lr, seed=args.seed,
+        workers=args.workers, log_every=args.log_every, eval_every=args.eval_every,
+        checkpoint_every=args.checkpoint_every,
+        scales={"semantic": args.semantic_scale, "detail": args.detail_scale,
+                "matte": args.matte_scale})
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+def start(args) -> Context:
+    """Join torchrun's process group (if any) and size the thread pool."""
+    ctx = setup(args.device)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // local))
+    return ctx
+
+
+def open_sets(args):
+    from ..data import open_dataset  # data pulls in image libraries; only load it to train
+    train_set = open_dataset(args.data, size=args.size, train=True, seed=args.seed)
+    eval_set = (open_dataset(args.eval_data, size=args.size, train=False)
+                if args.eval_data else None)
+    return train_set, eval_set
+
+
+def file_info(path: str | None) -> dict | None:
+    return None if path is None else {"path": str(path), "sha256": sha256_file(path)}
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train MODNet (official objective; torchrun for DDP)",
+                       description="Train MODNet with the official supervised objective, or "
+                                   "adapt it to unlabeled images (--objective soc).")
+    p.add_argument("--checkpoint", help="initial weights (default: random init)")
+    p.add_argument("--objective", choices=OBJECTIVES, default="supervised",
+                   help="soc: self-supervised adaptation against a frozen copy of --checkpoint")
+    add_training_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    ctx = start(args)
+    try:
+        train_set, eval_set = open_sets(args)
+        torch.manual_seed(args.seed)
+        model = load(args.checkpoint) if args.checkpoint else MODNet()
+        frozen = load(args.checkpoint) if args.objective == "soc" and args.checkpoint else None
+        cfg = config_from_args(args, objective=args.objective)
+        info = {"data": args.data, "eval_data": args.eval_data,
+                "checkpoint": file_info(args.checkpoint)}
+        result = fit(model, train_set, cfg, args.out, eval_set=eval_set, teacher=frozen,
+                     resume=args.resume, ctx=ctx, info=info, progress=not args.no_progress)
+        if ctx.is_main:
+            report(result, args.json)
+        return 130 if result.stopped else 0
+    finally:
+        teardown()
+
+
+def report(result, as_json: bool) -> None:
+    run = RunDir(result.out)
+    train_rows = [r for r in run.rows() if r.get("kind") == "train"]
+    last = train_rows[-1] if train_rows else {}
+    summary = {"out": str(result.out), "step": result.step, "stopped": result.stopped,
+               "loss": last.get("loss"), "samples_per_s": last.get("samples_per_s"),
+               "best_mad": result.best_mad,
+               "last": str(run.file("last.safetensors")),
+               "best": str(run.file("best.safetensors")) if result.best_mad is not None else None}
+    if as_json:
+        print_json(summary)
+        return
+    console = Console()
+    table = Table(title=f"run {result.out}", show_header=False)
+    for key, value in summary.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    console.print(table)
+    if result.stopped:
+        console.print(f"stopped at step {result.step}; checkpoint saved — "
+                      f"add --resume to continue")

@@ -1,0 +1,326 @@
+"""`fit`: the training loop behind `train`, `finetune` and each `compress` iteration.
+
+One loop serves all three: the objective is supervised (official MODNet losses), plus
+distillation when a teacher is given, or SOC adaptation against a frozen reference.
+Runs in a single process or under torchrun (DDP); rank 0 alone logs and writes files.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from ..errors import UserError
+from ..metrics import METRICS, evaluate
+from .bn import recalibrate_bn
+from .distill import FEATURE_TAPS, FeatureTaps, Student, teacher_widths
+from .distributed import (Context, all_gather_objects, all_reduce_mean, barrier,
+                          broadcast_object)
+from .loader import Batches
+from .losses import DistillWeights, MattingScales, distill_loss, matting_loss, soc_loss
+from .rundir import BEST, LAST, RunDir, rng_state, set_rng_state
+from .schedule import LR_SCHEDULES, lr_at
+
+OBJECTIVES = ("supervised", "soc")
+OPTIMIZERS = ("sgd", "adamw")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved as the run's config.json)."""
+
+    size: int = 512
+    batch_size: int = 16
+    steps: int | None = None        # exactly one of steps / epochs
+    epochs: float | None = None
+    lr: float = 0.01                # official recipe: SGD 0.01, momentum 0.9, x0.1 every 1/4
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "step"
+    warmup: int = 0                 # steps of linear warm-up
+    step_size: int | None = None    # for schedule "step"; default steps/4
+    gamma: float = 0.1
+    min_lr: float = 0.0
+    seed: int = 0
+    workers: int = 2
+    log_every: int = 10
+    eval_every: int = 0             # 0: evaluate only at the end (if there is an eval set)
+    checkpoint_every: int = 100
+    objective: str = "supervised"   # or "soc" (unlabeled adaptation; teacher = frozen copy)
+    supervised: float = 1.0         # weight of the supervised objective
+    scales: dict[str, float] = field(default_factory=lambda: dataclasses.asdict(MattingScales()))
+    distill: dict[str, float] = field(default_factory=dict)  # DistillWeights fields; {} = off
+    recalibrate_bn: int = 0         # batches for BN re-estimation before training
+
+    def validate(self, has_teacher: bool) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise UserError(msg)
+
+        need((self.steps is None) != (self.epochs is None), "give exactly one of --steps, --epochs")
+        need((self.steps or 1) >= 1 and (self.epochs or 1) > 0, "--steps/--epochs must be > 0")
+        need(self.size % 32 == 0 and self.size >= 32, f"--size must be a multiple of 32, got {self.size}")
+        need(self.batch_size >= 1, "--batch-size must be >= 1")
+        need(self.lr > 0 and math.isfinite(self.lr), "--lr must be > 0")
+        need(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
+        need(self.schedule in LR_SCHEDULES, f"--schedule must be one of {', '.join(LR_SCHEDULES)}")
+        need(self.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}")
+        need(min(self.log_every, self.checkpoint_every) >= 1 and self.eval_every >= 0,
+             "--log-every and --checkpoint-every must be >= 1, --eval-every >= 0")
+        unknown = set(self.distill) - set(DistillWeights().as_dict())
+        need(not unknown, f"unknown distillation terms {sorted(unknown)}")
+        need(not self.distill or has_teacher, "distillation weights need a teacher")
+        need(self.objective != "soc" or has_teacher, "SOC adaptation needs a frozen reference model")
+        wants_kd = any(self.distill.values())
+        need(self.objective == "soc" or self.supervised > 0 or wants_kd,
+             "nothing to train: supervised weight is 0 and no distillation term is on")
+
+
+@dataclass
+class FitResult:
+    model: nn.Module
+    step: int
+    stopped: bool               # interrupted (Ctrl-C / SIGTERM) and checkpointed
+    best_mad: float | None
+    out: Path
+
+
+class _StopOnSignal:
+    """First Ctrl-C/SIGTERM asks for a clean stop at the next step boundary; a second
+    Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def _handle(self, signum, _frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class _Trainer:
+    def __init__(self, model, train_set, cfg: TrainConfig, run: RunDir, eval_set, teacher,
+                 ctx: Context, progress: bool):
+        self.cfg, self.run, self.ctx, self.eval_set = cfg, run, ctx, eval_set
+        self.batches = Batches(train_set, cfg.batch_size, ctx, cfg.seed, cfg.workers)
+        self.total = cfg.steps or math.ceil(cfg.epochs * self.batches.batches_per_epoch)
+        self.progress = progress and ctx.is_main
+        self.teacher = teacher.to(ctx.device).eval().requires_grad_(False) if teacher else None
+        weights = {k: v for k, v in cfg.distill.items() if v}
+        self.kd = DistillWeights(**{k: cfg.distill.get(k, 0.0) for k in DistillWeights().as_dict()})
+        feature_names = [n for n in FEATURE_TAPS if weights.get(n)]
+        self.teacher_taps = FeatureTaps(self.teacher, {n: FEATURE_TAPS[n] for n in feature_names}) \
+            if self.teacher is not None and feature_names else None
+        widths = teacher_widths(self.teacher, feature_names) if self.teacher_taps else None
+        self.student = Student(model, widths).to(ctx.device)
+        self.best_mad: float | None = None
+        self.step = 0
+
+    # --- set-up ---------------------------------------------------------------------
+    def restore_or_init(self, resume: bool) -> None:
+        state = self.run.load_state() if resume else None
+        if state is not None:
+            self.student.load_state_dict(state["module"])
+            self.step, self.best_mad = int(state["step"]), state.get("best_mad")
+            rngs = state["rng"]
+            if len(rngs) == self.ctx.world_size:
+                set_rng_state(rngs[self.ctx.rank])
+            self._optimizer_state = state["optimizer"]
+        else:
+            torch.manual_seed(self.cfg.seed + self.ctx.rank)
+            self._optimizer_state = None
+            self._prepare_fresh()
+
+    def _prepare_fresh(self) -> None:
+        cfg = self.cfg
+        if cfg.recalibrate_bn:
+            stream = self.batches.from_step(0)
+            images = (next(stream)["image"].to(self.ctx.device) for _ in range(cfg.recalibrate_bn))
+            recalibrate_bn(self.student.model, images, self.ctx)
+        if self.student.adapters:
+            img = next(self.batches.from_step(0))["image"].to(self.ctx.device)
+            self.teacher(img, inference=False)
+            self.student.fit_adapters(img, self.teacher_taps.pop())
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        cfg, params = self.cfg, self.student.parameters()
+        if cfg.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                                  weight_decay=cfg.weight_decay)
+        else:
+            opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if self._optimizer_state is not None:
+            opt.load_state_dict(self._optimizer_state)
+        return opt
+
+    def wrap(self) -> nn.Module:
+        if not self.ctx.distributed:
+            return self.student
+        cfg = self.cfg
+        # Heads whose outputs feed no loss get no gradient; DDP must then look for unused
+        # parameters. The shared backbone needs nothing special: parameters() lists it once.
+        heads_used = cfg.objective == "soc" or cfg.supervised > 0 or (self.kd.semantic and self.kd.detail)
+        ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
+        return DistributedDataParallel(self.student, device_ids=ids,
+                                       find_unused_parameters=not heads_used)
+
+    # --- one step -------------------------------------------------------------------
+    def objective(self, batch: dict, outputs, features) -> dict[str, torch.Tensor]:
+        cfg, img = self.cfg, batch["image"]
+        t_out = t_feat = None
+        if self.teacher is not None:
+            with torch.no_grad():
+                t_out = self.teacher(img, inference=False)
+            t_feat = self.teacher_taps.pop() if self.teacher_taps else {}
+        if cfg.objective == "soc":
+            return soc_loss(*outputs, frozen_detail=t_out[1], frozen_matte=t_out[2])
+        terms: dict[str, torch.Tensor] = {}
+        total = img.new_zeros(())
+        if cfg.supervised > 0:
+            sup = matting_loss(img, batch["trimap"], batch["alpha"], *outputs,
+                               scales=MattingScales(**cfg.scales))
+            total = total + cfg.supervised * sup.pop("loss")
+            terms.update(sup)
+        if cfg.distill:
+            kd = distill_loss(outputs, t_out, features, t_feat, self.kd)
+            total = total + kd.pop("loss")
+            terms.update(kd)
+        terms["loss"] = total
+        return terms
+
+    # --- the loop -------------------------------------------------------------------
+    def train(self) -> bool:
+        """Train from self.step to self.total; True if stopped early by a signal."""
+        cfg, ctx = self.cfg, self.ctx
+        module, optimizer = self.wrap(), self.build_optimizer()
+        sums: dict[str, torch.Tensor] = {}
+        window_steps, window_start = 0, time.perf_counter()
+        bar = tqdm(total=self.total, initial=self.step, unit="step", dynamic_ncols=True,
+                   disable=not self.progress, desc=self.run.path.name)
+        stream = self.batches.from_step(self.step)
+        with _StopOnSignal() as stop:
+            while self.step < self.total:
+                batch = {k: v.to(ctx.device, non_blocking=True) if torch.is_tensor(v) else v
+                         for k, v in next(stream).items()}
+                lr = lr_at(self.step, self.total, cfg.lr, cfg.schedule, cfg.warmup,
+                           cfg.step_size, cfg.gamma, cfg.min_lr)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                outputs, features = module(batch["image"])
+                terms = self.objective(batch, outputs, features)
+                optimizer.zero_grad(set_to_none=True)
+                terms["loss"].backward()
+                optimizer.step()
+                self.step += 1
+                window_steps += 1
+                bar.update(1)
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0) + v.detach()
+                boundary = self.step % cfg.log_every == 0 or self.step == self.total
+                if boundary:
+                    stop_now = self._log(sums, window_steps, window_start, lr, stop.requested, bar)
+                    sums, window_steps = {}, 0
+                else:  # ranks agree on stopping only at log steps (one collective there)
+                    stop_now = stop.requested and not ctx.distributed
+                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < self.total:
+                    self.evaluate()
+                if self.step % cfg.checkpoint_every == 0 or self.step == self.total or stop_now:
+                    self.checkpoint(optimizer)
+                if boundary:
+                    window_start = time.perf_counter()  # keep eval/checkpoint out of samples/s
+                if stop_now:
+                    break
+        bar.close()
+        return self.step < self.total
+
+    def _log(self, sums, steps, start, lr, stop_requested, bar) -> bool:
+        names = sorted(sums)
+        values = torch.stack([sums[k].float().cpu() / steps for k in names]
+                             + [torch.tensor(float(stop_requested))])
+        values = all_reduce_mean(values, self.ctx).tolist()
+        means, stop_votes = dict(zip(names, values[:-1])), values[-1]
+        if not math.isfinite(means["loss"]):
+            raise UserError(f"loss became {means['loss']} at step {self.step}: "
+                            "lower --lr or check the data")
+        elapsed = time.perf_counter() - start
+        row = {"kind": "train", "step": self.step, **means, "lr": lr,
+               "samples_per_s": steps * self.cfg.batch_size * self.ctx.world_size / elapsed,
+               "world_size": self.ctx.world_size}
+        if self.ctx.is_main:
+            self.run.log(row)
+            bar.set_postfix(loss=f"{means['loss']:.4f}", sps=f"{row['samples_per_s']:.1f}")
+        return stop_votes > 0
+
+    def evaluate(self) -> dict[str, float] | None:
+        if self.eval_set is None:
+            return None
+        metrics = None
+        if self.ctx.is_main:
+            summary = evaluate(self.student.model, self.eval_set, size=self.cfg.size)
+            metrics = {m: summary[m] for m in METRICS}
+            self.run.log({"kind": "eval", "step": self.step, **metrics,
+                          "count": summary["count"], "region": summary["region"]})
+            if self.best_mad is None or metrics["mad"] < self.best_mad:
+                self.best_mad = metrics["mad"]
+                self.run.save_model(self.student.model, BEST, step=self.step, mad=metrics["mad"])
+        self.best_mad = broadcast_object(self.best_mad, self.ctx)
+        return metrics
+
+    def checkpoint(self, optimizer) -> None:
+        if self.step == self.total:
+            self.evaluate()
+        rngs = all_gather_objects(rng_state(), self.ctx)
+        if self.ctx.is_main:
+            self.run.save_state({"step": self.step, "module": self.student.state_dict(),
+                                 "optimizer": optimizer.state_dict(), "rng": rngs,
+                                 "best_mad": self.best_mad, "world_size": self.ctx.world_size})
+            self.run.save_model(self.student.model, LAST, step=self.step)
+        barrier(self.ctx)
+
+
+def fit(model: nn.Module, train_set: Dataset, cfg: TrainConfig, out: str | Path, *,
+        eval_set: Dataset | None = None, teacher: nn.Module | None = None,
+        resume: bool = False, ctx: Context | None = None, info: dict | None = None,
+        progress: bool = True) -> FitResult:
+    """Train `model` in place into the run folder `out`; see TrainConfig for the knobs.
+
+    `teacher` is the distillation teacher (objective "supervised" with cfg.distill) or
+    the frozen reference of SOC. `info` (data specs, input files...) is saved with the
+    config and must match on resume.
+    """
+    ctx = ctx or Context()
+    cfg.validate(has_teacher=teacher is not None)
+    run = RunDir(out)
+    if ctx.is_main:
+        run.start({**dataclasses.asdict(cfg), **(info or {}), "world_size": ctx.world_size,
+                   "arch": model.arch.to_dict()}, resume)
+    barrier(ctx)
+    trainer = _Trainer(model, train_set, cfg, run, eval_set, teacher, ctx, progress)
+    trainer.restore_or_init(resume)
+    if ctx.is_main:
+        run.truncate_log(trainer.step)
+    stopped = trainer.train() if trainer.step < trainer.total else False
+    model.eval()
+    return FitResult(model, trainer.step, stopped, trainer.best_mad, run.path)

@@ -1,0 +1,50 @@
+"""Learning-rate schedules (pure functions of the step, so resuming needs only the step)
+and the MACs schedule of iterative pruning."""
+from __future__ import annotations
+
+import math
+
+from ..errors import UserError
+
+LR_SCHEDULES = ("cosine", "step", "constant")
+PRUNE_SCHEDULES = ("linear", "cubic")
+
+
+def lr_at(step: int, total: int, base_lr: float, schedule: str = "cosine", warmup: int = 0,
+          step_size: int | None = None, gamma: float = 0.1, min_lr: float = 0.0) -> float:
+    """LR for optimizer step `step` (0-based) of `total`.
+
+    Linear warm-up from base_lr/warmup to base_lr over `warmup` steps, then:
+    cosine decay to `min_lr` at the last step; `step`: x`gamma` every `step_size` steps
+    (default total/4, the official 40 epochs with x0.1 every 10); or constant.
+    """
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    if schedule == "constant":
+        return base_lr
+    if schedule == "step":
+        size = step_size or max(1, total // 4)
+        return base_lr * gamma ** (step // size)
+    if schedule == "cosine":
+        span = max(1, total - warmup - 1)
+        progress = min(1.0, (step - warmup) / span)
+        return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * progress))
+    raise UserError(f"unknown schedule {schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
+
+
+def macs_targets(final: float, iterations: int, kind: str = "cubic") -> list[float]:
+    """Fraction of the original MACs to keep after each of `iterations` prune steps.
+
+    The removed fraction r_i grows to 1 - final: linearly (r_f * i/K) or cubically
+    (r_f * (1 - (1 - i/K)^3), Zhu & Gupta 2017), which cuts most while the model is
+    still redundant and takes small steps near the target.
+    """
+    if not 0 < final <= 1:
+        raise UserError(f"target MACs fraction must be in (0, 1], got {final}")
+    if iterations < 1:
+        raise UserError(f"--iterations must be >= 1, got {iterations}")
+    if kind not in PRUNE_SCHEDULES:
+        raise UserError(f"unknown prune schedule {kind!r}; choose linear or cubic")
+    removed = 1.0 - final
+    shape = (lambda t: t) if kind == "linear" else (lambda t: 1 - (1 - t) ** 3)
+    return [1.0 - removed * shape(i / iterations) for i in range(1, iterations + 1)]
