@@ -28,7 +28,7 @@ import torch
 
 from ..errors import UserError
 from .images import IMAGE_SUFFIXES, read_alpha, read_image
-from .synthetic import render_portrait
+from .synthetic import render_portrait, sample_name
 from .transforms import UNKNOWN, resize_sample, to_tensors, train_transform, trimap_from_alpha
 
 # (layout name, image folders in order of preference, matte folders, trimap folders)
@@ -74,7 +74,7 @@ class SyntheticSource:
             raise IndexError(index)
         image, alpha8 = render_portrait(self.seed + index, self.size)
         alpha = alpha8.astype(np.float32) / 255.0
-        return RawSample(f"synth_{self.seed + index:07d}", image, alpha, trimap_from_alpha(alpha))
+        return RawSample(sample_name(self.seed + index), image, alpha, trimap_from_alpha(alpha))
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,14 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
+GENERATOR_VERSION = 1  # bump whenever the pixels a seed produces change
 HAIR_STYLES = ("short", "long", "curly", "updo", "buzz")
 HAIR_STYLE_WEIGHTS = (0.28, 0.36, 0.14, 0.12, 0.10)
+
+
+def sample_name(seed: int) -> str:
+    """File stem / dataset name of the sample generated from `seed`."""
+    return f"synth_{seed:07d}"
 
 
 def render_portrait(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:

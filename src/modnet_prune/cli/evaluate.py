@@ -1,0 +1,107 @@
+"""`modnet-prune evaluate`: matting errors of a checkpoint or .onnx file on a dataset."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from ..data import open_source
+from ..data.protocol import MULTIPLE
+from ..errors import UserError
+from ..export.runtime import RUNTIMES, open_runtime
+from ..metrics import METRICS, SCALING, evaluate
+from ..model.io import write_atomic
+from .common import output_path, print_json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("evaluate", help="SAD/MSE/MAD/Grad/Conn of a model on a dataset")
+    p.add_argument("--checkpoint", required=True, help=".safetensors, official .ckpt, or .onnx")
+    data = p.add_mutually_exclusive_group(required=True)
+    data.add_argument("--data", help="synthetic:N@S[+seedK], a dataset folder, or "
+                                     "images=DIR,alphas=DIR[,trimaps=DIR]")
+    data.add_argument("--image-dir", help="folder of images (with --alpha-dir)")
+    p.add_argument("--alpha-dir", help="folder of ground-truth mattes, paired by file stem")
+    p.add_argument("--trimap-dir", help="optional trimaps (0/128/255) for unknown-region scores")
+    p.add_argument("--size", type=int, help="run every image at SIZE x SIZE instead of the "
+                                            "MODNet protocol (synthetic data: default its size)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto")
+    p.add_argument("--threads", type=int, help="CPU threads for the runtime")
+    p.add_argument("--device", help="torch device (default: cuda if available)")
+    p.add_argument("--save-predictions", metavar="DIR", help="write each predicted matte as PNG")
+    p.add_argument("--csv", metavar="FILE", help="write per-image errors as CSV")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=run)
+
+
+def _spec(args) -> str:
+    if args.data:
+        if args.alpha_dir or args.trimap_dir:
+            raise UserError("--alpha-dir/--trimap-dir go with --image-dir, not --data")
+        return args.data
+    if not args.alpha_dir:
+        raise UserError("--image-dir needs --alpha-dir")
+    spec = f"images={args.image_dir},alphas={args.alpha_dir}"
+    return spec + (f",trimaps={args.trimap_dir}" if args.trimap_dir else "")
+
+
+def _check_prediction_dir(save_dir: str, source) -> Path:
+    out = Path(save_dir)
+    inputs = {d.resolve() for p in getattr(source, "pairs", ())
+              for d in (p.image.parent, p.alpha.parent, p.trimap.parent if p.trimap else None) if d}
+    if out.resolve() in inputs:
+        raise UserError(f"{out}: is an input folder of the dataset; refusing to write into it")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def run(args) -> int:
+    if args.size is not None and (args.size < MULTIPLE or args.size % MULTIPLE):
+        raise UserError(f"--size {args.size}: must be a positive multiple of {MULTIPLE}")
+    csv_path = output_path(args.csv) if args.csv else None
+    source = open_source(_spec(args), size=args.size, train=False)
+    save_dir = _check_prediction_dir(args.save_predictions, source) if args.save_predictions else None
+    runtime = open_runtime(args.checkpoint, runtime=args.runtime, threads=args.threads,
+                           device=args.device)
+    result = evaluate(runtime, source, size=args.size, save_predictions=save_dir,
+                      progress=not args.json)
+    rows = result.pop("per_image")
+    if csv_path:
+        write_atomic(csv_path, lambda tmp: _write_csv(tmp, rows))
+    result.update(checkpoint=str(args.checkpoint), runtime=runtime.describe())
+    if args.json:
+        print_json(result)
+    else:
+        _print_table(result, csv_path, save_dir)
+    return 0
+
+
+def _write_csv(path: str, rows: list[dict]) -> None:
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _print_table(result: dict, csv_path, save_dir) -> None:
+    console = Console()
+    unknown = result.get("unknown")
+    console.print(f"{result['checkpoint']} ({result['runtime']['runtime']}) on {result['dataset']}; "
+                  f"input {result['input']}; errors at ground-truth size, "
+                  f"means over {result['count']} images")
+    table = Table()
+    table.add_column("metric")
+    table.add_column("scaling")
+    table.add_column("whole image", justify="right")
+    if unknown:
+        table.add_column(f"unknown (trimap=128, {unknown['count']} images)", justify="right")
+    for m in METRICS:
+        cells = [f"{result[m]:.6f}"] + ([f"{unknown[m]:.6f}"] if unknown else [])
+        table.add_row(m.upper(), SCALING[m], *cells)
+    console.print(table)
+    for what, path in (("per-image CSV", csv_path), ("predictions", save_dir)):
+        if path:
+            console.print(f"{what}: {path}")
