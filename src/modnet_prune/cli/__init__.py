@@ -10,9 +10,9 @@ import sys
 
 from .. import __version__
 from ..errors import UserError
-from . import analyze, convert, evaluate, synth, train
+from . import analyze, benchmark, convert, evaluate, synth, train
 
-COMMANDS = (convert, analyze, synth, evaluate, train)
+COMMANDS = (convert, analyze, benchmark, synth, evaluate, train)
 
 
 def build_parser() -> argparse.ArgumentParser:

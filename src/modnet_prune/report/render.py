@@ -1,6 +1,8 @@
 """Human-readable tables (rich) for analysis and benchmark results."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
 from rich.table import Table
 
@@ -78,3 +80,33 @@ def render_analysis(report: dict, console: Console, top: int = 20) -> None:
     render_summary(report, console)
     render_parts(report, console)
     render_layers(report, console, top)
+
+
+def render_benchmark(result: dict, console: Console) -> None:
+    """Latency table for `benchmark()` output, the A/B ratio and the environment."""
+    env = result["env"]
+    h, w = env["size"]
+    table = Table(title=f"Latency at {h}x{w}, batch 1, {env['threads']} thread(s), "
+                        f"{env['repeat']} timed runs after {env['warmup']} warm-up",
+                  title_justify="left")
+    for column in ("", "model", "runtime", "median ms", "p90 ms", "min ms", "img/s", "peak RSS MB"):
+        table.add_column(column, justify="left" if column in ("", "model", "runtime") else "right",
+                         overflow="fold")
+    for label in ("a", "b"):
+        if label in result:
+            side = result[label]
+            rss = "-" if side["peak_rss_mb"] is None else f"{side['peak_rss_mb']:.0f}"
+            table.add_row(label.upper(), Path(side["path"]).name, side["runtime"], f"{side['median_ms']:.2f}",
+                          f"{side['p90_ms']:.2f}", f"{side['min_ms']:.2f}",
+                          f"{side['throughput']:.2f}", rss)
+    console.print(table)
+    if "ratio" in result:
+        r = result["ratio"]
+        verdict = f"A is {1 / r:.2f}x as fast as B" if r < 1 else f"A is {r:.2f}x as slow as B"
+        console.print(f"A/B latency ratio [bold]{r:.3f}[/] (median of {env['repeat']} "
+                      f"interleaved pairs): {verdict}")
+    if "rss_baseline_mb" in env:
+        console.print(f"[dim]peak RSS: each model alone in a fresh process; a process that only "
+                      f"imports the runtime peaks at {env['rss_baseline_mb']:.0f} MB[/]")
+    console.print(f"[dim]torch {env['torch']}, onnxruntime {env['onnxruntime']}, {env['cpu']} "
+                  f"({env['cpu_count']} logical CPUs), load average {env['load_avg'][0]:.2f}[/]")
