@@ -88,7 +88,7 @@ class Student(nn.Module):
             adapter.bias.copy_(bias)
 
 
-def _ridge_fit(x: Tensor, y: Tensor, rel_ridge: float = 1e-4) -> tuple[Tensor, Tensor]:
+def _ridge_fit(x: Tensor, y: Tensor, rel_ridge: float = 1e-6) -> tuple[Tensor, Tensor]:
     """(W, b) minimising |y - (W x + b)|^2 over all pixels, with a small ridge for stability."""
     xs = x.transpose(0, 1).flatten(1).double()
     xs = torch.cat([xs, torch.ones_like(xs[:1])])  # the constant row fits the bias

@@ -292,12 +292,24 @@ class _Trainer:
         if self.step == self.total:
             self.evaluate()
         rngs = all_gather_objects(rng_state(), self.ctx)
+        if self.ctx.distributed:
+            self._check_ranks_agree()
         if self.ctx.is_main:
             self.run.save_state({"step": self.step, "module": self.student.state_dict(),
                                  "optimizer": optimizer.state_dict(), "rng": rngs,
                                  "best_mad": self.best_mad, "world_size": self.ctx.world_size})
             self.run.save_model(self.student.model, LAST, step=self.step)
         barrier(self.ctx)
+
+
+    def _check_ranks_agree(self) -> None:
+        """DDP keeps replicas identical; a checksum per rank at each checkpoint proves it
+        (a misconfigured wrapper or a rank-dependent code path would show up here)."""
+        with torch.no_grad():
+            checksum = sum(p.double().sum() for p in self.student.parameters()).item()
+        sums = all_gather_objects(checksum, self.ctx)
+        if max(sums) - min(sums) > 1e-6 * max(1.0, abs(sums[0])):
+            raise RuntimeError(f"DDP replicas diverged at step {self.step}: {sums}")
 
 
 def fit(model: nn.Module, train_set: Dataset, cfg: TrainConfig, out: str | Path, *,

@@ -1,0 +1,218 @@
+"""The training loop: learning, exact resume, run-folder rules, Ctrl-C, BN re-estimation."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import modnet_prune as mp
+from modnet_prune.data import open_dataset
+from modnet_prune.errors import UserError
+from modnet_prune.model import HEAD_CONVS, Arch
+from modnet_prune.train import Student, TrainConfig, fit, recalibrate_bn
+from modnet_prune.train.rundir import RunDir
+
+ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def tiny_arch(div: int = 4) -> Arch:
+    """The official structure at 1/div of every width (fast on 2 cores)."""
+    official = Arch()
+    return Arch(stem=official.stem // div, stages=tuple(max(2, w // div) for w in official.stages),
+                expansion=tuple(w // div for w in official.expansion), last=official.last // div,
+                se_hidden=official.se_hidden // div,
+                heads={k: max(2, w // div) for k, w in official.heads.items()})
+
+
+def cfg(**kw) -> TrainConfig:
+    base = dict(size=64, batch_size=4, steps=6, lr=0.01, workers=0, log_every=1,
+                checkpoint_every=3, schedule="cosine")
+    return TrainConfig(**{**base, **kw})
+
+
+def train_rows(out) -> list[dict]:
+    return [r for r in RunDir(out).rows() if r["kind"] == "train"]
+
+
+def test_loss_falls_when_fitting_a_fixed_batch(tmp_path):
+    data = open_dataset("synthetic:4@64", size=64, train=False)  # same batch every step
+    model = mp.MODNet(tiny_arch())
+    fit(model, data, cfg(steps=30, optimizer="adamw", lr=3e-3, checkpoint_every=30),
+        tmp_path / "run", progress=False)
+    losses = [r["loss"] for r in train_rows(tmp_path / "run")]
+    assert len(losses) == 30
+    assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5
+    row = train_rows(tmp_path / "run")[-1]
+    assert {"step", "loss", "semantic", "detail", "matte", "lr", "samples_per_s",
+            "world_size"} <= set(row)
+    assert row["world_size"] == 1 and row["samples_per_s"] > 0
+
+
+def _final_weights(out) -> dict:
+    return mp.load(Path(out) / "last.safetensors").state_dict()
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    data = open_dataset("synthetic:12@64", size=64, train=True)  # random crops/flips/jitter
+    saved_states = {}
+    original_save = RunDir.save_state
+
+    def save_and_keep(self, state):
+        original_save(self, state)
+        saved_states[state["step"]] = self.file("last.state.pt").read_bytes()
+    monkeypatch.setattr(RunDir, "save_state", save_and_keep)
+
+    run = RunDir(tmp_path / "run")
+    fit(mp.MODNet(tiny_arch()), data, cfg(), run.path, progress=False)
+    straight, straight_rows = _final_weights(run.path), train_rows(run.path)
+    assert sorted(saved_states) == [3, 6]
+    # "Killed" after logging step 6 but before its checkpoint: the state says step 3.
+    run.file("last.state.pt").write_bytes(saved_states[3])
+
+    torch.manual_seed(123)  # whatever the caller's RNG, the state file decides
+    result = fit(mp.MODNet(tiny_arch()), data, cfg(), run.path, resume=True, progress=False)
+    assert result.step == 6 and not result.stopped
+    assert [r["step"] for r in train_rows(run.path)] == [1, 2, 3, 4, 5, 6]  # no repeats
+    resumed = _final_weights(run.path)
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    assert train_rows(run.path)[3:] == [
+        {**r, "samples_per_s": pytest.approx(r["samples_per_s"], rel=10)} for r in straight_rows[3:]]
+
+
+def test_run_folder_rules(tmp_path):
+    data = open_dataset("synthetic:8@64", size=64, train=True)
+    out = tmp_path / "run"
+    fit(mp.MODNet(tiny_arch()), data, cfg(steps=2), out, progress=False)
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["lr"] == 0.01 and saved["arch"] == tiny_arch().to_dict()
+    with pytest.raises(UserError, match="already holds a run"):
+        fit(mp.MODNet(tiny_arch()), data, cfg(steps=2), out, progress=False)
+    with pytest.raises(UserError, match="different settings.*lr"):
+        fit(mp.MODNet(tiny_arch()), data, cfg(steps=4, lr=0.5), out, resume=True, progress=False)
+    with pytest.raises(UserError, match="fewer than --batch-size"):
+        fit(mp.MODNet(tiny_arch()), data, cfg(batch_size=16), tmp_path / "b", progress=False)
+    with pytest.raises(UserError, match="exactly one of"):
+        fit(mp.MODNet(tiny_arch()), data, cfg(epochs=1.0), tmp_path / "c", progress=False)
+    # epochs: 8 samples / batch 4 = 2 steps per epoch
+    r = fit(mp.MODNet(tiny_arch()), data, cfg(steps=None, epochs=1.5), tmp_path / "d",
+            progress=False)
+    assert r.step == 3
+
+
+def test_eval_keeps_best_by_mad(tmp_path):
+    data = open_dataset("synthetic:8@64", size=64, train=True)
+    evalset = open_dataset("synthetic:2@64+seed500", size=64, train=False)
+    out = tmp_path / "run"
+    result = fit(mp.MODNet(tiny_arch()), data, cfg(steps=4, eval_every=2), out,
+                 eval_set=evalset, progress=False)
+    evals = [r for r in RunDir(out).rows() if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [2, 4]
+    assert result.best_mad == min(r["mad"] for r in evals)
+    best = mp.load(out / "best.safetensors", with_metadata=True)[1]
+    assert float(best["mad"]) == result.best_mad
+
+
+def test_recalibrate_bn_gives_the_exact_mean_over_batches():
+    model = mp.MODNet(tiny_arch()).train()
+    bn = model.backbone.model.features[2].conv[1]  # a backbone BN
+    seen = []
+    handle = bn.register_forward_hook(lambda m, i, o: seen.append(i[0].detach()))
+    batches = [torch.randn(2, 3, 64, 64) for _ in range(3)]
+    assert recalibrate_bn(model, batches) == 3
+    handle.remove()
+    mean = torch.stack([x.mean(dim=(0, 2, 3)) for x in seen]).mean(0)
+    assert torch.allclose(bn.running_mean, mean, atol=1e-6)
+    assert bn.momentum == 0.1 and model.training
+
+
+def test_adapter_init_recovers_kept_channels():
+    """A student that keeps teacher channels [5, 1, 6] of hr2x: the least-squares init
+    finds that selection (up to numerical noise)."""
+    student = Student(mp.MODNet(tiny_arch()), {"hr2x": 8})
+    hr2x = student.model.hr_branch.conv_hr2x
+    kept = torch.tensor([5, 1, 6, 0, 2, 3, 4, 7])[: hr2x[-1].layers[0].out_channels]
+    img = torch.randn(2, 3, 64, 64)
+    student.model.eval()
+    captured = {}
+    with torch.no_grad():
+        handle = hr2x.register_forward_hook(lambda m, i, o: captured.update(x=o))
+        student.model(img, inference=False)
+        handle.remove()
+    teacher = torch.zeros(2, 8, *captured["x"].shape[-2:])
+    teacher[:, kept] = captured["x"]
+    student.fit_adapters(img, {"hr2x": teacher})
+    w = student.adapters["hr2x"].weight[:, :, 0, 0]
+    expected = torch.zeros_like(w)
+    expected[kept, torch.arange(len(kept))] = 1
+    assert torch.allclose(w, expected, atol=1e-3)
+
+
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "modnet_prune", *args], env=ENV,
+                          capture_output=True, text=True, timeout=300, **kw)
+
+
+def test_cli_train_errors_are_one_line(tmp_path):
+    r = _cli("train", "--data", str(tmp_path / "nope"), "--steps", "1", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "no such folder" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("train", "--data", "synthetic:8@64", "--size", "50", "--steps", "1",
+             "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "multiple of 32" in r.stderr
+    r = _cli("train", "--data", "synthetic:8@64", "--size", "64", "--steps", "1",
+             "--checkpoint", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "no such file" in r.stderr
+
+
+def test_ctrl_c_saves_and_resume_finishes(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--data", "synthetic:16@64", "--size", "64", "--batch-size", "2",
+            "--steps", "400", "--checkpoint-every", "1000", "--log-every", "1", "--workers", "1",
+            "--threads", "1", "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "modnet_prune", *args], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "log.jsonl").exists() or len(train_rows(out)) < 2:
+        assert time.time() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() else ""
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    state = torch.load(out / "last.state.pt", weights_only=True)
+    rows = train_rows(out)
+    assert state["step"] == rows[-1]["step"] < 400  # saved where it stopped, nothing lost
+    r = _cli(*[a if a != "400" else str(state["step"] + 2) for a in args], "--resume", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["step"] == state["step"] + 2
+    steps = [x["step"] for x in train_rows(out)]
+    assert steps == list(range(1, state["step"] + 3))
+
+
+def _torchrun(*args, nproc: int = 2):
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
+                           str(nproc), "-m", "modnet_prune", *args], env=ENV,
+                          capture_output=True, text=True, timeout=400)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_train_and_resume(tmp_path):
+    init = mp.save(mp.MODNet(tiny_arch()), tmp_path / "init.safetensors")
+    out = tmp_path / "run"
+    common = ["train", "--checkpoint", str(init), "--data", "synthetic:16@64", "--size", "64",
+              "--batch-size", "2", "--log-every", "1", "--checkpoint-every", "2",
+              "--workers", "1", "--out", str(out), "--no-progress", "--json"]
+    r = _torchrun(*common, "--steps", "2")
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = _torchrun(*common, "--steps", "4", "--resume")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = train_rows(out)
+    assert [x["step"] for x in rows] == [1, 2, 3, 4]
+    assert {x["world_size"] for x in rows} == {2}
+    assert json.loads((out / "config.json").read_text())["world_size"] == 2
+    assert mp.load(out / "last.safetensors").arch == tiny_arch()
