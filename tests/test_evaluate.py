@@ -108,6 +108,18 @@ def test_folder_round_trip_and_inference_protocol(tmp_path, capsys):
     assert spy.sizes == [(1, 3, 64, 64)] * 3
 
 
+def test_image_dir_alpha_dir_form_and_unpaired_files_warning(checkpoint, tmp_path, capsys):
+    _, ckpt = checkpoint
+    run_cli(capsys, "synth", "--out", tmp_path / "syn", "--count", 2, "--size", 64)
+    (tmp_path / "syn" / "matte" / "synth_0000001.png").unlink()
+    code, out, err = run_cli(capsys, "evaluate", "--checkpoint", ckpt, "--image-dir",
+                             tmp_path / "syn" / "image", "--alpha-dir", tmp_path / "syn" / "matte",
+                             "--size", 64, "--json")
+    assert code == 0 and json.loads(out)["count"] == 1
+    assert err.strip() == (f"modnet-prune evaluate: warning: {tmp_path / 'syn'}: 1 images without "
+                           "a matte (e.g. synth_0000001); using 1 pairs")
+
+
 def test_protocol_on_non_square_images(tmp_path):
     from PIL import Image
     (tmp_path / "image").mkdir()

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import csv
+import sys
+import warnings
 from pathlib import Path
 
 from rich.console import Console
@@ -61,7 +63,11 @@ def run(args) -> int:
     if args.size is not None and (args.size < MULTIPLE or args.size % MULTIPLE):
         raise UserError(f"--size {args.size}: must be a positive multiple of {MULTIPLE}")
     csv_path = output_path(args.csv) if args.csv else None
-    source = open_source(_spec(args), size=args.size, train=False)
+    with warnings.catch_warnings(record=True) as caught:  # unpaired files: one line each
+        warnings.simplefilter("always")
+        source = open_source(_spec(args), size=args.size, train=False)
+    for warning in caught:
+        print(f"modnet-prune evaluate: warning: {warning.message}", file=sys.stderr)
     save_dir = _check_prediction_dir(args.save_predictions, source) if args.save_predictions else None
     runtime = open_runtime(args.checkpoint, runtime=args.runtime, threads=args.threads,
                            device=args.device)

@@ -247,7 +247,7 @@ def _portrait_layers(rng, canvas: _Canvas, ambient: np.ndarray) -> list[tuple[np
 
     body_d, neck_d, clothes = _body(rng, canvas, head)
     head_d = _head_shape(canvas, head)
-    hair_d, back_hair_d, window = _hair_shape(rng, canvas, head, style)
+    hair_d, back_hair_d, window, back_view = _hair_shape(rng, canvas, head, style)
     soft = rng.uniform(0.7, 1.4)  # edge sharpness of opaque parts (focus)
     body_a, head_a = _coverage(body_d, soft), _coverage(head_d, soft)
     shade = _shading(canvas, np.maximum(body_a, head_a), light, rx)
@@ -256,7 +256,7 @@ def _portrait_layers(rng, canvas: _Canvas, ambient: np.ndarray) -> list[tuple[np
     hair_a = _fuzzy(rng, canvas, hair_d, head, style) * (1.0 - window)
     skin_map = skin * (0.92 + 0.16 * _fractal_noise(rng, s, cells=4))[..., None]
     body_col = _paint(clothes, _coverage(neck_d, 1.5 * canvas.unit), skin_map)  # neck, neckline
-    face_col = _face(rng, canvas, head, skin_map, hair_colour)
+    face_col = skin_map if back_view else _face(rng, canvas, head, skin_map, hair_colour)
     strands_a = _strands(rng, canvas, hair_d, hair_a, head, style)
 
     layers = []
@@ -286,7 +286,7 @@ def _hair_colour(rng) -> np.ndarray:
 
 def _body(rng, canvas: _Canvas, head: dict):
     """Distance fields of neck+torso and of the neck alone; clothes colour map."""
-    rx, ry, s = head["rx"], head["ry"], canvas.size
+    rx, ry = head["rx"], head["ry"]
     shoulder_y = head["cy"] + ry * rng.uniform(0.95, 1.25)
     half_width = rx * rng.uniform(2.3, 3.2)
     torso_h = half_width * rng.uniform(0.45, 0.8)
@@ -330,7 +330,8 @@ def _head_shape(canvas: _Canvas, head: dict) -> np.ndarray:
 
 def _hair_shape(rng, canvas: _Canvas, head: dict, style: str):
     """Distance field of the hair mass, of hair behind the neck (long styles, else None),
-    and the face window: where skin shows through (coverage of the hair is removed)."""
+    the face window (where skin shows through the hair) and whether we see the back of
+    the head (no window, no face)."""
     u, v = canvas.local(head["cx"], head["cy"], head["roll"])
     rx, ry = head["rx"], head["ry"]
     grow = {"short": (1.08, 1.04), "long": (1.1, 1.05), "curly": (1.35, 1.25),
@@ -357,8 +358,7 @@ def _hair_shape(rng, canvas: _Canvas, head: dict, style: str):
     window_d = _ellipse(u - part * 0.3, v - ry * rng.uniform(0.18, 0.34),
                         rx * rng.uniform(0.8, 0.95), ry * rng.uniform(0.82, 0.98))
     window = np.zeros_like(u) if back_view else _coverage(window_d, 1.5 * canvas.unit)
-    head["back_view"] = back_view
-    return hair, back, window
+    return hair, back, window, back_view
 
 
 def _fuzzy(rng, canvas: _Canvas, distance: np.ndarray, head: dict, style: str) -> np.ndarray:
@@ -386,8 +386,6 @@ def _hair_texture(rng, canvas: _Canvas, head: dict, colour: np.ndarray) -> np.nd
 
 def _face(rng, canvas: _Canvas, head: dict, skin_map: np.ndarray, hair: np.ndarray) -> np.ndarray:
     """Skin with eyes, brows, nose shadow and mouth placed by the head's roll and yaw."""
-    if head["back_view"]:
-        return skin_map
     rx, ry = head["rx"], head["ry"]
     u, v = canvas.local(head["cx"], head["cy"], head["roll"])
     u = u - head["yaw"] * rx * 0.35
