@@ -6,8 +6,7 @@ import sys
 from rich.console import Console
 
 from ..export.runtime import RUNTIMES
-from ..report.analysis import parse_size
-from ..report.benchmark import benchmark, busy_warning, default_threads
+from ..report.benchmark import benchmark
 from ..report.render import render_benchmark
 from .common import print_json
 
@@ -28,15 +27,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    size = parse_size(args.size)
-    threads = args.threads or default_threads()
-    warning = busy_warning(threads)
-    if warning:
-        print(f"modnet-prune benchmark: warning: {warning}", file=sys.stderr)
-    result = benchmark(args.checkpoint, args.vs, runtime=args.runtime, size=size, threads=threads,
-                       repeat=args.repeat, warmup=args.warmup)
+    result = benchmark(args.checkpoint, args.vs, runtime=args.runtime, size=args.size,
+                       threads=args.threads, repeat=args.repeat, warmup=args.warmup)
     if args.json:
         print_json(result)
     else:
         render_benchmark(result, Console())
+    for warning in result["env"]["warnings"]:  # stderr, so that --json output stays clean
+        print(f"modnet-prune benchmark: warning: {warning}", file=sys.stderr)
     return 0

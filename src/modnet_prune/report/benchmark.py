@@ -35,8 +35,7 @@ Infer = Callable[[np.ndarray], object]
 def interleaved_times(fns: Sequence[Infer], x: np.ndarray, repeat: int, warmup: int,
                       progress: bool | None = None) -> list[list[float]]:
     """Milliseconds of `repeat` calls of each fn on `x`, round-robin, after `warmup` rounds."""
-    if repeat < 1 or warmup < 0:
-        raise UserError(f"need repeat >= 1 and warmup >= 0 (got {repeat} and {warmup})")
+    _check_counts(repeat, warmup)
     times: list[list[float]] = [[] for _ in fns]
     # progress None: a bar on a terminal only, silence in pipes and tests
     disable = None if progress is None else not progress
@@ -48,6 +47,12 @@ def interleaved_times(fns: Sequence[Infer], x: np.ndarray, repeat: int, warmup: 
             if step >= warmup:
                 record.append(elapsed * 1e3)
     return times
+
+
+def _check_counts(repeat: int, warmup: int, threads: int = 1) -> None:
+    if repeat < 1 or warmup < 0 or threads < 1:
+        raise UserError(f"need repeat >= 1, warmup >= 0 and threads >= 1 "
+                        f"(got {repeat}, {warmup} and {threads})")
 
 
 def latency_stats(times_ms: Sequence[float], batch: int = 1) -> dict:
@@ -148,9 +153,8 @@ def benchmark_many(paths: Sequence[str], runtime: str = "auto", size: int | str 
     """Time several models interleaved. Returns {"models": [...], "env": {...}}; each model
     has latency stats, `peak_rss_mb` and `ratio` (median per-round ratio to the first)."""
     size = parse_size(size)
-    threads = threads or default_threads()
-    if threads < 1:
-        raise UserError(f"--threads must be >= 1 (got {threads})")
+    threads = default_threads() if threads is None else threads
+    _check_counts(repeat, warmup, threads)
     env = environment(threads, size, repeat, warmup)  # load average before we add to it
     torch.set_num_threads(threads)
     runtimes = [open_runtime(p, runtime, threads=threads) for p in paths]
