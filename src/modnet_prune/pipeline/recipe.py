@@ -1,0 +1,367 @@
+"""Pipeline recipes: one YAML file says how a student is made from a teacher and measured.
+
+Every key is documented in `recipes/README.md`. Loading checks types, ranges and
+combinations, and refuses unknown keys; each problem is one line naming the key, e.g.
+`recipes/x.yaml: prune.criterion: 'l3' is not one of l1, l2, bn, fpgm, taylor, random`.
+
+The fine-tuning budget is counted in *samples* (images seen by the student), so recipes
+with different batch sizes or iteration counts are compared at equal cost.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..errors import UserError
+
+DEFAULT_TEACHER = "models/modnet-synthetic.safetensors"
+PRUNE_METHODS = ("target_macs", "plan", "ratio", "none")
+CRITERIA = ("l1", "l2", "bn", "fpgm", "taylor", "random")
+ALLOCATIONS = ("uniform", "global")
+PRUNE_SCHEDULES = ("linear", "cubic")
+OPTIMIZERS = ("sgd", "adamw")
+LR_SCHEDULES = ("cosine", "step", "constant")
+RUNTIMES = ("torch", "onnxruntime")
+_SYNTHETIC = re.compile(r"synthetic:(\d+)(?:@(\d+))?(?:\+seed(\d+))?")
+
+
+class RecipeError(UserError):
+    """A recipe key with a wrong name, type or value."""
+
+
+@dataclass(frozen=True)
+class PruneSpec:
+    method: str = "none"                  # target_macs | plan | ratio | none (fine-tune only)
+    target_macs: float | None = None      # keep at most this fraction of inference MACs
+    plan: dict | str | None = None        # {module path: {keep: N} | {ratio: r}} or a file
+    ratio: float | None = None            # remove this fraction of every group
+    criterion: str = "l1"
+    allocation: str = "uniform"           # ratio only: uniform | global
+    round_to: int = 8
+    min_channels: int = 1
+    iterations: int = 1                   # > 1: iterative compress (prune a little, fine-tune)
+    schedule: str = "cubic"               # MACs fraction after each iteration: linear | cubic
+    calibration_batches: int = 4          # data batches for the taylor criterion
+
+
+@dataclass(frozen=True)
+class FinetuneSpec:
+    samples: int = 0                      # the budget: images seen, all iterations together
+    batch_size: int = 16
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    warmup_samples: int = 0
+    step_samples: int | None = None       # schedule step: samples between decays (None: 1/4)
+    gamma: float = 0.1
+    min_lr: float = 0.0
+    supervised: float = 1.0               # weight of the ground-truth objective
+    scales: dict[str, float] = field(default_factory=lambda: {"semantic": 10.0, "detail": 10.0,
+                                                             "matte": 1.0})
+    eval_every_samples: int = 0           # held-out evaluations during training (0: at the end)
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class DistillSpec:
+    """Weights of the distillation terms; all 0 trains on ground truth only."""
+    matte: float = 0.0
+    detail: float = 0.0
+    semantic: float = 0.0
+    lr8x: float = 0.0
+    hr2x: float = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return any(v > 0 for v in dataclasses.asdict(self).values())
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    train: str = "synthetic:100000@128+seed0"
+    eval: str = "synthetic:200@128+seed10000000"
+
+
+@dataclass(frozen=True)
+class SizeSpec:
+    train: int = 128
+    eval: int = 128
+    benchmark: int = 512                  # also where MACs and params are reported
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    repeat: int = 20
+    warmup: int = 3
+    threads: int | None = None            # None: every CPU this process may use
+    runtimes: tuple[str, ...] = RUNTIMES
+    peak_rss: bool = False
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    opset: int = 17
+    tolerance: float = 1e-4               # ONNX Runtime vs PyTorch, max |delta|
+
+
+@dataclass(frozen=True)
+class ReportSpec:
+    samples: int = 4                      # rows of the matte grid
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str = "recipe"
+    description: str = ""
+    teacher: str = DEFAULT_TEACHER
+    seed: int = 0
+    prune: PruneSpec = field(default_factory=PruneSpec)
+    recalibrate_bn: int = 0               # batches for BN re-estimation after each prune
+    finetune: FinetuneSpec = field(default_factory=FinetuneSpec)
+    distill: DistillSpec = field(default_factory=DistillSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    sizes: SizeSpec = field(default_factory=SizeSpec)
+    benchmark: BenchmarkSpec = field(default_factory=BenchmarkSpec)
+    export: ExportSpec = field(default_factory=ExportSpec)
+    report: ReportSpec = field(default_factory=ReportSpec)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["benchmark"]["runtimes"] = list(self.benchmark.runtimes)
+        return d
+
+    def with_budget(self, samples: int) -> "Recipe":
+        """The same recipe with another fine-tuning budget (samples), checked again."""
+        recipe = dataclasses.replace(self, finetune=dataclasses.replace(self.finetune,
+                                                                        samples=samples))
+        validate(recipe)
+        return recipe
+
+    def with_teacher(self, path: str) -> "Recipe":
+        return dataclasses.replace(self, teacher=str(path))
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps the budget buys (at least one per prune iteration when > 0)."""
+        if self.finetune.samples == 0:
+            return 0
+        return max(self.prune.iterations, math.ceil(self.finetune.samples / self.finetune.batch_size))
+
+
+# --------------------------------------------------------------------------- loading
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file; every problem is a one-line `RecipeError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: no such recipe file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise RecipeError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    try:
+        return recipe_from_dict(data if data is not None else {}, default_name=path.stem)
+    except RecipeError as e:
+        raise RecipeError(f"{path}: {e}") from None
+
+
+def recipe_from_dict(data: dict, default_name: str = "recipe") -> Recipe:
+    if not isinstance(data, dict):
+        raise RecipeError("a recipe is a mapping of keys to values")
+    data = {"name": default_name, **data}
+    recipe = _build(Recipe, data, "")
+    validate(recipe)
+    return recipe
+
+
+def _build(cls, data, where: str):
+    """Instantiate dataclass `cls` from a mapping, checking names and types recursively."""
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where.rstrip('.')}: expected a mapping, got {_show(data)}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise RecipeError(f"{where}{unknown[0]}: unknown key (known: {', '.join(names)})")
+    values = {}
+    for name, value in data.items():
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            values[name] = _build(kind, value if value is not None else {}, f"{where}{name}.")
+        else:
+            values[name] = _check_type(value, kind, f"{where}{name}")
+    return cls(**values)
+
+
+def _show(value) -> str:
+    return f"{type(value).__name__} {value!r}" if not isinstance(value, dict) else "a mapping"
+
+
+def _check_type(value, kind, key: str):
+    """`value` converted to `kind` (int -> float allowed, list -> tuple), or a RecipeError."""
+    options = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
+    for option in options:
+        origin = typing.get_origin(option) or option
+        if option is type(None) and value is None:
+            return None
+        if origin is bool and isinstance(value, bool):
+            return value
+        if isinstance(value, bool):
+            continue  # YAML's yes/no are not numbers
+        if origin is int and isinstance(value, int):
+            return value
+        if origin is float and isinstance(value, (int, float)):
+            return float(value)
+        if origin is str and isinstance(value, str):
+            return value
+        if origin is dict and isinstance(value, dict):
+            args = typing.get_args(option)
+            if args and args[1] is float:
+                return {k: _check_type(v, float, f"{key}.{k}") for k, v in value.items()}
+            return value
+        if origin is tuple and isinstance(value, (list, tuple)):
+            return tuple(_check_type(v, str, f"{key}[{i}]") for i, v in enumerate(value))
+    wanted = " or ".join("null" if o is type(None) else getattr(typing.get_origin(o) or o, "__name__", str(o))
+                         for o in options)
+    raise RecipeError(f"{key}: expected {wanted}, got {_show(value)}")
+
+
+# --------------------------------------------------------------------------- validation
+
+def _need(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise RecipeError(f"{key}: {message}")
+
+
+def _one_of(value, choices, key: str) -> None:
+    _need(value in choices, key, f"{value!r} is not one of {', '.join(choices)}")
+
+
+def validate(r: Recipe) -> None:
+    """Check values and combinations; raises RecipeError naming the first bad key."""
+    _need(bool(re.fullmatch(r"[A-Za-z0-9._-]+", r.name)), "name",
+          f"{r.name!r}: use letters, digits, '.', '_' and '-' only")
+    _need(bool(r.teacher), "teacher", "give the teacher checkpoint's path")
+    _need(r.seed >= 0, "seed", "must be >= 0")
+    _need(r.recalibrate_bn >= 0, "recalibrate_bn", "must be >= 0 (batches)")
+    _validate_prune(r.prune)
+    _validate_finetune(r.finetune, r.prune.iterations)
+    for name, weight in dataclasses.asdict(r.distill).items():
+        _need(weight >= 0 and math.isfinite(weight), f"distill.{name}", "must be a finite weight >= 0")
+    _need(r.finetune.samples == 0 or r.finetune.supervised > 0 or r.distill.enabled,
+          "finetune.supervised", "is 0 and every distill weight is 0: nothing to train on")
+    for key in ("train", "eval", "benchmark"):
+        size = getattr(r.sizes, key)
+        _need(size >= 32 and size % 32 == 0, f"sizes.{key}", f"{size}: must be a positive multiple of 32")
+    _validate_data(r.data)
+    b = r.benchmark
+    _need(b.repeat >= 1, "benchmark.repeat", "must be >= 1")
+    _need(b.warmup >= 0, "benchmark.warmup", "must be >= 0")
+    _need(b.threads is None or b.threads >= 1, "benchmark.threads", "must be >= 1 or null")
+    _need(len(b.runtimes) >= 1, "benchmark.runtimes", "name at least one runtime")
+    for i, runtime in enumerate(b.runtimes):
+        _one_of(runtime, RUNTIMES, f"benchmark.runtimes[{i}]")
+    _need(7 <= r.export.opset <= 21, "export.opset", f"{r.export.opset}: use an opset in 7..21")
+    _need(r.export.tolerance > 0, "export.tolerance", "must be > 0")
+    _need(0 <= r.report.samples <= 32, "report.samples", "must be in 0..32")
+
+
+def _validate_prune(p: PruneSpec) -> None:
+    _one_of(p.method, PRUNE_METHODS, "prune.method")
+    _one_of(p.criterion, CRITERIA, "prune.criterion")
+    _one_of(p.allocation, ALLOCATIONS, "prune.allocation")
+    _one_of(p.schedule, PRUNE_SCHEDULES, "prune.schedule")
+    given = {k: getattr(p, k) for k in ("target_macs", "plan", "ratio") if getattr(p, k) is not None}
+    if p.method == "none":
+        _need(not given, f"prune.{next(iter(given), '')}", "prune.method none takes no amount")
+    else:
+        _need(p.method in given, f"prune.{p.method}", f"method {p.method} needs this key")
+        extra = [k for k in given if k != p.method]
+        _need(not extra, f"prune.{extra[0] if extra else ''}", f"does not go with method {p.method}")
+    if p.target_macs is not None:
+        _need(0 < p.target_macs < 1, "prune.target_macs", f"{p.target_macs}: must be in (0, 1)")
+    if p.ratio is not None:
+        _need(0 < p.ratio < 1, "prune.ratio", f"{p.ratio}: must be in (0, 1)")
+    if isinstance(p.plan, dict):
+        _validate_plan(p.plan)
+    _need(p.round_to >= 1, "prune.round_to", "must be >= 1")
+    _need(p.min_channels >= 1, "prune.min_channels", "must be >= 1")
+    _need(p.iterations >= 1, "prune.iterations", "must be >= 1")
+    _need(p.iterations == 1 or p.method == "target_macs", "prune.iterations",
+          "iterative pruning (> 1) needs method target_macs")
+    _need(p.calibration_batches >= 1, "prune.calibration_batches", "must be >= 1")
+
+
+def _validate_plan(plan: dict) -> None:
+    _need(bool(plan), "prune.plan", "is empty")
+    for module, decision in plan.items():
+        key = f"prune.plan.{module}"
+        _need(isinstance(decision, dict) and len(decision) == 1 and
+              next(iter(decision)) in ("keep", "ratio"), key, "expected {keep: N} or {ratio: r}")
+        (kind, value), = decision.items()
+        if kind == "keep":
+            _need(isinstance(value, int) and not isinstance(value, bool) and value >= 1, key,
+                  f"keep {value!r}: must be an int >= 1")
+        else:
+            _need(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1,
+                  key, f"ratio {value!r}: must be in (0, 1)")
+
+
+def _validate_finetune(f: FinetuneSpec, iterations: int) -> None:
+    _need(f.samples >= 0, "finetune.samples", "must be >= 0")
+    _need(f.batch_size >= 1, "finetune.batch_size", "must be >= 1")
+    _need(f.samples == 0 or f.samples >= f.batch_size * iterations, "finetune.samples",
+          f"{f.samples} is less than one batch ({f.batch_size}) per prune iteration ({iterations})")
+    _one_of(f.optimizer, OPTIMIZERS, "finetune.optimizer")
+    _one_of(f.schedule, LR_SCHEDULES, "finetune.schedule")
+    _need(f.lr > 0 and math.isfinite(f.lr), "finetune.lr", "must be > 0")
+    _need(0 <= f.momentum < 1, "finetune.momentum", "must be in [0, 1)")
+    _need(f.weight_decay >= 0, "finetune.weight_decay", "must be >= 0")
+    _need(f.warmup_samples >= 0, "finetune.warmup_samples", "must be >= 0")
+    _need(f.step_samples is None or f.step_samples >= 1, "finetune.step_samples", "must be >= 1")
+    _need(0 < f.gamma <= 1, "finetune.gamma", "must be in (0, 1]")
+    _need(0 <= f.min_lr <= f.lr, "finetune.min_lr", "must be in [0, lr]")
+    _need(f.supervised >= 0, "finetune.supervised", "must be >= 0")
+    unknown = set(f.scales) - {"semantic", "detail", "matte"}
+    _need(not unknown, f"finetune.scales.{min(unknown) if unknown else ''}",
+          "unknown term (known: semantic, detail, matte)")
+    for name, scale in f.scales.items():
+        _need(scale >= 0, f"finetune.scales.{name}", "must be >= 0")
+    _need(f.eval_every_samples >= 0, "finetune.eval_every_samples", "must be >= 0")
+    _need(f.workers >= 0, "finetune.workers", "must be >= 0")
+
+
+def synthetic_seeds(spec: str) -> range | None:
+    """Seeds a `synthetic:N@S+seedK` spec draws from (K defaults to 0); None for folders."""
+    m = _SYNTHETIC.fullmatch(spec.strip())
+    if not m:
+        return None
+    start = int(m[3] or 0)
+    return range(start, start + int(m[1]))
+
+
+def _validate_data(d: DataSpec) -> None:
+    _need(bool(d.train.strip()), "data.train", "give a dataset spec")
+    _need(bool(d.eval.strip()), "data.eval", "give a dataset spec")
+    for key, spec in (("data.train", d.train), ("data.eval", d.eval)):
+        _need(not spec.startswith("synthetic") or synthetic_seeds(spec) is not None, key,
+              f"{spec!r}: expected synthetic:N@S[+seedK]")
+    train, held_out = synthetic_seeds(d.train), synthetic_seeds(d.eval)
+    if train is not None and held_out is not None:
+        overlap = range(max(train.start, held_out.start), min(train.stop, held_out.stop))
+        _need(not overlap, "data.eval", f"seeds {held_out.start}..{held_out.stop - 1} overlap the "
+              f"training seeds {train.start}..{train.stop - 1}: held-out data must be disjoint")
+    elif train is None and held_out is None:
+        _need(Path(d.train) != Path(d.eval) or Path(d.train).joinpath("validation").is_dir(),
+              "data.eval", "is the training folder: use a held-out folder")

@@ -1,0 +1,109 @@
+"""Recipe loading: the shipped recipes are valid and agree with each other; every bad key or
+value is refused with one line that names it."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from modnet_prune.pipeline.recipe import RecipeError, load_recipe, recipe_from_dict
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+BENCHMARK_RECIPES = ("seed-v2", "ours-50", "ours-25")
+
+
+def _write(tmp_path, data, name="r.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+def test_shipped_recipes_load_and_share_one_budget():
+    recipes = {n: load_recipe(RECIPES / f"{n}.yaml") for n in (*BENCHMARK_RECIPES, "demo")}
+    budgets = {recipes[n].finetune.samples for n in BENCHMARK_RECIPES}
+    assert len(budgets) == 1 and budgets.pop() > recipes["demo"].finetune.samples > 0
+    assert recipes["ours-50"].prune.target_macs == 0.5 and recipes["ours-25"].prune.target_macs == 0.25
+    assert recipes["seed-v2"].prune.method == "plan" and not recipes["seed-v2"].distill.enabled
+    assert recipes["ours-50"].distill.enabled and recipes["ours-50"].recalibrate_bn > 0
+    assert {recipes[n].data.eval for n in BENCHMARK_RECIPES} == {recipes["seed-v2"].data.eval}
+
+
+def test_seed_v2_widths_reproduce_the_write_up_costs():
+    """The plan's widths, built directly as an Arch, give V2's reported params and training
+    MACs to within 1% (1.76 M; 8,977 M at 512x512)."""
+    from modnet_prune import Arch, MODNet
+    from modnet_prune.report import analyze
+
+    plan = load_recipe(RECIPES / "seed-v2.yaml").prune.plan
+    keep = {k: v["keep"] for k, v in plan.items()}
+    f = "backbone.model.features."
+    stage_keys = ("1.conv.3", "2.conv.6", "4.conv.6", "7.conv.6", "11.conv.6", "14.conv.6", "17.conv.6")
+    heads = {k.removesuffix(".layers.0"): v for k, v in keep.items() if ".layers.0" in k}
+    heads["lr_branch.conv_lr8x"] = 32  # hr_channels does not set it (enc_channels[2] does)
+    arch = Arch(stem=keep[f + "0.0"], stages=tuple(keep[f + s] for s in stage_keys),
+                expansion=tuple(keep[f"{f}{i}.conv.0"] for i in range(2, 18)),
+                last=keep[f + "18.0"], se_hidden=keep["lr_branch.se_block.fc.0"], heads=heads)
+    result = analyze(MODNet(arch), 512)
+    assert abs(result["params"] / 1.76e6 - 1) < 0.01
+    assert abs(result["macs_train"] / 8977e6 - 1) < 0.01
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"prune": {"method": "ratio", "ratio": 0.5, "critrion": "l1"}}, "prune.critrion: unknown key"),
+    ({"finetun": {}}, "finetun: unknown key"),
+    ({"prune": {"method": "ratio", "ratio": 0.5, "criterion": "l3"}}, "prune.criterion: 'l3' is not one of"),
+    ({"prune": {"method": "ratio", "ratio": 1.5}}, "prune.ratio: 1.5: must be in (0, 1)"),
+    ({"prune": {"method": "ratio"}}, "prune.ratio: method ratio needs this key"),
+    ({"prune": {"method": "ratio", "ratio": 0.5, "target_macs": 0.5}},
+     "prune.target_macs: does not go with method ratio"),
+    ({"prune": {"method": "plan", "plan": {"hr_branch.conv_enc2x.layers.0": {"keep": 0}}}},
+     "prune.plan.hr_branch.conv_enc2x.layers.0: keep 0"),
+    ({"prune": {"method": "plan", "plan": {"x": {"drop": 3}}}}, "prune.plan.x: expected {keep: N}"),
+    ({"prune": {"method": "ratio", "ratio": 0.5, "iterations": 3}}, "prune.iterations: iterative"),
+    ({"finetune": {"samples": "many"}}, "finetune.samples: expected int, got str 'many'"),
+    ({"finetune": {"samples": 100, "lr": -1}}, "finetune.lr: must be > 0"),
+    ({"finetune": {"samples": 8, "batch_size": 16}}, "finetune.samples: 8 is less than one batch"),
+    ({"finetune": {"scales": {"semantik": 1.0}}}, "finetune.scales.semantik: unknown term"),
+    ({"finetune": {"samples": 64, "batch_size": 16, "supervised": 0}},
+     "finetune.supervised: is 0 and every distill weight is 0"),
+    ({"distill": {"matte": True}}, "distill.matte: expected float, got bool True"),
+    ({"distill": {"kd": 1.0}}, "distill.kd: unknown key"),
+    ({"sizes": {"train": 100}}, "sizes.train: 100: must be a positive multiple of 32"),
+    ({"data": {"train": "synthetic:100@128+seed0", "eval": "synthetic:10@128+seed95"}},
+     "data.eval: seeds 95..104 overlap the training seeds 0..99"),
+    ({"data": {"train": "synthetic:100@128", "eval": "synthetic:10@128"}}, "data.eval: seeds 0..9 overlap"),
+    ({"data": {"eval": "synthetic:ten"}}, "data.eval: 'synthetic:ten': expected synthetic:N@S"),
+    ({"benchmark": {"runtimes": ["torch", "tensorrt"]}}, "benchmark.runtimes[1]: 'tensorrt' is not one of"),
+    ({"benchmark": {"repeat": 0}}, "benchmark.repeat: must be >= 1"),
+    ({"name": "my recipe"}, "name: 'my recipe': use letters"),
+    ({"prune": "half"}, "prune: expected a mapping"),
+])
+def test_bad_keys_and_values_name_the_key(tmp_path, data, key):
+    with pytest.raises(RecipeError) as err:
+        load_recipe(_write(tmp_path, data))
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{tmp_path / 'r.yaml'}: ")
+    assert key in message
+
+
+def test_unreadable_recipes_are_one_line_errors(tmp_path):
+    with pytest.raises(RecipeError, match="no such recipe file"):
+        load_recipe(tmp_path / "missing.yaml")
+    with pytest.raises(RecipeError, match=r"not valid YAML \(line 2\)"):
+        load_recipe(_write(tmp_path, "name: x\nprune: method: ratio\n"))
+    with pytest.raises(RecipeError, match="a recipe is a mapping"):
+        load_recipe(_write(tmp_path, "- a\n- b\n"))
+
+
+def test_defaults_types_and_budget_override(tmp_path):
+    recipe = load_recipe(_write(tmp_path, {"finetune": {"samples": 100, "lr": 1, "batch_size": 16},
+                                           "prune": {"method": "target_macs", "target_macs": 0.5,
+                                                     "iterations": 3}},
+                                name="small.yaml"))
+    assert recipe.name == "small"                        # the file name by default
+    assert recipe.finetune.lr == 1.0 and isinstance(recipe.finetune.lr, float)
+    assert recipe.steps == 7                             # ceil(100 / 16)
+    assert recipe.with_budget(16 * 3).steps == 3         # one step per prune iteration at least
+    assert recipe.with_budget(0).steps == 0
+    with pytest.raises(RecipeError, match="finetune.samples: 20 is less than one batch"):
+        recipe.with_budget(20)
+    assert recipe_from_dict(recipe.to_dict()) == recipe  # the resolved form round-trips
