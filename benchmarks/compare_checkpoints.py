@@ -48,7 +48,18 @@ def _cell(value: str, ratio: float, first: bool) -> str:
     return value if first else f"{value} ({ratio:.2f}x)"
 
 
-def markdown(paths: list[Path], analyses: list[dict], timing: dict, command: str) -> str:
+DEMO_NOTES = [
+    "`official.safetensors`: the official architecture; `narrowed.safetensors`: last backbone "
+    "conv 1280 -> 640 (with the SE block and `conv_lr16x` input), SE hidden 320 -> 160, "
+    "hr_channels 32 -> 24 (every head width but `conv_lr16x` x 3/4). Random weights: "
+    "cost and speed do not depend on the values.",
+    "For scale, the write-up's V2 (these cuts plus layer-by-layer pruning) reached 1.76 M "
+    "params, 8,977 M training-graph MACs and 7,213 KB (ORIGIN.md).",
+]
+
+
+def markdown(paths: list[Path], analyses: list[dict], timing: dict, command: str,
+             notes: list[str] = ()) -> str:
     env = timing["env"]
     h, w = env["size"]
     lines = [
@@ -80,6 +91,7 @@ def markdown(paths: list[Path], analyses: list[dict], timing: dict, command: str
             f"{t['p90_ms']:.1f} ms",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += [f"\n{note}" for note in notes]
     lines += [f"\n> warning: {warning}" for warning in env["warnings"]]
     return "\n".join(lines) + "\n"
 
@@ -112,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"compare_checkpoints: error: {e}", file=sys.stderr)
         return 2
-    text = markdown(paths, analyses, timing, command)
+    text = markdown(paths, analyses, timing, command, DEMO_NOTES if args.demo else [])
     print(text, end="")
     if args.out:
         write_atomic(args.out, lambda tmp: Path(tmp).write_text(text))
