@@ -216,3 +216,41 @@ def test_torchrun_two_processes_train_and_resume(tmp_path):
     assert {x["world_size"] for x in rows} == {2}
     assert json.loads((out / "config.json").read_text())["world_size"] == 2
     assert mp.load(out / "last.safetensors").arch == tiny_arch()
+
+
+def test_distillation_pulls_the_student_towards_the_teacher(tmp_path):
+    data = open_dataset("synthetic:4@64", size=64, train=False)
+    teacher, student = mp.MODNet(tiny_arch(2)).eval(), mp.MODNet(tiny_arch(4))
+    weights = {"matte": 1.0, "detail": 1.0, "semantic": 10.0, "lr8x": 1.0, "hr2x": 1.0}
+    fit(student, data, cfg(steps=20, optimizer="adamw", lr=3e-3, checkpoint_every=20,
+                           supervised=0.0, distill=weights), tmp_path / "kd", teacher=teacher,
+        progress=False)
+    rows = train_rows(tmp_path / "kd")
+    assert not {"matte", "semantic", "detail"} & set(rows[0])  # supervised term off
+    for term in ("kd_matte", "kd_detail", "kd_semantic", "kd_lr8x", "kd_hr2x"):
+        assert 0 < rows[-1][term] < rows[0][term], term
+    assert rows[-1]["kd_matte"] < 0.7 * rows[0]["kd_matte"]
+    state = torch.load(tmp_path / "kd" / "last.state.pt", weights_only=True)
+    assert {k for k in state["module"] if k.startswith("adapters.")} == {
+        "adapters.lr8x.weight", "adapters.lr8x.bias", "adapters.hr2x.weight", "adapters.hr2x.bias"}
+    assert mp.load(tmp_path / "kd" / "last.safetensors").arch == tiny_arch(4)  # no adapters
+
+
+def test_cli_finetune_with_teacher_and_bn_recalibration(tmp_path):
+    teacher = mp.save(mp.MODNet(tiny_arch(2)), tmp_path / "teacher.safetensors")
+    student = mp.save(mp.MODNet(tiny_arch(4)), tmp_path / "student.safetensors")
+    out = tmp_path / "ft"
+    r = _cli("finetune", "--student", str(student), "--teacher", str(teacher),
+             "--data", "synthetic:8@64", "--size", "64", "--batch-size", "4", "--steps", "2",
+             "--log-every", "1", "--recalibrate-bn", "2", "--kd-detail", "0", "--workers", "0",
+             "--out", str(out), "--json", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    rows = train_rows(out)
+    assert [x["step"] for x in rows] == [1, 2]
+    assert all(rows[0][k] > 0 for k in ("kd_matte", "kd_semantic", "kd_lr8x", "kd_hr2x"))
+    assert "kd_detail" not in rows[0] and rows[0]["matte"] > 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["recalibrate_bn"] == 2 and saved["teacher"]["sha256"]
+    # the student's BN statistics were re-estimated: no longer the fresh 0 / 1
+    bn = mp.load(out / "last.safetensors").backbone.model.features[0][1]
+    assert not torch.allclose(bn.running_mean, torch.zeros_like(bn.running_mean))

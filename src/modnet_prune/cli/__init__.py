@@ -10,9 +10,9 @@ import sys
 
 from .. import __version__
 from ..errors import UserError
-from . import analyze, benchmark, convert, evaluate, synth, train
+from . import analyze, benchmark, convert, evaluate, finetune, synth, train
 
-COMMANDS = (convert, analyze, benchmark, synth, evaluate, train)
+COMMANDS = (convert, analyze, benchmark, synth, evaluate, train, finetune)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -73,14 +73,13 @@ class Student(nn.Module):
     def fit_adapters(self, img: Tensor, teacher_features: dict[str, Tensor]) -> None:
         """Least-squares init of each adapter: teacher ~ W @ student + b on this batch.
 
-        Runs the student in eval mode, like the teacher, so no BN statistic moves.
+        The student runs in its current mode (train: batch statistics, as the loss will
+        see it); BN running statistics are restored afterwards, so nothing else moves.
         """
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            self.model(img, inference=False)
-        finally:
-            self.model.train(was_training)
+        buffers = [(b, b.clone()) for b in self.model.buffers()]
+        self.model(img, inference=False)
+        for buffer, saved in buffers:
+            buffer.copy_(saved)
         raw = self._taps.pop()
         for name, adapter in self.adapters.items():
             weight, bias = _ridge_fit(raw[name], teacher_features[name])

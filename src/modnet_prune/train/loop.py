@@ -134,7 +134,7 @@ class _Trainer:
         self.teacher_taps = FeatureTaps(self.teacher, {n: FEATURE_TAPS[n] for n in feature_names}) \
             if self.teacher is not None and feature_names else None
         widths = teacher_widths(self.teacher, feature_names) if self.teacher_taps else None
-        self.student = Student(model, widths).to(ctx.device)
+        self.student = Student(model, widths).to(ctx.device).train()  # load() gives eval mode
         self.best_mad: float | None = None
         self.step = 0
 

@@ -15,7 +15,7 @@ def lr_at(step: int, total: int, base_lr: float, schedule: str = "cosine", warmu
     """LR for optimizer step `step` (0-based) of `total`.
 
     Linear warm-up from base_lr/warmup to base_lr over `warmup` steps, then:
-    cosine decay to `min_lr` at the last step; `step`: x`gamma` every `step_size` steps
+    cosine decay towards `min_lr` (reached after the last step); `step`: x`gamma` every `step_size` steps
     (default total/4, the official 40 epochs with x0.1 every 10); or constant.
     """
     if step < warmup:
@@ -25,9 +25,8 @@ def lr_at(step: int, total: int, base_lr: float, schedule: str = "cosine", warmu
     if schedule == "step":
         size = step_size or max(1, total // 4)
         return base_lr * gamma ** (step // size)
-    if schedule == "cosine":
-        span = max(1, total - warmup - 1)
-        progress = min(1.0, (step - warmup) / span)
+    if schedule == "cosine":  # reaches min_lr just after the last step, which still learns
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
         return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * progress))
     raise UserError(f"unknown schedule {schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
 

@@ -1,0 +1,57 @@
+"""`modnet-prune finetune`: recover a pruned student's accuracy by distillation."""
+from __future__ import annotations
+
+from ..model.io import load
+from ..train import fit, teardown
+from ..train.losses import DistillWeights
+from .train import add_training_args, config_from_args, file_info, open_sets, report, start
+
+_KD_HELP = {"matte": "L1 between mattes", "detail": "L1 between detail outputs",
+            "semantic": "MSE between semantic outputs",
+            "lr8x": "MSE on lr_branch.conv_lr8x features (through a learned 1x1 adapter)",
+            "hr2x": "MSE on hr_branch.conv_hr2x features (through a learned 1x1 adapter)"}
+
+
+def add_distill_args(p) -> None:
+    g = p.add_argument_group("distillation (0 turns a term off)")
+    for name, default in DistillWeights().as_dict().items():
+        g.add_argument(f"--kd-{name}", type=float, default=default,
+                       help=f"{_KD_HELP[name]} (default {default:g})")
+    g.add_argument("--supervised", type=float, default=1.0,
+                   help="weight of the official supervised loss (0: pure distillation, "
+                        "for unlabeled data)")
+    g.add_argument("--recalibrate-bn", type=int, default=0, metavar="N",
+                   help="re-estimate BatchNorm statistics on N batches before training")
+
+
+def distill_overrides(args) -> dict:
+    return {"distill": {k: getattr(args, f"kd_{k}") for k in DistillWeights().as_dict()},
+            "supervised": args.supervised, "recalibrate_bn": args.recalibrate_bn}
+
+
+def register(sub) -> None:
+    p = sub.add_parser("finetune", help="fine-tune a (pruned) student with distillation",
+                       description="Fine-tune --student with the supervised objective plus "
+                                   "distillation from --teacher on outputs and features.")
+    p.add_argument("--student", required=True, help="the model to train (e.g. a pruned one)")
+    p.add_argument("--teacher", required=True, help="the model to imitate (e.g. the original)")
+    add_distill_args(p)
+    add_training_args(p, lr=0.001, schedule="cosine")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    ctx = start(args)
+    try:
+        train_set, eval_set = open_sets(args)
+        student, teacher = load(args.student), load(args.teacher)
+        cfg = config_from_args(args, **distill_overrides(args))
+        info = {"data": args.data, "eval_data": args.eval_data,
+                "student": file_info(args.student), "teacher": file_info(args.teacher)}
+        result = fit(student, train_set, cfg, args.out, eval_set=eval_set, teacher=teacher,
+                     resume=args.resume, ctx=ctx, info=info, progress=not args.no_progress)
+        if ctx.is_main:
+            report(result, args.json)
+        return 130 if result.stopped else 0
+    finally:
+        teardown()
