@@ -10,9 +10,9 @@ import sys
 
 from .. import __version__
 from ..errors import UserError
-from . import analyze, benchmark, convert, evaluate, finetune, synth, train
+from . import analyze, benchmark, convert, evaluate, export, finetune, synth, train
 
-COMMANDS = (convert, analyze, benchmark, synth, evaluate, train, finetune)
+COMMANDS = (convert, analyze, benchmark, synth, evaluate, train, finetune, export)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,7 +20,8 @@ from ..model.io import load
 RUNTIMES = ("auto", "torch", "onnxruntime")
 
 
-def _check_batch(x: np.ndarray, static_hw: tuple[int, int] | None = None) -> np.ndarray:
+def _check_batch(x: np.ndarray, static_hw: tuple[int, int] | None = None,
+                 static_batch: int | None = None) -> np.ndarray:
     if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[1] != 3:
         raise UserError(f"runtime input must be an (N, 3, H, W) array, got {getattr(x, 'shape', x)}")
     h, w = x.shape[2:]
@@ -29,13 +30,20 @@ def _check_batch(x: np.ndarray, static_hw: tuple[int, int] | None = None) -> np.
     if static_hw and (h, w) != static_hw:
         raise UserError(f"runtime input {h}x{w}: this ONNX file was exported for "
                         f"{static_hw[0]}x{static_hw[1]} only")
+    if static_batch and x.shape[0] != static_batch:
+        raise UserError(f"runtime input batch {x.shape[0]}: this ONNX file takes {static_batch} only")
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
 class Runtime:
-    """Base: `rt(x) -> matte`; `name`, `path` and `describe()` say what runs."""
+    """Base: `rt(x) -> matte`; `name`, `path` and `describe()` say what runs.
+
+    `static_hw` / `static_batch` are set when the model only takes one input size / batch.
+    """
 
     name = "runtime"
+    static_hw: tuple[int, int] | None = None
+    static_batch: int | None = None
 
     def __init__(self, path: str | None = None):
         self.path = path
@@ -86,12 +94,14 @@ class OnnxRuntime(Runtime):
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None,
+    def __init__(self, path: str | os.PathLike | bytes, threads: int | None = None,
                  providers: list[str] | None = None):
+        """`path` may also be a serialised model (bytes), e.g. to check one before saving."""
         import onnxruntime as ort
 
-        super().__init__(str(path))
-        if not Path(path).is_file():
+        in_memory = isinstance(path, bytes)
+        super().__init__(None if in_memory else str(path))
+        if not in_memory and not Path(path).is_file():
             raise UserError(f"{path}: no such file")
         options = ort.SessionOptions()
         options.log_severity_level = 3  # warnings about unused initialisers are noise here
@@ -105,24 +115,28 @@ class OnnxRuntime(Runtime):
         providers = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
                                   if p in available]
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
+            self.session = ort.InferenceSession(path if in_memory else str(path), options,
+                                                providers=providers)
         except Exception as e:  # ORT raises its own pybind types (InvalidProtobuf, Fail, ...)
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise UserError(f"{path}: not a loadable ONNX model ({first[:200]})") from None
+            raise UserError(f"{self.path or 'in-memory model'}: not a loadable ONNX model "
+                            f"({first[:200]})") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
-            raise UserError(f"{path}: expected one input and one output, found "
+            raise UserError(f"{self.path}: expected one input and one output, found "
                             f"{len(inputs)} and {len(outputs)}")
         self._input, self._output = inputs[0].name, outputs[0].name
         self._input_dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
         dims = inputs[0].shape
-        self.static_hw = tuple(dims[2:]) if all(isinstance(d, int) for d in dims[2:4]) else None
+        if all(isinstance(d, int) for d in dims[2:4]):
+            self.static_hw = (dims[2], dims[3])
+        self.static_batch = dims[0] if isinstance(dims[0], int) else None
         self.threads = threads
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        batch = _check_batch(x, self.static_hw).astype(self._input_dtype, copy=False)
-        (matte,) = self.session.run([self._output], {self._input: batch})
+        batch = _check_batch(x, self.static_hw, self.static_batch)
+        (matte,) = self.session.run([self._output], {self._input: batch.astype(self._input_dtype)})
         return matte.astype(np.float32, copy=False)
 
     def describe(self) -> dict:

@@ -1,0 +1,55 @@
+"""`modnet-prune export`: any loadable checkpoint -> matte-only ONNX, checked against PyTorch."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+
+from ..errors import UserError
+from ..export.exporter import DEFAULT_OPSET, PARITY_TOL, export_onnx, parse_hw
+from ..model.io import load, sha256_file
+from .common import output_path, print_json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (matte-only graph)")
+    p.add_argument("--checkpoint", required=True, help="input .ckpt/.pth/.safetensors")
+    p.add_argument("--out", required=True, help="output .onnx file")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default 17)")
+    p.add_argument("--static", metavar="HxW", help="fix the input to 1x3xHxW (default: dynamic "
+                   "batch, height and width)")
+    p.add_argument("--fp16", action="store_true",
+                   help="store weights in float16 (half the file; I/O and compute stay float32)")
+    p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                   help=f"compare ONNX Runtime with PyTorch, fail above {PARITY_TOL:g} (default on)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if Path(args.out).suffix.lower() != ".onnx":
+        raise UserError(f"{args.out}: the output name must end in .onnx")
+    out = output_path(args.out, (args.checkpoint,))
+    static_hw = parse_hw(args.static) if args.static else None
+    model = load(args.checkpoint)
+    source = {"source": Path(args.checkpoint).name, "source_sha256": sha256_file(args.checkpoint)}
+    report = export_onnx(model, out, opset=args.opset, static_hw=static_hw, fp16=args.fp16,
+                         check=args.check, metadata=source)
+    if args.json:
+        print_json(report.as_dict())
+        return 0
+    console = Console()
+    console.print(f"wrote [bold]{out}[/]  {report.file_bytes / 2**20:.1f} MiB  opset {report.opset}"
+                  f"  {report.nodes} nodes  {report.precision}")
+    console.print(f"params {report.params:,}  MACs {report.macs:,} at {report.macs_input}")
+    for check in report.parity:
+        shape = "x".join(map(str, check["shape"]))
+        console.print(f"check {shape}: max |onnx - torch| {check['max_abs']:.2e} "
+                      f"(limit {PARITY_TOL:g})")
+    if report.fp16_max_abs is not None:
+        console.print(f"fp16 vs fp32 torch: max |diff| {report.fp16_max_abs:.2e}, "
+                      f"mean {report.fp16_mean_abs:.2e}")
+    if not args.check:
+        console.print("not checked against PyTorch (--no-check)")
+    return 0
