@@ -106,8 +106,10 @@ def compare(paths: list[Path], size: str, threads: int | None, repeat: int,
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("checkpoints", nargs="*", type=Path, help="model files; the first is the reference")
-    p.add_argument("--demo", action="store_true", help="official vs a hand-narrowed Arch (random weights)")
+    p.add_argument("checkpoints", nargs="*", type=Path,
+                   help="model files; the first is the reference")
+    p.add_argument("--demo", action="store_true",
+                   help="official vs a hand-narrowed Arch (random weights)")
     p.add_argument("--size", default="512")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--repeat", type=int, default=10)
@@ -116,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if bool(args.checkpoints) == args.demo:
         p.error("give checkpoints or --demo (one of the two)")
-    command = "python benchmarks/compare_checkpoints.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    given = sys.argv[1:] if argv is None else argv
+    command = "python benchmarks/compare_checkpoints.py " + " ".join(given)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             paths = demo_checkpoints(Path(tmp)) if args.demo else args.checkpoints

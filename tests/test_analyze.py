@@ -37,8 +37,7 @@ def formula_macs(arch: mp.Arch, h: int, w: int) -> tuple[int, int]:
     backbone += conv(32, cin, arch.last, 1)
     enc2x, enc4x = arch.stages[0], arch.stages[1]
 
-    hd = arch.heads
-    g = lambda name: hd[name]  # noqa: E731
+    g = arch.heads.__getitem__
     lr16, lr8 = g("lr_branch.conv_lr16x"), g("lr_branch.conv_lr8x")
     lr = 2 * arch.last * arch.se_hidden + conv(16, arch.last, lr16, 5) + conv(8, lr16, lr8, 5)
     t2, e2 = g("hr_branch.tohr_enc2x"), g("hr_branch.conv_enc2x")
@@ -130,7 +129,8 @@ def test_parts_and_layers_add_up(official_512):
     assert sum(p["macs_train"] for p in r["parts"].values()) == r["macs_train"]
     assert sum(p["params"] for p in r["parts"].values()) == r["params"]
     layers = r["layers"]
-    assert [layer["macs"] for layer in layers] == sorted((layer["macs"] for layer in layers), reverse=True)
+    macs = [layer["macs"] for layer in layers]
+    assert macs == sorted(macs, reverse=True)
     assert sum(layer["macs"] for layer in layers) == r["macs"]
     assert sum(layer["share"] for layer in layers) == pytest.approx(1.0)
     assert layers[-1]["cum_share"] == pytest.approx(1.0)

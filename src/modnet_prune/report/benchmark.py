@@ -168,6 +168,8 @@ def benchmark_many(paths: Sequence[str], runtime: str = "auto", size: int | str 
     if rss:
         uses_ort = any(rt.name == "onnxruntime" for rt in runtimes)
         env["rss_baseline_mb"] = peak_rss_mb("", "onnxruntime" if uses_ort else "torch", size, threads)
+        env["peak_rss"] = ("peak_rss_mb: a fresh process that loads the model alone and runs it "
+                           "twice; rss_baseline_mb: one that only imports the runtime")
     return {"models": models, "env": env}
 
 

@@ -96,7 +96,8 @@ def render_benchmark(result: dict, console: Console) -> None:
         if label in result:
             side = result[label]
             rss = "-" if side["peak_rss_mb"] is None else f"{side['peak_rss_mb']:.0f}"
-            table.add_row(label.upper(), Path(side["path"]).name, side["runtime"], f"{side['median_ms']:.2f}",
+            table.add_row(label.upper(), Path(side["path"]).name, side["runtime"],
+                          f"{side['median_ms']:.2f}",
                           f"{side['p90_ms']:.2f}", f"{side['min_ms']:.2f}",
                           f"{side['throughput']:.2f}", rss)
     console.print(table)
