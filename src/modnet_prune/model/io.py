@@ -138,7 +138,8 @@ def model_from_state_dict(state: dict[str, torch.Tensor], arch: Arch | None = No
     full = dict(state)
     full.update({ALIAS_PREFIX + k[len(SHARED_PREFIX):]: v for k, v in state.items()
                  if k.startswith(SHARED_PREFIX)})
-    model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in full.items()})
+    dtypes = {k: v.dtype for k, v in model.state_dict().items()}  # once: it walks every module
+    model.load_state_dict({k: v.to(dtypes[k]) for k, v in full.items()})
     return model.eval()
 
 
