@@ -1,0 +1,203 @@
+"""How many channels each group keeps, and which ones.
+
+Four ways to decide the kept widths (all return {group name: kept width}):
+- `uniform(ratio)`: every group loses `ratio` of its channels;
+- `global_ranking(ratio)`: `ratio` of all channels go, the lowest-scoring first across groups;
+- `by_macs(fraction)`: channels go in steps of `round_to`, always the step with the least
+  importance per inference MAC saved, until at most `fraction` of the MACs remain;
+- `from_plan(plan)`: per-layer decisions keyed by the Conv2d/Linear producing the group.
+Kept widths are multiples of `round_to` (groups narrower than it are left alone) and at
+least `min_channels`. `select` then picks the lowest-scoring classes of each group.
+"""
+from __future__ import annotations
+
+import difflib
+import heapq
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+
+from ..errors import UserError
+from ..graph import ChannelGraph, Group
+from ..graph.macs import MacModel
+
+Keep = dict[str, int]
+
+
+@dataclass(frozen=True)
+class Widths:
+    """The kept widths a group may take."""
+
+    round_to: int = 8
+    min_channels: int = 1
+
+    def __post_init__(self):
+        if self.round_to < 1 or self.min_channels < 1:
+            raise UserError("round_to and min_channels must be at least 1")
+
+    def options(self, group: Group) -> list[int]:
+        """Allowed kept widths, ascending; the last is the full width (nothing removed)."""
+        w = group.width
+        if not group.prunable or w < self.round_to:
+            return [w]
+        low = max(self.min_channels, group.min_keep)
+        return [k for k in range(self.round_to, w, self.round_to) if k >= low] + [w]
+
+    def nearest(self, group: Group, keep: float) -> int:
+        return min(self.options(group), key=lambda k: (abs(k - keep), -k))
+
+
+def uniform(graph: ChannelGraph, ratio: float, widths: Widths) -> Keep:
+    _check_ratio(ratio)
+    return {g.name: widths.nearest(g, g.width * (1 - ratio)) for g in graph.prunable}
+
+
+def global_ranking(graph: ChannelGraph, scores: Mapping[str, torch.Tensor], ratio: float,
+                   widths: Widths) -> Keep:
+    _check_ratio(ratio)
+    groups = [g for g in graph.prunable if len(widths.options(g)) > 1]
+    ranked = sorted((float(s), g.name) for g in groups for s in scores[g.name])
+    cut = ranked[:round(ratio * len(ranked))]
+    lost = {g.name: 0 for g in groups}
+    for _, name in cut:
+        lost[name] += 1
+    return {g.name: widths.nearest(g, g.width - lost[g.name]) for g in groups}
+
+
+def by_macs(graph: ChannelGraph, scores: Mapping[str, torch.Tensor], macs: MacModel,
+            fraction: float, widths: Widths) -> Keep:
+    """Greedy: remove the step with the least importance per MAC saved until under target."""
+    if not 0 < fraction <= 1:
+        raise UserError(f"target MACs {fraction}: must be a fraction in (0, 1]")
+    groups = {g.name: g for g in graph.prunable}
+    keep = {name: g.width for name, g in groups.items()}
+    order = {name: torch.argsort(scores[name], stable=True) for name in groups}
+    removed: dict[str, int] = {}
+
+    def next_step(name: str) -> tuple[float, int] | None:
+        lower = [k for k in widths.options(groups[name]) if k < keep[name]]
+        if not lower:
+            return None
+        width, now, after = groups[name].width, keep[name], lower[-1]
+        cost = float(scores[name][order[name][width - now:width - after]].sum())
+        saved = macs.saving(removed, name, now - after)
+        return (cost / saved, after) if saved > 0 else None
+
+    heap = [(step[0], name) for name in groups if (step := next_step(name))]
+    heapq.heapify(heap)
+    goal, total = fraction * macs.full, macs.full
+    while total > goal and heap:
+        _, name = heapq.heappop(heap)
+        step = next_step(name)  # savings shrink as neighbours shrink: re-evaluate lazily
+        if step is None:
+            continue
+        if heap and step[0] > heap[0][0]:
+            heapq.heappush(heap, (step[0], name))
+            continue
+        keep[name] = step[1]
+        removed[name] = groups[name].width - step[1]
+        total = macs.total(removed)
+        if (following := next_step(name)):
+            heapq.heappush(heap, (following[0], name))
+    if total > goal:
+        raise UserError(f"cannot reach {fraction:.3f} of the MACs with round_to="
+                        f"{widths.round_to}, min_channels={widths.min_channels}: the smallest "
+                        f"reachable is {total / macs.full:.3f}")
+    return keep
+
+
+def select(group: Group, scores: torch.Tensor, keep: int) -> list[int]:
+    """Classes to remove: lowest scores first, never emptying either half of an IBNorm."""
+    parts = group.parts()
+    left = [len(p) for p in parts]
+    removed: list[int] = []
+    for k in torch.argsort(scores, stable=True).tolist():
+        if len(removed) == group.width - keep:
+            break
+        hit = [i for i, p in enumerate(parts) if k in p]
+        if any(left[i] == 1 for i in hit):
+            continue
+        for i in hit:
+            left[i] -= 1
+        removed.append(k)
+    if len(removed) < group.width - keep:
+        raise UserError(f"{group.name}: cannot keep only {keep} channels without emptying "
+                        "one half of an IBNorm")
+    return sorted(removed)
+
+
+def _check_ratio(ratio: float) -> None:
+    if not 0 <= ratio < 1:
+        raise UserError(f"ratio {ratio}: must be in [0, 1)")
+
+
+# --- plans ----------------------------------------------------------------------------
+def read_plan(path: str | Path) -> dict:
+    """A plan file: YAML or JSON mapping a Conv2d/Linear path to {keep: N} or {ratio: r}."""
+    path = Path(path)
+    try:
+        plan = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise UserError(f"{path}: cannot read plan ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML/JSON ({str(e).splitlines()[0]})") from None
+    if not isinstance(plan, dict) or not plan:
+        raise UserError(f"{path}: a plan must be a non-empty mapping of layer -> {{keep: N}}")
+    return plan
+
+
+def from_plan(graph: ChannelGraph, model: nn.Module, plan: Mapping, widths: Widths) -> Keep:
+    """Kept widths from a plan; every entry is checked before anything is decided."""
+    canonical = {id(m): name for name, m in model.named_modules()}
+    aliases = {name: canonical[id(m)] for name, m in model.named_modules(remove_duplicate=False)}
+    keep: Keep = {}
+    chosen_by: dict[str, str] = {}
+    for layer, decision in plan.items():
+        group = _plan_group(graph, model, aliases, str(layer))
+        k = _plan_keep(group, str(layer), decision, widths)
+        if group.name in keep and keep[group.name] != k:
+            raise UserError(f"plan: {chosen_by[group.name]} and {layer} produce the same channel "
+                            f"group ({group.name}) but ask for different widths")
+        keep[group.name], chosen_by[group.name] = k, str(layer)
+    return keep
+
+
+def _plan_group(graph: ChannelGraph, model: nn.Module, aliases: dict, layer: str) -> Group:
+    if layer not in aliases:
+        close = difflib.get_close_matches(layer, list(aliases), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise UserError(f"plan: no module named {layer!r} in the model{hint}")
+    module = model.get_submodule(aliases[layer])
+    if not isinstance(module, (nn.Conv2d, nn.Linear)):
+        raise UserError(f"plan: {layer} is a {type(module).__name__}; name the Conv2d or "
+                        "Linear whose output channels you want to prune")
+    group = graph.group_of(aliases[layer])
+    if group is None:
+        raise UserError(f"plan: {layer} does not run in the forward pass")
+    if not group.prunable:
+        output = [b for b in group.blockers if "graph output" in b]
+        what = "is an output layer" if output else "cannot be pruned"
+        raise UserError(f"plan: {layer} {what} ({group.blockers[0]})")
+    return group
+
+
+def _plan_keep(group: Group, layer: str, decision, widths: Widths) -> int:
+    if not isinstance(decision, dict) or len(decision) != 1 or not {"keep", "ratio"} & set(decision):
+        raise UserError(f"plan: {layer}: expected {{keep: N}} or {{ratio: r}}, got {decision!r}")
+    if "ratio" in decision:
+        ratio = decision["ratio"]
+        if not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
+            raise UserError(f"plan: {layer}: ratio {ratio!r} must be a number in [0, 1)")
+        return widths.nearest(group, group.width * (1 - ratio))
+    k = decision["keep"]
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= group.width:
+        raise UserError(f"plan: {layer}: keep {k!r} must be an integer in [1, {group.width}]")
+    if k < group.min_keep:
+        raise UserError(f"plan: {layer}: keep {k} would empty one half of an IBNorm; "
+                        f"keep at least {group.min_keep}")
+    return k
+

@@ -1,0 +1,159 @@
+"""`prune(model, ...)`: analyse, score, allocate, cut, (verify); and `describe_groups`."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from ..graph import ChannelGraph, analyze
+from ..graph.cost import count_params, layer_costs
+from ..graph.macs import MacModel
+from . import allocate
+from .harness import Harness, InputFn, harness_for
+from .importance import importance
+from .surgery import shrink
+from .verify import check_exact
+
+ALLOCATIONS = ("uniform", "global")
+
+
+@dataclass
+class PruneResult:
+    """A pruned model and what was done to get it."""
+
+    model: nn.Module                          # pruned, eval mode
+    kept: dict[str, list[int]]                # group -> kept original class indices
+    widths: dict[str, tuple[int, int]]        # group -> (before, after), prunable groups
+    params_before: int
+    params_after: int
+    macs_before: int                          # conv+linear MACs of the inference path
+    macs_after: int
+    size: tuple[int, int]
+    criterion: str
+    allocation: dict                          # how the widths were decided
+    settings: dict = field(default_factory=dict)
+    max_abs_diff: float | None = None         # exactness check, when run
+
+    @property
+    def plan(self) -> dict[str, dict[str, int]]:
+        """Changed groups as a plan (itself a valid --plan file for the same model)."""
+        return {name: {"keep": after} for name, (before, after) in self.widths.items()
+                if after < before}
+
+    def to_dict(self) -> dict:
+        return {
+            "criterion": self.criterion, "allocation": self.allocation, **self.settings,
+            "size": list(self.size),
+            "params": {"before": self.params_before, "after": self.params_after},
+            "macs": {"before": self.macs_before, "after": self.macs_after},
+            "plan": self.plan, "max_abs_diff": self.max_abs_diff,
+        }
+
+
+def analyze_model(model: nn.Module, harness: Harness | None = None) -> ChannelGraph:
+    """Channel groups of `model`, traced on small inputs with every output enabled."""
+    harness = harness or harness_for(model)
+    inputs = harness.make(model, harness.analysis_size)
+    return analyze(model, *inputs, concrete_args=harness.full or None)
+
+
+def inference_macs(model: nn.Module, harness: Harness, size: tuple[int, int]) -> dict[str, int]:
+    """Conv/linear MACs per layer of the plain forward (MODNet: the matte only) at `size`."""
+    return {c.name: c.macs for c in layer_costs(model, *harness.make(model, size))}
+
+
+def prune(model: nn.Module, *, ratio: float | None = None, target_macs: float | None = None,
+          plan: Mapping | str | Path | None = None, allocation: str = "uniform",
+          criterion: str = "l1", round_to: int = 8, min_channels: int = 1,
+          size: tuple[int, int] | int = (512, 512), data: Iterable | None = None,
+          verify: bool = False, inputs: InputFn | None = None, seed: int = 0) -> PruneResult:
+    """Prune `model` structurally; exactly one of `ratio`, `target_macs`, `plan`.
+
+    `ratio` removes that fraction of channels, per group (`allocation="uniform"`) or over
+    one ranking of all groups ("global"); `target_macs` keeps at most that fraction of the
+    inference MACs at `size`; `plan` is a mapping or a YAML/JSON file (see `allocate`).
+    `data` feeds the taylor criterion (image batches, or dicts with "image"). `inputs`
+    makes inputs for models other than MODNet: (size, batch, generator) -> tuple.
+    The input model is not modified.
+    """
+    how = _allocation(ratio, target_macs, plan, allocation)
+    harness = harness_for(model, inputs)
+    size = harness.check_size((size, size) if isinstance(size, int) else size)
+    widths = allocate.Widths(round_to, min_channels)
+    graph = analyze_model(model, harness)
+    macs = MacModel(graph, model, inference_macs(model, harness, size))
+    scores = importance(model, graph, criterion, harness=harness, data=data, seed=seed)
+    keep = _decide(how, graph, model, scores, macs, widths)
+    removal = {name: allocate.select(graph.group(name), scores[name], k)
+               for name, k in keep.items() if k < graph.group(name).width}
+    pruned = harness.rebuild(shrink(model, graph, removal)).eval()
+    result = PruneResult(
+        pruned, _kept(graph, removal), {g.name: (g.width, keep.get(g.name, g.width))
+                                        for g in graph.prunable},
+        count_params(model), count_params(pruned), macs.full,
+        macs.total({n: len(r) for n, r in removal.items()}), size, criterion, how,
+        {"round_to": round_to, "min_channels": min_channels})
+    if verify:
+        result.max_abs_diff = check_exact(model, pruned, graph, removal, harness)
+    return result
+
+
+def _allocation(ratio, target_macs, plan, allocation: str) -> dict:
+    given = [k for k, v in (("ratio", ratio), ("target_macs", target_macs), ("plan", plan))
+             if v is not None]
+    if len(given) != 1:
+        raise UserError("give exactly one of ratio, target_macs, plan"
+                        + (f" (got {', '.join(given)})" if given else ""))
+    if allocation not in ALLOCATIONS:
+        raise UserError(f"unknown allocation {allocation!r}; choose uniform or global")
+    if ratio is not None:
+        return {"mode": allocation, "ratio": float(ratio)}
+    if target_macs is not None:
+        return {"mode": "target_macs", "target_macs": float(target_macs)}
+    if isinstance(plan, (str, Path)):
+        return {"mode": "plan", "file": str(plan), "plan": allocate.read_plan(plan)}
+    return {"mode": "plan", "plan": dict(plan)}
+
+
+def _decide(how: dict, graph, model, scores, macs: MacModel, widths) -> dict[str, int]:
+    mode = how["mode"]
+    if mode == "uniform":
+        return allocate.uniform(graph, how["ratio"], widths)
+    if mode == "global":
+        return allocate.global_ranking(graph, scores, how["ratio"], widths)
+    if mode == "target_macs":
+        return allocate.by_macs(graph, scores, macs, how["target_macs"], widths)
+    return allocate.from_plan(graph, model, how["plan"], widths)
+
+
+def _kept(graph: ChannelGraph, removal: Mapping[str, list[int]]) -> dict[str, list[int]]:
+    kept = {}
+    for g in graph.prunable:
+        gone = set(removal.get(g.name, ()))
+        kept[g.name] = [k for k in range(g.width) if k not in gone]
+    return kept
+
+
+@torch.no_grad()
+def describe_groups(model: nn.Module, size: tuple[int, int] | int = (512, 512),
+                    inputs: InputFn | None = None) -> list[dict]:
+    """Every channel group: members, width, blockers, MACs saved per removed channel."""
+    harness = harness_for(model, inputs)
+    size = harness.check_size((size, size) if isinstance(size, int) else size)
+    graph = analyze_model(model, harness)
+    macs = MacModel(graph, model, inference_macs(model, harness, size))
+    return [{"name": g.name, "width": g.width, "prunable": g.prunable,
+             "blockers": list(g.blockers),
+             "members": [_member_text(m) for m in g.members],
+             "macs_per_channel": macs.per_channel(g.name)}
+            for g in graph.groups]
+
+
+def _member_text(m) -> str:
+    flat = sorted(p for ps in m.positions for p in ps)
+    where = f"{flat[0]}:{flat[-1] + 1}" if flat == list(range(flat[0], flat[-1] + 1)) else "…"
+    return f"{m.module} {m.role}[{where}]" if len(flat) != m.size else f"{m.module} {m.role}"

@@ -1,0 +1,59 @@
+"""How the pruner calls a model: inputs at a size, the arguments that run every output,
+and how a sliced copy becomes a model again. MODNet is the one model that needs more than
+the defaults (its `inference` flag, sizes that are multiples of 32, an `Arch`)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from ..model import MODNet
+from ..model.io import model_from_state_dict
+
+Size = tuple[int, int]
+InputFn = Callable[[Size, int, torch.Generator], tuple]
+
+
+def image_inputs(size: Size, batch: int, generator: torch.Generator) -> tuple[torch.Tensor]:
+    """A batch of random normal RGB images: the default input of an image CNN."""
+    return (torch.randn(batch, 3, *size, generator=generator),)
+
+
+def _rebuild_modnet(model: nn.Module) -> MODNet:
+    """A MODNet whose `Arch` is read back from the sliced tensors (so save/load round-trip)."""
+    return model_from_state_dict(model.state_dict(), source="pruned model")
+
+
+@dataclass(frozen=True)
+class Harness:
+    inputs: InputFn = image_inputs
+    full: dict = field(default_factory=dict)  # forward kwargs that run every output
+    multiple: int = 1                         # H and W must be multiples of this
+    analysis_size: Size = (64, 64)
+    verify_sizes: tuple[Size, ...] = ((64, 64), (96, 64))
+    rebuild: Callable[[nn.Module], nn.Module] = lambda m: m
+
+    def make(self, model: nn.Module, size: Size, batch: int = 1, seed: int = 0) -> tuple:
+        """Inputs on the model's device, reproducible from `seed`."""
+        generator = torch.Generator().manual_seed(seed)
+        device = next(model.parameters()).device
+        return tuple(x.to(device) for x in self.inputs(size, batch, generator))
+
+    def check_size(self, size: Size) -> Size:
+        h, w = (int(s) for s in size)
+        if h <= 0 or w <= 0 or h % self.multiple or w % self.multiple:
+            raise UserError(f"size {h}x{w}: height and width must be positive multiples "
+                            f"of {self.multiple}")
+        return h, w
+
+
+MODNET = Harness(full={"inference": False}, multiple=32, rebuild=_rebuild_modnet)
+
+
+def harness_for(model: nn.Module, inputs: InputFn | None = None) -> Harness:
+    if isinstance(model, MODNet):
+        return MODNET
+    return Harness(inputs=inputs or image_inputs)
