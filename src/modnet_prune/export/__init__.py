@@ -1,4 +1,21 @@
-"""Deployment: runtimes (PyTorch / ONNX Runtime), ONNX export, and matting of files."""
-from .runtime import OnnxRuntime, Runtime, TorchRuntime, open_runtime
+"""Deployment: runtimes (PyTorch / ONNX Runtime), ONNX export, and matting of files.
 
-__all__ = ["Runtime", "TorchRuntime", "OnnxRuntime", "open_runtime"]
+Names are imported on first use, so `modnet_prune.export.runtime` alone (what benchmarks
+load, RSS included) does not pull in onnx or PyAV.
+"""
+from importlib import import_module
+
+_HOME = {
+    "Runtime": "runtime", "TorchRuntime": "runtime", "OnnxRuntime": "runtime",
+    "open_runtime": "runtime",
+    "export_onnx": "exporter", "ExportReport": "exporter",
+    "Matter": "matting", "Background": "matting", "MatteSummary": "matting",
+    "matte_files": "matting",
+}
+__all__ = list(_HOME)
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_HOME[name]}", __name__), name)

@@ -1,0 +1,48 @@
+"""`modnet-prune matte`: alpha mattes (and cut-outs, composites) of images, folders, videos."""
+from __future__ import annotations
+
+import sys
+
+from tqdm import tqdm
+
+from ..export.matting import SAVE_KINDS, Background, Matter, matte_files
+from ..export.runtime import RUNTIMES, open_runtime
+
+
+def register(sub) -> None:
+    p = sub.add_parser("matte", help="matte images, folders and videos with a checkpoint or .onnx")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image/video files or folders")
+    p.add_argument("--checkpoint", required=True, help=".ckpt/.pth/.safetensors or .onnx")
+    p.add_argument("--out", required=True, help="output folder (mirrors the input tree)")
+    p.add_argument("--save", default=None, metavar="KINDS",
+                   help=f"comma-separated, from {','.join(SAVE_KINDS)} (default: alpha, plus "
+                        "composite when --background is given); videos: alpha, composite")
+    p.add_argument("--background", metavar="COLOR|IMAGE",
+                   help="composite background: colour name, #hex, or an image file")
+    p.add_argument("--size", type=int, default=512, metavar="REF",
+                   help="reference size of the inference protocol (default 512)")
+    p.add_argument("--batch", type=int, default=4, help="video frames per forward (default 4)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="skip inputs whose outputs all exist (resume an interrupted run)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    save = args.save.split(",") if args.save else ["alpha"] + (["composite"] if args.background else [])
+    background = Background.parse(args.background) if args.background else None
+    matter = Matter(open_runtime(args.checkpoint, args.runtime, args.threads), ref=args.size)
+    summary = matte_files(
+        matter, args.inputs, args.out, save=[s.strip() for s in save], background=background,
+        batch=args.batch, progress=not args.no_progress, skip_existing=args.skip_existing,
+        on_error=lambda _, message: tqdm.write(f"modnet-prune matte: error: {message}", file=sys.stderr))
+    parts = [f"{summary.images} images", f"{summary.frames} video frames",
+             f"{len(summary.written)} files written to {args.out}"]
+    if summary.skipped:
+        parts.append(f"{len(summary.skipped)} skipped (outputs exist, or nothing to write)")
+    if summary.failed:
+        parts.append(f"{len(summary.failed)} failed")
+    print(", ".join(parts), file=sys.stderr if summary.failed else sys.stdout)
+    return 1 if summary.failed else 0
