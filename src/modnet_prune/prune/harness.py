@@ -3,7 +3,7 @@ and how a sliced copy becomes a model again. MODNet is the one model that needs 
 the defaults (its `inference` flag, sizes that are multiples of 32, an `Arch`)."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -22,6 +22,12 @@ def image_inputs(size: Size, batch: int, generator: torch.Generator) -> tuple[to
     return (torch.randn(batch, 3, *size, generator=generator),)
 
 
+def _synthetic_portraits() -> Iterable[dict]:
+    """Calibration images for data-driven criteria: a few synthetic portraits at 128x128."""
+    from ..data import open_dataset  # data/ is heavier and only needed by `taylor`
+    return open_dataset("synthetic:8@128", size=128, train=False)
+
+
 def _rebuild_modnet(model: nn.Module) -> MODNet:
     """A MODNet whose `Arch` is read back from the sliced tensors (so save/load round-trip)."""
     return model_from_state_dict(model.state_dict(), source="pruned model")
@@ -35,6 +41,7 @@ class Harness:
     analysis_size: Size = (64, 64)
     verify_sizes: tuple[Size, ...] = ((64, 64), (96, 64))
     rebuild: Callable[[nn.Module], nn.Module] = lambda m: m
+    calibration: Callable[[], Iterable] | None = None  # default data for `taylor`
 
     def make(self, model: nn.Module, size: Size, batch: int = 1, seed: int = 0) -> tuple:
         """Inputs on the model's device, reproducible from `seed`."""
@@ -50,7 +57,8 @@ class Harness:
         return h, w
 
 
-MODNET = Harness(full={"inference": False}, multiple=32, rebuild=_rebuild_modnet)
+MODNET = Harness(full={"inference": False}, multiple=32, rebuild=_rebuild_modnet,
+                 calibration=_synthetic_portraits)
 
 
 def harness_for(model: nn.Module, inputs: InputFn | None = None) -> Harness:

@@ -9,10 +9,11 @@
   layer (e.g. the SE hidden layer) fall back to `l1`.
 - `fpgm`: distance of the class's weights (all members, concatenated) to all the other
   classes of its group; a channel near the geometric median is the most replaceable.
-- `taylor`: first-order estimate of how much the outputs change when the channel goes:
-  (sum over its consumer columns of gradient x weight)^2, the gradient taken of a random
-  projection <r, outputs> with r ~ N(0, 1) fresh per batch, averaged over batches; this
-  estimates the squared output change E||J a_c||^2 with no labels needed.
+- `taylor`: first-order estimate of how much the outputs change when a channel goes:
+  (sum over its consumer columns of gradient x weight)^2, the gradient of a random
+  projection <r, outputs> (r ~ N(0, 1), fresh per batch), averaged over a few batches;
+  this estimates E||J a_c||^2, the squared output change, without labels. Data: image
+  batches; by default a few synthetic portraits for MODNet, random images otherwise.
 - `random`: uniform noise, the baseline for experiments.
 
 Cross-group normalisation: every group's scores are divided by their mean, so each group
@@ -138,7 +139,13 @@ def _projection_grads(model, harness, inputs, weights, generator) -> tuple[torch
 
 
 def _batches(model: nn.Module, harness: Harness, data: Iterable | None):
-    """Input tuples from `data` (tensors, or dicts with "image"); random images if None."""
+    """Input tuples from `data` (image batches, single images, or dicts with "image").
+
+    Without data: the harness's calibration set (synthetic portraits for MODNet), else
+    random normal images.
+    """
+    if data is None and harness.calibration is not None:
+        data = harness.calibration()
     if data is None:
         for seed in range(10**9):
             yield harness.make(model, (128, 128), batch=2, seed=seed)
@@ -146,7 +153,7 @@ def _batches(model: nn.Module, harness: Harness, data: Iterable | None):
     device = next(model.parameters()).device
     for item in data:
         image = item["image"] if isinstance(item, dict) else item
-        if not isinstance(image, torch.Tensor):
+        if not isinstance(image, torch.Tensor) or image.dim() not in (3, 4):
             raise UserError("taylor: data items must be image tensors or dicts with 'image'")
         yield ((image if image.dim() == 4 else image[None]).to(device),)
 

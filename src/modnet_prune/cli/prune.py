@@ -1,0 +1,110 @@
+"""`modnet-prune prune`: structured pruning of a MODNet checkpoint into a smaller one."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import UserError
+from ..model.io import load, save, sha256_file
+from ..prune import CRITERIA, prune
+from .common import output_path, print_json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("prune", help="remove channels: a physically smaller, exact model")
+    p.add_argument("--checkpoint", required=True, help="input .ckpt/.pth/.safetensors")
+    p.add_argument("--out", required=True, help="output .safetensors file")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--ratio", type=float, help="remove this fraction of channels")
+    how.add_argument("--target-macs", type=float, metavar="F",
+                     help="keep at most this fraction of the inference MACs at --size")
+    how.add_argument("--plan", metavar="FILE", help="YAML/JSON: layer -> {keep: N} or {ratio: r}")
+    p.add_argument("--allocation", choices=("uniform", "global"), default="uniform",
+                   help="with --ratio: per group (uniform) or one ranking of all channels")
+    p.add_argument("--criterion", choices=CRITERIA, default="l1", help="channel importance")
+    p.add_argument("--data", metavar="SPEC",
+                   help="images for --criterion taylor (dataset spec, e.g. synthetic:8@128)")
+    p.add_argument("--round-to", type=int, default=8, help="kept widths are multiples of N")
+    p.add_argument("--min-channels", type=int, default=1, help="never keep fewer channels")
+    p.add_argument("--size", type=int, default=512, help="input size for MACs (default 512)")
+    p.add_argument("--verify", action="store_true", help="check the surgery is exact")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    out = output_path(args.out, (args.checkpoint,))
+    data = _data(args.data, args.criterion) if args.data else None
+    model = load(args.checkpoint)
+    result = prune(model, ratio=args.ratio, target_macs=args.target_macs, plan=args.plan,
+                   allocation=args.allocation, criterion=args.criterion,
+                   round_to=args.round_to, min_channels=args.min_channels,
+                   size=(args.size, args.size), data=data, verify=args.verify)
+    digest = sha256_file(args.checkpoint)
+    save(result.model, out, prune=result.to_dict(), source=str(args.checkpoint),
+         source_sha256=digest)
+    summary = _summary(args, out, result)
+    if args.json:
+        print_json(summary)
+    else:
+        _print(summary, Console())
+    return 0
+
+
+def _data(spec: str, criterion: str):
+    if criterion != "taylor":
+        raise UserError("--data is only used by --criterion taylor")
+    from ..data import open_dataset
+    return open_dataset(spec, size=128, train=False)
+
+
+def _summary(args, out: Path, result) -> dict:
+    return {
+        "checkpoint": str(args.checkpoint), "out": str(out), **result.to_dict(),
+        "file_bytes": {"before": Path(args.checkpoint).stat().st_size,
+                       "after": out.stat().st_size},
+        "widths": {name: list(w) for name, w in result.widths.items()},
+    }
+
+
+def _print(summary: dict, console: Console) -> None:
+    table = Table(title=f"{summary['checkpoint']} -> {summary['out']}")
+    for column in ("", "before", "after", "after/before"):
+        table.add_column(column, justify="right" if column else "left")
+    size = "x".join(map(str, summary["size"]))
+    for label, key, unit, scale in (("params", "params", "M", 1e6),
+                                    (f"MACs at {size}", "macs", "G", 1e9),
+                                    ("file", "file_bytes", "MB", 1e6)):
+        before, after = summary[key]["before"], summary[key]["after"]
+        table.add_row(label, f"{before / scale:.3f} {unit}", f"{after / scale:.3f} {unit}",
+                      f"{after / before:.3f}")
+    console.print(table)
+    print_widths(summary["widths"], console)
+    if summary["max_abs_diff"] is not None:
+        console.print(f"exactness check passed: max |delta| {summary['max_abs_diff']:.2e}")
+
+
+def print_widths(widths: dict[str, list[int]], console: Console) -> None:
+    table = Table(title="channel groups (kept / width)")
+    table.add_column("group (first producer)")
+    table.add_column("width", justify="right")
+    table.add_column("kept", justify="right")
+    for name, (before, after) in widths.items():
+        style = None if after < before else "dim"
+        table.add_row(name, str(before), str(after), style=style)
+    console.print(table)
+
+
+def print_groups(groups: list[dict], console: Console) -> None:
+    """The `analyze --groups` table: every channel group and what removing a channel saves."""
+    table = Table(title=f"channel groups: {sum(g['prunable'] for g in groups)} prunable "
+                        f"of {len(groups)}")
+    for column in ("group (first producer)", "width", "MACs/channel", "members / why not"):
+        table.add_column(column, justify="right" if column in ("width", "MACs/channel") else "left")
+    for g in groups:
+        detail = "\n".join(g["members"]) if g["prunable"] else "; ".join(g["blockers"])
+        table.add_row(g["name"], str(g["width"]), f"{g['macs_per_channel']:,}", detail,
+                      style=None if g["prunable"] else "dim")
+    console.print(table)
