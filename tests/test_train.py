@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import modnet_prune as mp
+from modnet_prune.cli import main
 from modnet_prune.data import open_dataset
 from modnet_prune.errors import UserError
 from modnet_prune.model import HEAD_CONVS, Arch
@@ -154,18 +155,27 @@ def test_adapter_init_recovers_kept_channels():
 
 
 def _cli(*args, **kw):
+    """The CLI in a fresh process (for signals, and what a user sees)."""
     return subprocess.run([sys.executable, "-m", "modnet_prune", *args], env=ENV,
                           capture_output=True, text=True, timeout=300, **kw)
 
 
-def test_cli_train_errors_are_one_line(tmp_path):
-    r = _cli("train", "--data", str(tmp_path / "nope"), "--steps", "1", "--out", str(tmp_path / "o"))
+def run_cli(capsys, *args) -> subprocess.CompletedProcess:
+    """The CLI in this process (no interpreter start-up); same result shape as _cli."""
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
+def test_cli_train_errors_are_one_line(tmp_path, capsys):
+    r = run_cli(capsys, "train", "--data", str(tmp_path / "nope"), "--steps", "1",
+                "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "no such folder" in r.stderr and "Traceback" not in r.stderr
-    r = _cli("train", "--data", "synthetic:8@64", "--size", "50", "--steps", "1",
+    r = run_cli(capsys, "train", "--data", "synthetic:8@64", "--size", "50", "--steps", "1",
              "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "multiple of 32" in r.stderr
-    r = _cli("train", "--data", "synthetic:8@64", "--size", "64", "--steps", "1",
-             "--checkpoint", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "o"))
+    r = run_cli(capsys, "train", "--data", "synthetic:8@64", "--size", "64", "--steps", "1",
+                "--checkpoint", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "no such file" in r.stderr
 
 
@@ -236,11 +246,11 @@ def test_distillation_pulls_the_student_towards_the_teacher(tmp_path):
     assert mp.load(tmp_path / "kd" / "last.safetensors").arch == tiny_arch(4)  # no adapters
 
 
-def test_cli_finetune_with_teacher_and_bn_recalibration(tmp_path):
+def test_cli_finetune_with_teacher_and_bn_recalibration(tmp_path, capsys):
     teacher = mp.save(mp.MODNet(tiny_arch(2)), tmp_path / "teacher.safetensors")
     student = mp.save(mp.MODNet(tiny_arch(4)), tmp_path / "student.safetensors")
     out = tmp_path / "ft"
-    r = _cli("finetune", "--student", str(student), "--teacher", str(teacher),
+    r = run_cli(capsys, "finetune", "--student", str(student), "--teacher", str(teacher),
              "--data", "synthetic:8@64", "--size", "64", "--batch-size", "4", "--steps", "2",
              "--log-every", "1", "--recalibrate-bn", "2", "--kd-detail", "0", "--workers", "0",
              "--out", str(out), "--json", "--no-progress")

@@ -16,8 +16,8 @@ from ..train.schedule import LR_SCHEDULES
 from .common import print_json
 
 
-def add_training_args(p, *, lr: float = 0.01, schedule: str = "step") -> None:
-    """Options shared by train, finetune and compress."""
+def add_training_args(p, *, lr: float = 0.01, schedule: str = "step", length: bool = True) -> None:
+    """Options shared by train, finetune and compress (`length`: --steps/--epochs)."""
     g = p.add_argument_group("data")
     g.add_argument("--data", required=True, help="training set: synthetic:N@S[+seedK] or a folder")
     g.add_argument("--size", type=int, default=512, help="training crop size (multiple of 32)")
@@ -26,9 +26,10 @@ def add_training_args(p, *, lr: float = 0.01, schedule: str = "step") -> None:
     g.add_argument("--eval-data", help="evaluation set (same spec syntax); MAD picks best.safetensors")
     g.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (0: at the end)")
     g = p.add_argument_group("optimisation")
-    length = g.add_mutually_exclusive_group(required=True)
-    length.add_argument("--steps", type=int, help="optimizer steps in total")
-    length.add_argument("--epochs", type=float, help="passes over the training set")
+    if length:
+        steps = g.add_mutually_exclusive_group(required=True)
+        steps.add_argument("--steps", type=int, help="optimizer steps in total")
+        steps.add_argument("--epochs", type=float, help="passes over the training set")
     g.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr})")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
     g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
@@ -55,7 +56,8 @@ def add_training_args(p, *, lr: float = 0.01, schedule: str = "step") -> None:
 
 def config_from_args(args, **overrides) -> TrainConfig:
     cfg = TrainConfig(
-        size=args.size, batch_size=args.batch_size, steps=args.steps, epochs=args.epochs,
+        size=args.size, batch_size=args.batch_size, steps=getattr(args, "steps", None),
+        epochs=getattr(args, "epochs", None),
         lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
         weight_decay=args.weight_decay, schedule=args.schedule, warmup=args.warmup,
         step_size=args.step_size, gamma=args.gamma, min_lr=args.min_lr, seed=args.seed,

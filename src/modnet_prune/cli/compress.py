@@ -1,0 +1,86 @@
+"""`modnet-prune compress`: iterative prune -> recalibrate -> distil, down to a MACs target."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import UserError
+from ..model.io import load
+from ..train import teardown
+from ..train.compress import CompressConfig, compress
+from ..train.schedule import PRUNE_SCHEDULES
+from .common import print_json
+from .finetune import add_distill_args, distill_overrides
+from .train import add_training_args, config_from_args, file_info, open_sets, start
+
+
+def fraction(text: str) -> float:
+    """'0.5' or '50%' -> 0.5."""
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise UserError(f"--target-macs {text!r}: expected a fraction like 0.5 or 50%") from None
+    if not 0 < value <= 1:
+        raise UserError(f"--target-macs {text!r}: must be in (0, 1] (a fraction of the MACs)")
+    return value
+
+
+def register(sub) -> None:
+    p = sub.add_parser("compress", help="prune in small steps, fine-tuning with distillation in between",
+                       description="Prune --checkpoint to --target-macs of its inference MACs in "
+                                   "--iterations steps; after each, re-estimate BN and fine-tune "
+                                   "--finetune-steps steps with distillation from the original.")
+    p.add_argument("--checkpoint", required=True, help="the model to compress (also the teacher)")
+    p.add_argument("--target-macs", required=True, help="fraction of MACs to keep: 0.5 or 50%%")
+    p.add_argument("--iterations", type=int, default=4, help="prune/fine-tune rounds")
+    p.add_argument("--finetune-steps", type=int, required=True, help="fine-tuning steps per round")
+    p.add_argument("--schedule-prune", choices=PRUNE_SCHEDULES, default="cubic",
+                   help="MACs kept per round: linear, or cubic (big cuts first)")
+    p.add_argument("--criterion", default="l1",
+                   help="channel importance, as in `prune` (l1, l2, bn, fpgm, taylor, random)")
+    p.add_argument("--round-to", type=int, default=8, help="keep widths multiples of this")
+    p.add_argument("--min-channels", type=int, default=1)
+    p.add_argument("--cost-size", type=int, default=512, help="input size for counting MACs")
+    add_distill_args(p)
+    add_training_args(p, lr=0.001, schedule="cosine", length=False)
+    p.set_defaults(func=run, recalibrate_bn=8)  # cheap, and most of the recovery after a cut
+
+
+def run(args) -> int:
+    ctx = start(args)
+    try:
+        cc = CompressConfig(target_macs=fraction(args.target_macs), iterations=args.iterations,
+                            schedule=args.schedule_prune, criterion=args.criterion,
+                            round_to=args.round_to,
+                            min_channels=args.min_channels, cost_size=args.cost_size)
+        train_set, eval_set = open_sets(args)
+        teacher = load(args.checkpoint)
+        tc = config_from_args(args, steps=args.finetune_steps, **distill_overrides(args))
+        info = {"data": args.data, "eval_data": args.eval_data,
+                "teacher": file_info(args.checkpoint)}
+        result = compress(teacher, train_set, cc, tc, args.out, eval_set=eval_set,
+                          resume=args.resume, ctx=ctx, info=info, progress=not args.no_progress)
+        if ctx.is_main:
+            _report(result, args.json)
+        return 130 if result.stopped else 0
+    finally:
+        teardown()
+
+
+def _report(result, as_json: bool) -> None:
+    summary = {"out": str(result.out), "stopped": result.stopped, "iterations": result.rows,
+               "model": None if result.stopped else str(result.out / "model.safetensors")}
+    if as_json:
+        print_json(summary)
+        return
+    table = Table(title=f"compress {result.out}")
+    for col in ("iteration", "target", "MACs kept", "params", "eval MAD"):
+        table.add_column(col, justify="right")
+    for r in result.rows:
+        mad = "-" if r["eval_mad"] is None else f"{r['eval_mad']:.4f}"
+        table.add_row(str(r["iteration"]), f"{r['target_fraction']:.3f}", f"{r['fraction']:.3f}",
+                      f"{r['params']:,}", mad)
+    console = Console()
+    console.print(table)
+    console.print("stopped; add --resume to continue" if result.stopped
+                  else f"final model: {summary['model']}")

@@ -1,0 +1,82 @@
+"""Iterative compression: reaches the MACs target in K rounds, resumes per round, DDP."""
+import json
+
+import pytest
+import torch
+
+import modnet_prune as mp
+from modnet_prune.data import open_dataset
+from modnet_prune.train.compress import CompressConfig, compress, inference_macs
+from modnet_prune.train.rundir import RunDir
+from test_train import _torchrun, cfg, run_cli, tiny_arch
+
+KD = {"matte": 1.0, "semantic": 10.0, "lr8x": 1.0, "hr2x": 1.0}
+
+
+def test_compress_reaches_target_in_k_rounds_and_resumes_per_round(tmp_path):
+    teacher = mp.MODNet(tiny_arch(2)).eval()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    data = open_dataset("synthetic:8@64", size=64, train=True)
+    evalset = open_dataset("synthetic:2@64+seed99", size=64, train=False)
+    cc = CompressConfig(target_macs=0.5, iterations=3, schedule="linear", round_to=2)
+    tc = cfg(steps=2, recalibrate_bn=1, distill=KD)
+    out = tmp_path / "c"
+    result = compress(teacher, data, cc, tc, out, eval_set=evalset, progress=False)
+    full = inference_macs(teacher, 512)
+    fractions = [r["fraction"] for r in result.rows]
+    assert len(fractions) == 3
+    for row, target in zip(result.rows, (5 / 6, 4 / 6, 0.5)):
+        assert row["target_fraction"] == pytest.approx(target)
+        assert target - 0.08 < row["fraction"] <= target + 1e-9  # at most the target, close
+    assert fractions == sorted(fractions, reverse=True)
+    final = mp.load(out / "model.safetensors")
+    assert inference_macs(final, 512) / full == pytest.approx(fractions[-1])
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before.items())  # untouched
+    for k in (1, 2, 3):  # each round fine-tuned with distillation from the original
+        rows = [r for r in RunDir(out / f"iter-{k}").rows() if r["kind"] == "train"]
+        assert rows and all(rows[0][t] > 0 for t in ("kd_matte", "kd_lr8x", "kd_hr2x"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["teacher_macs"] == full and summary["teacher_mad"] is not None
+
+    # Killed during round 3: rounds 1-2 are kept, round 3 resumes from its own checkpoint.
+    pruned1 = (out / "iter-1" / "pruned.safetensors").stat().st_mtime_ns
+    last3 = (out / "iter-3" / "last.safetensors").read_bytes()
+    for name in ("iter-3/done.json", "model.safetensors", "summary.json"):
+        (out / name).unlink()
+    again = compress(teacher, data, cc, tc, out, eval_set=evalset, resume=True, progress=False)
+    assert [r["fraction"] for r in again.rows] == fractions
+    assert (out / "iter-1" / "pruned.safetensors").stat().st_mtime_ns == pruned1  # not re-pruned
+    assert (out / "iter-3" / "last.safetensors").read_bytes() == last3  # already at its end
+    assert [r["step"] for r in RunDir(out / "iter-3").rows() if r["kind"] == "train"] == [1, 2]
+
+
+def test_cli_compress_and_bad_target(tmp_path, capsys):
+    teacher = mp.save(mp.MODNet(tiny_arch(2)), tmp_path / "t.safetensors")
+    common = ["compress", "--checkpoint", str(teacher), "--iterations", "1",
+              "--finetune-steps", "1", "--round-to", "2", "--data", "synthetic:8@64",
+              "--size", "64", "--batch-size", "4", "--workers", "0", "--recalibrate-bn", "1",
+              "--no-progress"]
+    r = run_cli(capsys, *common, "--target-macs", "150%", "--out", str(tmp_path / "bad"))
+    assert r.returncode == 2 and "must be in (0, 1]" in r.stderr
+    r = run_cli(capsys, *common, "--target-macs", "70%", "--out", str(tmp_path / "ok"), "--json")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert len(summary["iterations"]) == 1 and summary["iterations"][0]["fraction"] <= 0.7
+    assert mp.load(summary["model"]).arch != tiny_arch(2)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_compress(tmp_path):
+    teacher = mp.save(mp.MODNet(tiny_arch(2)), tmp_path / "t.safetensors")
+    out = tmp_path / "c"
+    r = _torchrun("compress", "--checkpoint", str(teacher), "--target-macs", "0.6",
+                  "--iterations", "2", "--finetune-steps", "2", "--round-to", "2",
+                  "--data", "synthetic:8@64", "--size", "64", "--batch-size", "2",
+                  "--workers", "0", "--log-every", "1", "--recalibrate-bn", "1",
+                  "--out", str(out), "--no-progress", "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    for k in (1, 2):
+        rows = [x for x in RunDir(out / f"iter-{k}").rows() if x["kind"] == "train"]
+        assert [x["step"] for x in rows] == [1, 2] and {x["world_size"] for x in rows} == {2}
+        assert rows[0]["kd_lr8x"] > 0
+    assert json.loads(r.stdout)["iterations"][-1]["fraction"] <= 0.6
