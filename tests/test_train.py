@@ -244,6 +244,8 @@ def test_distillation_pulls_the_student_towards_the_teacher(tmp_path):
     assert {k for k in state["module"] if k.startswith("adapters.")} == {
         "adapters.lr8x.weight", "adapters.lr8x.bias", "adapters.hr2x.weight", "adapters.hr2x.bias"}
     assert mp.load(tmp_path / "kd" / "last.safetensors").arch == tiny_arch(4)  # no adapters
+    hooked = [m for net in (student, teacher) for m in net.modules() if m._forward_hooks]
+    assert not hooked  # the feature taps are gone once the run is over
 
 
 def test_cli_finetune_with_teacher_and_bn_recalibration(tmp_path, capsys):
@@ -264,3 +266,21 @@ def test_cli_finetune_with_teacher_and_bn_recalibration(tmp_path, capsys):
     # the student's BN statistics were re-estimated: no longer the fresh 0 / 1
     bn = mp.load(out / "last.safetensors").backbone.model.features[0][1]
     assert not torch.allclose(bn.running_mean, torch.zeros_like(bn.running_mean))
+
+
+def test_soc_adaptation_runs_finite_from_a_checkpoint(tmp_path, capsys):
+    init = mp.save(mp.MODNet(tiny_arch()), tmp_path / "init.safetensors")
+    r = run_cli(capsys, "train", "--objective", "soc", "--data", "synthetic:4@64", "--size", "64",
+                "--batch-size", "2", "--steps", "2", "--workers", "0", "--log-every", "1",
+                "--out", str(tmp_path / "soc"), "--json")
+    assert r.returncode == 2 and "give it as --checkpoint" in r.stderr
+    r = run_cli(capsys, "train", "--objective", "soc", "--checkpoint", str(init),
+                "--data", "synthetic:4@64", "--size", "64", "--batch-size", "2", "--steps", "2",
+                "--workers", "0", "--log-every", "1", "--lr", "0.001",
+                "--out", str(tmp_path / "soc"), "--json")
+    assert r.returncode == 0, r.stderr
+    rows = train_rows(tmp_path / "soc")
+    assert [x["step"] for x in rows] == [1, 2]
+    assert all(set(x) >= {"soc_semantic", "soc_detail", "loss"} for x in rows)
+    # step 1 starts from the frozen copy itself: detail/matte agree with it exactly
+    assert rows[0]["soc_detail"] == 0.0 and rows[0]["soc_semantic"] > 0

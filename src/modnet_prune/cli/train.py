@@ -7,6 +7,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from ..errors import UserError
 from ..model import MODNet
 from ..model.io import load, sha256_file
 from ..train import Context, TrainConfig, fit, setup, teardown
@@ -105,6 +106,8 @@ def run(args) -> int:
     ctx = start(args)
     try:
         train_set, eval_set = open_sets(args)
+        if args.objective == "soc" and not args.checkpoint:
+            raise UserError("--objective soc adapts a trained model: give it as --checkpoint")
         torch.manual_seed(args.seed)
         model = load(args.checkpoint) if args.checkpoint else MODNet()
         frozen = load(args.checkpoint) if args.objective == "soc" and args.checkpoint else None

@@ -46,6 +46,7 @@ class FeatureTaps:
     def remove(self) -> None:
         for handle in self._handles:
             handle.remove()
+        self.features = {}
 
 
 class Student(nn.Module):
@@ -68,6 +69,9 @@ class Student(nn.Module):
         outputs = self.model(img, inference=False)
         raw = self._taps.pop()
         return outputs, {name: adapter(raw[name]) for name, adapter in self.adapters.items()}
+
+    def remove_taps(self) -> None:
+        self._taps.remove()
 
     @torch.no_grad()
     def fit_adapters(self, img: Tensor, teacher_features: dict[str, Tensor]) -> None:

@@ -128,9 +128,12 @@ class _Trainer:
         self.total = cfg.steps or math.ceil(cfg.epochs * self.batches.batches_per_epoch)
         self.progress = progress and ctx.is_main
         self.teacher = teacher.to(ctx.device).eval().requires_grad_(False) if teacher else None
-        weights = {k: v for k, v in cfg.distill.items() if v}
+        if self.teacher is not None and cfg.objective == "soc":
+            # SOC compares like with like: the frozen copy also normalises with batch
+            # statistics (its outputs, not its running stats, are what is kept fixed).
+            self.teacher.train()
         self.kd = DistillWeights(**{k: cfg.distill.get(k, 0.0) for k in DistillWeights().as_dict()})
-        feature_names = [n for n in FEATURE_TAPS if weights.get(n)]
+        feature_names = [n for n in FEATURE_TAPS if getattr(self.kd, n)]
         self.teacher_taps = FeatureTaps(self.teacher, {n: FEATURE_TAPS[n] for n in feature_names}) \
             if self.teacher is not None and feature_names else None
         widths = teacher_widths(self.teacher, feature_names) if self.teacher_taps else None
@@ -161,7 +164,8 @@ class _Trainer:
             recalibrate_bn(self.student.model, images, self.ctx)
         if self.student.adapters:
             img = next(self.batches.from_step(0))["image"].to(self.ctx.device)
-            self.teacher(img, inference=False)
+            with torch.no_grad():
+                self.teacher(img, inference=False)
             self.student.fit_adapters(img, self.teacher_taps.pop())
 
     def build_optimizer(self) -> torch.optim.Optimizer:
@@ -181,7 +185,8 @@ class _Trainer:
         cfg = self.cfg
         # Heads whose outputs feed no loss get no gradient; DDP must then look for unused
         # parameters. The shared backbone needs nothing special: parameters() lists it once.
-        heads_used = cfg.objective == "soc" or cfg.supervised > 0 or (self.kd.semantic and self.kd.detail)
+        heads_used = (cfg.objective == "soc" or cfg.supervised > 0
+                      or bool(self.kd.semantic and self.kd.detail))
         ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
         return DistributedDataParallel(self.student, device_ids=ids,
                                        find_unused_parameters=not heads_used)
@@ -302,6 +307,12 @@ class _Trainer:
         barrier(self.ctx)
 
 
+    def close(self) -> None:
+        """Remove the forward hooks: the model and the teacher outlive the run."""
+        self.student.remove_taps()
+        if self.teacher_taps is not None:
+            self.teacher_taps.remove()
+
     def _check_ranks_agree(self) -> None:
         """DDP keeps replicas identical; a checksum per rank at each checkpoint proves it
         (a misconfigured wrapper or a rank-dependent code path would show up here)."""
@@ -319,7 +330,7 @@ def fit(model: nn.Module, train_set: Dataset, cfg: TrainConfig, out: str | Path,
     """Train `model` in place into the run folder `out`; see TrainConfig for the knobs.
 
     `teacher` is the distillation teacher (objective "supervised" with cfg.distill) or
-    the frozen reference of SOC. `info` (data specs, input files...) is saved with the
+    the frozen reference of SOC; it is frozen (requires_grad off) and put in eval mode. `info` (data specs, input files...) is saved with the
     config and must match on resume.
     """
     ctx = ctx or Context()
@@ -330,9 +341,12 @@ def fit(model: nn.Module, train_set: Dataset, cfg: TrainConfig, out: str | Path,
                    "arch": model.arch.to_dict()}, resume)
     barrier(ctx)
     trainer = _Trainer(model, train_set, cfg, run, eval_set, teacher, ctx, progress)
-    trainer.restore_or_init(resume)
-    if ctx.is_main:
-        run.truncate_log(trainer.step)
-    stopped = trainer.train() if trainer.step < trainer.total else False
+    try:
+        trainer.restore_or_init(resume)
+        if ctx.is_main:
+            run.truncate_log(trainer.step)
+        stopped = trainer.train() if trainer.step < trainer.total else False
+    finally:
+        trainer.close()
     model.eval()
     return FitResult(model, trainer.step, stopped, trainer.best_mad, run.path)
