@@ -52,13 +52,13 @@ class Widths:
 
 
 def uniform(graph: ChannelGraph, ratio: float, widths: Widths) -> Keep:
-    _check_ratio(ratio)
+    check_ratio(ratio)
     return {g.name: widths.nearest(g, g.width * (1 - ratio)) for g in graph.prunable}
 
 
 def global_ranking(graph: ChannelGraph, scores: Mapping[str, torch.Tensor], ratio: float,
                    widths: Widths) -> Keep:
-    _check_ratio(ratio)
+    check_ratio(ratio)
     groups = [g for g in graph.prunable if len(widths.options(g)) > 1]
     ranked = sorted((float(s), g.name) for g in groups for s in scores[g.name])
     cut = ranked[:round(ratio * len(ranked))]
@@ -71,8 +71,7 @@ def global_ranking(graph: ChannelGraph, scores: Mapping[str, torch.Tensor], rati
 def by_macs(graph: ChannelGraph, scores: Mapping[str, torch.Tensor], macs: MacModel,
             fraction: float, widths: Widths) -> Keep:
     """Greedy: remove the step with the least importance per MAC saved until under target."""
-    if not 0 < fraction <= 1:
-        raise UserError(f"target MACs {fraction}: must be a fraction in (0, 1]")
+    check_fraction(fraction)
     groups = {g.name: g for g in graph.prunable}
     keep = {name: g.width for name, g in groups.items()}
     order = {name: torch.argsort(scores[name], stable=True) for name in groups}
@@ -130,9 +129,14 @@ def select(group: Group, scores: torch.Tensor, keep: int) -> list[int]:
     return sorted(removed)
 
 
-def _check_ratio(ratio: float) -> None:
+def check_ratio(ratio: float) -> None:
     if not 0 <= ratio < 1:
         raise UserError(f"ratio {ratio}: must be in [0, 1)")
+
+
+def check_fraction(fraction: float) -> None:
+    if not 0 < fraction <= 1:
+        raise UserError(f"target MACs {fraction}: must be a fraction in (0, 1]")
 
 
 # --- plans ----------------------------------------------------------------------------

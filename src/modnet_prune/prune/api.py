@@ -111,8 +111,10 @@ def _allocation(ratio, target_macs, plan, allocation: str) -> dict:
     if allocation not in ALLOCATIONS:
         raise UserError(f"unknown allocation {allocation!r}; choose uniform or global")
     if ratio is not None:
+        allocate.check_ratio(ratio)
         return {"mode": allocation, "ratio": float(ratio)}
     if target_macs is not None:
+        allocate.check_fraction(target_macs)
         return {"mode": "target_macs", "target_macs": float(target_macs)}
     if isinstance(plan, (str, Path)):
         return {"mode": "plan", "file": str(plan), "plan": allocate.read_plan(plan)}

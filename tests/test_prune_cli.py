@@ -1,0 +1,94 @@
+"""`modnet-prune prune`: output file, metadata, table/JSON, and clean failures."""
+import json
+
+import pytest
+import torch
+
+import modnet_prune as mp
+from modnet_prune.cli import main
+from modnet_prune.model.io import read_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "base.safetensors"
+    torch.manual_seed(0)
+    mp.save(mp.MODNet(), path)
+    return path
+
+
+def _run(capsys, *argv):
+    code = main(["prune", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_ratio_json_writes_a_loadable_smaller_model_with_metadata(checkpoint, tmp_path, capsys):
+    out = tmp_path / "small.safetensors"
+    code, stdout, _ = _run(capsys, "--checkpoint", checkpoint, "--out", out, "--ratio", 0.5,
+                           "--size", 64, "--json")
+    assert code == 0
+    summary = json.loads(stdout)
+    assert summary["params"]["after"] < summary["params"]["before"] == 6_487_075
+    assert summary["macs"]["after"] < summary["macs"]["before"]
+    assert summary["file_bytes"]["after"] == out.stat().st_size < checkpoint.stat().st_size
+    model, metadata = mp.load(out, with_metadata=True)
+    assert sum(p.numel() for p in model.parameters()) == summary["params"]["after"]
+    record = json.loads(metadata["prune"])
+    assert record["criterion"] == "l1" and record["allocation"] == {"mode": "uniform", "ratio": 0.5}
+    assert record["params"] == summary["params"] and record["macs"] == summary["macs"]
+    assert record["plan"]["backbone.model.features.18.0"] == {"keep": 640}
+    assert model.arch.last == 640 == summary["widths"]["backbone.model.features.18.0"][1]
+    assert metadata["source_sha256"] == mp.model.io.sha256_file(checkpoint)
+
+
+def test_table_with_verify_and_plan_file(checkpoint, tmp_path, capsys):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("hr_branch.conv_hr2x.0.layers.0: {keep: 32}\n")
+    out = tmp_path / "planned.safetensors"
+    code, stdout, _ = _run(capsys, "--checkpoint", checkpoint, "--out", out, "--plan", plan,
+                           "--size", 64, "--verify")
+    assert code == 0
+    assert "params" in stdout and "MACs at 64x64" in stdout and "exactness check passed" in stdout
+    assert mp.load(out).arch.heads["hr_branch.conv_hr2x.0"] == 32
+
+
+def test_official_layout_checkpoint_and_target_macs(tmp_path, capsys):
+    official = tmp_path / "modnet.ckpt"
+    torch.save({"module." + k: v for k, v in mp.MODNet().state_dict().items()}, official)
+    out = tmp_path / "half.safetensors"
+    code, stdout, _ = _run(capsys, "--checkpoint", official, "--out", out, "--target-macs", 0.5,
+                           "--size", 64, "--json")
+    assert code == 0
+    summary = json.loads(stdout)
+    assert 0.45 <= summary["macs"]["after"] / summary["macs"]["before"] <= 0.5
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--ratio", "1.5"], "ratio 1.5"),
+    (["--target-macs", "0.001"], "cannot reach"),
+    (["--plan", "missing.yaml"], "cannot read plan"),
+    (["--ratio", "0.5", "--criterion", "l1", "--data", "synthetic:2@64"], "--data is only used"),
+    (["--ratio", "0.5", "--size", "100"], "multiples of 32"),
+])
+def test_errors_are_one_line_and_write_nothing(checkpoint, tmp_path, capsys, extra, message):
+    out = tmp_path / "never.safetensors"
+    code, stdout, err = _run(capsys, "--checkpoint", checkpoint, "--out", out, "--size", 64, *extra)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and not list(tmp_path.glob(".never*"))
+
+
+def test_missing_checkpoint_and_overwriting_the_input(checkpoint, tmp_path, capsys):
+    code, _, err = _run(capsys, "--checkpoint", tmp_path / "nope.ckpt", "--out", tmp_path / "o.safetensors",
+                        "--ratio", 0.5)
+    assert code == 2 and "no such file" in err
+    code, _, err = _run(capsys, "--checkpoint", checkpoint, "--out", checkpoint, "--ratio", 0.5)
+    assert code == 2 and "refusing to overwrite" in err
+
+
+def test_exactly_one_way_to_choose_widths(checkpoint, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["prune", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
+              "--ratio", "0.5", "--target-macs", "0.5"])
+    assert exc.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
