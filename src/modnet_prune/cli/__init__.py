@@ -10,9 +10,11 @@ import sys
 
 from .. import __version__
 from ..errors import UserError
-from . import analyze, benchmark, compress, convert, evaluate, export, finetune, matte, synth, train
+from . import (analyze, benchmark, compress, convert, evaluate, export, finetune, matte,
+               prune, synth, train)
 
-COMMANDS = (convert, analyze, benchmark, synth, evaluate, train, finetune, export, matte, compress)
+COMMANDS = (convert, analyze, prune, benchmark, synth, evaluate, train, finetune, export, matte,
+            compress)
 
 
 def build_parser() -> argparse.ArgumentParser:
