@@ -92,3 +92,17 @@ def test_exactly_one_way_to_choose_widths(checkpoint, tmp_path, capsys):
               "--ratio", "0.5", "--target-macs", "0.5"])
     assert exc.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_analyze_lists_the_channel_groups(capsys):
+    assert main(["analyze", "--groups", "--json", "--size", "64"]) == 0
+    groups = json.loads(capsys.readouterr().out)
+    assert len(groups) == 47 and sum(g["prunable"] for g in groups) == 43
+    lr8x = next(g for g in groups if g["name"] == "lr_branch.conv_lr8x.layers.0")
+    reader = next(m for m in lr8x["members"] if m["module"] == "hr_branch.conv_hr4x.0.layers.0")
+    assert reader["span"] == [64, 96] and reader["size"] == 99
+    # one lr8x channel at 64x64: conv_lr8x's row (k5, 8x8 out), a column of conv_hr4x.0
+    # (k3, 64 out, 16x16) and of conv_lr4x (k5, 32 out, 16x16); conv_lr is training-only
+    assert lr8x["macs_per_channel"] == 96 * 25 * 8 * 8 + 64 * 9 * 16 * 16 + 32 * 25 * 16 * 16
+    assert main(["analyze", "--groups", "--size", "64"]) == 0
+    assert "43 prunable of 47" in capsys.readouterr().out

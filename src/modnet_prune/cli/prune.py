@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import UserError
@@ -98,13 +99,30 @@ def print_widths(widths: dict[str, list[int]], console: Console) -> None:
 
 
 def print_groups(groups: list[dict], console: Console) -> None:
-    """The `analyze --groups` table: every channel group and what removing a channel saves."""
+    """The `analyze --groups` table: who reads each group, at which input channels."""
     table = Table(title=f"channel groups: {sum(g['prunable'] for g in groups)} prunable "
-                        f"of {len(groups)}")
-    for column in ("group (first producer)", "width", "MACs/channel", "members / why not"):
-        table.add_column(column, justify="right" if column in ("width", "MACs/channel") else "left")
+                        f"of {len(groups)} (members in --json)")
+    table.add_column("group (first producer)", overflow="fold")
+    table.add_column("width", justify="right")
+    table.add_column("MACs/channel", justify="right")
+    table.add_column(escape("read by [input channels] / why not prunable"), overflow="fold")
     for g in groups:
-        detail = "\n".join(g["members"]) if g["prunable"] else "; ".join(g["blockers"])
-        table.add_row(g["name"], str(g["width"]), f"{g['macs_per_channel']:,}", detail,
-                      style=None if g["prunable"] else "dim")
+        if g["prunable"]:
+            table.add_row(g["name"], str(g["width"]), f"{g['macs_per_channel']:,}",
+                          escape(_readers(g)))
+        else:
+            table.add_row(g["name"], str(g["width"]), "-", escape("; ".join(g["blockers"])),
+                          style="dim")
     console.print(table)
+
+
+def _readers(group: dict) -> str:
+    """Layers reading the group; a depthwise conv reading its own group is left out."""
+    own = {m["module"] for m in group["members"] if m["role"] == "out"}
+    parts = []
+    for m in group["members"]:
+        if m["role"] == "in" and m["module"] not in own:
+            span = m["span"]
+            whole = span == [0, m["size"]]
+            parts.append(m["module"] + ("" if whole else f"[{span[0]}:{span[1]}]" if span else "[…]"))
+    return "\n".join(parts)

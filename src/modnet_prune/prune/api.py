@@ -143,19 +143,20 @@ def _kept(graph: ChannelGraph, removal: Mapping[str, list[int]]) -> dict[str, li
 @torch.no_grad()
 def describe_groups(model: nn.Module, size: tuple[int, int] | int = (512, 512),
                     inputs: InputFn | None = None) -> list[dict]:
-    """Every channel group: members, width, blockers, MACs saved per removed channel."""
+    """Every channel group: width, members, blockers, inference MACs saved per removed
+    channel at `size`. A member's `span` is its [start, end) channels when contiguous."""
     harness = harness_for(model, inputs)
     size = harness.check_size((size, size) if isinstance(size, int) else size)
     graph = analyze_model(model, harness)
     macs = MacModel(graph, model, inference_macs(model, harness, size))
     return [{"name": g.name, "width": g.width, "prunable": g.prunable,
-             "blockers": list(g.blockers),
-             "members": [_member_text(m) for m in g.members],
+             "blockers": list(g.blockers), "members": [_member_dict(m) for m in g.members],
              "macs_per_channel": macs.per_channel(g.name)}
             for g in graph.groups]
 
 
-def _member_text(m) -> str:
+def _member_dict(m) -> dict:
     flat = sorted(p for ps in m.positions for p in ps)
-    where = f"{flat[0]}:{flat[-1] + 1}" if flat == list(range(flat[0], flat[-1] + 1)) else "…"
-    return f"{m.module} {m.role}[{where}]" if len(flat) != m.size else f"{m.module} {m.role}"
+    contiguous = flat == list(range(flat[0], flat[-1] + 1))
+    return {"module": m.module, "kind": m.kind, "role": m.role, "size": m.size,
+            "span": [flat[0], flat[-1] + 1] if contiguous else None}
