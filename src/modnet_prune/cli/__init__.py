@@ -11,10 +11,10 @@ import sys
 from .. import __version__
 from ..errors import UserError
 from . import (analyze, benchmark, compress, convert, evaluate, export, finetune, matte,
-               prune, synth, train)
+               pipeline, prune, synth, train)
 
 COMMANDS = (convert, analyze, prune, benchmark, synth, evaluate, train, finetune, export, matte,
-            compress)
+            compress, pipeline)
 
 
 def build_parser() -> argparse.ArgumentParser:

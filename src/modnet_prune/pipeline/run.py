@@ -1,0 +1,376 @@
+"""`run_pipeline(recipe, out)`: teacher -> student -> measured, exported, reported.
+
+Stages, each recorded in OUT/stages/<stage>.json (written atomically when the stage has
+finished, so a re-run with `resume=True` skips it; an interrupted fine-tuning resumes from
+its own last checkpoint):
+
+  prune      one-shot: prune the teacher (pruned.safetensors), re-estimate BatchNorm
+             statistics (recalibrated.safetensors). Iterative recipes prune in `finetune`.
+  finetune   fine-tune with the recipe's budget (finetune/ run folder), or iterative
+             compress (compress/iter-K/...); writes student.safetensors
+  evaluate   teacher, student and every intermediate model on the held-out set: matting
+             errors, params and MACs; teacher/student predictions and the matte-grid inputs
+  export     teacher.onnx and student.onnx, each checked against PyTorch
+  benchmark  teacher vs student interleaved, per runtime, at the benchmark size
+  report     summary.json, report.md, report.html, figures/
+
+Every stage reads its inputs from files of earlier stages, never from memory, so a resumed
+run computes exactly what an uninterrupted one does.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..data import open_dataset, open_source
+from ..data.images import alpha_to_uint8, write_png
+from ..errors import UserError
+from ..export.exporter import export_onnx
+from ..metrics import evaluate
+from ..model.io import load, save, sha256_file, write_atomic
+from ..prune import prune
+from ..report.analysis import analyze
+from ..report.benchmark import benchmark_many
+from ..report.document import render_report
+from ..train import TrainConfig, fit, recalibrate_bn
+from ..train.compress import CompressConfig, compress
+from .recipe import DEFAULT_TEACHER, Recipe
+from .summary import build_summary
+
+STAGES = ("prune", "finetune", "evaluate", "export", "benchmark", "report")
+RECIPE_FILE, STAGE_DIR = "recipe.json", "stages"
+TEACHER_ONNX, STUDENT_ONNX, STUDENT = "teacher.onnx", "student.onnx", "student.safetensors"
+PRUNED, RECALIBRATED = "pruned.safetensors", "recalibrated.safetensors"
+FINETUNE_DIR, COMPRESS_DIR = "finetune", "compress"
+
+
+class PipelineStopped(Exception):
+    """Fine-tuning was interrupted (Ctrl-C/SIGTERM) after saving a checkpoint."""
+
+
+def _write_json(path: Path, obj) -> None:
+    text = json.dumps(obj, indent=2) + "\n"
+    write_atomic(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: unreadable ({e}); delete it to redo that stage") from None
+
+
+def teacher_missing_message(path: str) -> str:
+    hint = (" — train it with `modnet-prune train --data synthetic:100000@128 --size 128 "
+            "--steps 20000 --out runs/teacher` and copy runs/teacher/last.safetensors there "
+            "(models/README.md has the exact recipe), or pass --teacher PATH")
+    return f"{path}: teacher checkpoint not found" + (hint if path == DEFAULT_TEACHER else "")
+
+
+@dataclass
+class Run:
+    """One pipeline folder and what the stages share."""
+
+    recipe: Recipe
+    out: Path
+    progress: bool = True
+    echo: Callable[[str], None] = print
+    _cache: dict = field(default_factory=dict)
+
+    def path(self, name: str) -> Path:
+        return self.out / name
+
+    def record(self, stage: str) -> dict:
+        return _read_json(self.out / STAGE_DIR / f"{stage}.json")
+
+    def done(self, stage: str) -> bool:
+        return (self.out / STAGE_DIR / f"{stage}.json").exists()
+
+    def teacher(self) -> torch.nn.Module:
+        if "teacher" not in self._cache:
+            self._cache["teacher"] = load(self.recipe.teacher)
+        return self._cache["teacher"]
+
+    def train_set(self):
+        r = self.recipe
+        return open_dataset(r.data.train, size=r.sizes.train, train=True, seed=r.seed)
+
+    def eval_set(self):
+        r = self.recipe
+        return open_dataset(r.data.eval, size=r.sizes.eval, train=False)
+
+    def batches(self, count: int):
+        """`count` shuffled training batches of images (BN statistics, taylor scores)."""
+        loader = torch.utils.data.DataLoader(
+            self.train_set(), batch_size=self.recipe.finetune.batch_size, shuffle=True,
+            num_workers=0, generator=torch.Generator().manual_seed(self.recipe.seed))
+        return [batch["image"] for batch in itertools.islice(loader, count)]
+
+
+# --------------------------------------------------------------------------- the folder
+
+def _start(run: Run, resume: bool, teacher_sha256: str) -> None:
+    """Create OUT, or check that the run to resume used this very recipe and teacher."""
+    saved = run.path(RECIPE_FILE)
+    current = {"recipe": run.recipe.to_dict(), "teacher_sha256": teacher_sha256}
+    if saved.exists():
+        if not resume:
+            raise UserError(f"{run.out} already holds a pipeline run: pass --resume to continue "
+                            "it, or choose another --out")
+        before = _read_json(saved)
+        changed = _differences(before, current)
+        if changed:
+            raise UserError(f"--resume with a different recipe or teacher than the run in "
+                            f"{run.out} ({'; '.join(changed[:3])}); use another --out")
+        return
+    if run.out.exists() and any(run.out.iterdir()):
+        raise UserError(f"{run.out} exists and is not a pipeline folder; choose another --out")
+    (run.out / STAGE_DIR).mkdir(parents=True, exist_ok=True)
+    _write_json(saved, current)
+
+
+def _differences(a, b, where: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b), key=str)
+                for d in _differences(a.get(k), b.get(k), f"{where}.{k}" if where else str(k))]
+    return [] if a == b else [f"{where.removeprefix('recipe.')}: {a!r} -> {b!r}"]
+
+
+def run_pipeline(recipe: Recipe, out: str | Path, *, resume: bool = False, progress: bool = True,
+                 echo: Callable[[str], None] = print) -> dict:
+    """Run every stage not finished yet; returns the summary (also OUT/summary.json)."""
+    if not Path(recipe.teacher).is_file():
+        raise UserError(teacher_missing_message(recipe.teacher))
+    run = Run(recipe, Path(out), progress, echo)
+    _start(run, resume, sha256_file(recipe.teacher))
+    for index, stage in enumerate(STAGES, start=1):
+        head = f"[{index}/{len(STAGES)}] {stage}"
+        if run.done(stage):
+            echo(f"{head}: done earlier, skipped")
+            continue
+        echo(f"{head} ...")
+        start = time.perf_counter()
+        record = STAGE_FUNCTIONS[stage](run)
+        record["seconds"] = time.perf_counter() - start
+        _write_json(run.out / STAGE_DIR / f"{stage}.json", record)
+        echo(f"{head}: done in {record['seconds']:.1f} s")
+    return _read_json(run.path("summary.json"))
+
+
+# --------------------------------------------------------------------------- stages
+
+def stage_prune(run: Run) -> dict:
+    r = run.recipe
+    p = r.prune
+    if p.method == "none" or p.iterations > 1:
+        return {"method": p.method, "iterative": p.iterations > 1}
+    data = run.batches(p.calibration_batches) if p.criterion == "taylor" else None
+    amount = {p.method: getattr(p, p.method)}
+    result = prune(run.teacher(), **amount, allocation=p.allocation, criterion=p.criterion,
+                   round_to=p.round_to, min_channels=p.min_channels,
+                   size=(r.sizes.benchmark, r.sizes.benchmark), data=data, seed=r.seed)
+    details = result.to_dict()
+    save(result.model, run.path(PRUNED), recipe=r.name, prune=details)
+    record = {"method": p.method, "iterative": False, "prune": details, "pruned": PRUNED}
+    if r.recalibrate_bn:
+        model = result.model
+        used = recalibrate_bn(model, run.batches(r.recalibrate_bn))
+        save(model.eval(), run.path(RECALIBRATED), recipe=r.name, recalibrated_batches=used)
+        record.update(recalibrated=RECALIBRATED, recalibrate_batches=used)
+    return record
+
+
+def train_config(recipe: Recipe, steps: int, recalibrate: int) -> TrainConfig:
+    f, batch = recipe.finetune, recipe.finetune.batch_size
+    return TrainConfig(
+        size=recipe.sizes.train, batch_size=batch, steps=steps, lr=f.lr, optimizer=f.optimizer,
+        momentum=f.momentum, weight_decay=f.weight_decay, schedule=f.schedule,
+        warmup=min(steps - 1, math.ceil(f.warmup_samples / batch)),
+        step_size=math.ceil(f.step_samples / batch) if f.step_samples else None,
+        gamma=f.gamma, min_lr=f.min_lr, seed=recipe.seed, workers=f.workers,
+        log_every=max(1, min(10, steps // 20)),
+        eval_every=math.ceil(f.eval_every_samples / batch) if f.eval_every_samples else 0,
+        checkpoint_every=max(1, min(100, steps // 4)),
+        supervised=f.supervised, scales=dict(f.scales),
+        distill={k: v for k, v in dataclasses.asdict(recipe.distill).items() if v > 0},
+        recalibrate_bn=recalibrate)
+
+
+def stage_finetune(run: Run) -> dict:
+    r = run.recipe
+    prune_record = run.record("prune")
+    if r.prune.iterations > 1:
+        return _compress(run)
+    start = prune_record.get("recalibrated") or prune_record.get("pruned")
+    model = load(run.path(start)) if start else load(r.teacher)
+    record = {"mode": "one-shot", "start": start or r.teacher, "steps": r.steps,
+              "samples": r.steps * r.finetune.batch_size, "run": None}
+    if r.steps:
+        teacher = run.teacher() if r.distill.enabled else None
+        folder = run.path(FINETUNE_DIR)
+        result = fit(model, run.train_set(), train_config(r, r.steps, 0), folder,
+                     eval_set=run.eval_set(), teacher=teacher,
+                     resume=(folder / "config.json").exists(), info=_info(r),
+                     progress=run.progress)
+        if result.stopped:
+            raise PipelineStopped(f"fine-tuning stopped at step {result.step}")
+        model, record["run"] = result.model, FINETUNE_DIR
+    save(model.eval(), run.path(STUDENT), recipe=r.name, teacher_sha256=sha256_file(r.teacher))
+    record["student"] = STUDENT
+    return record
+
+
+def _info(r: Recipe) -> dict:
+    return {"recipe": r.name, "data": r.data.train, "eval_data": r.data.eval,
+            "teacher": {"path": r.teacher, "sha256": sha256_file(r.teacher)}}
+
+
+def _compress(run: Run) -> dict:
+    r, p = run.recipe, run.recipe.prune
+    per_iteration = max(1, r.steps // p.iterations)
+    cc = CompressConfig(target_macs=p.target_macs, iterations=p.iterations, schedule=p.schedule,
+                        criterion=p.criterion, round_to=p.round_to,
+                        min_channels=p.min_channels, cost_size=r.sizes.benchmark)
+    folder = run.path(COMPRESS_DIR)
+    result = compress(run.teacher(), run.train_set(), cc,
+                      train_config(r, per_iteration, r.recalibrate_bn), folder,
+                      eval_set=run.eval_set(), resume=(folder / "config.json").exists(),
+                      info=_info(r), progress=run.progress)
+    if result.stopped:
+        raise PipelineStopped("compression stopped")
+    save(result.model.eval(), run.path(STUDENT), recipe=r.name, teacher_sha256=sha256_file(r.teacher))
+    steps = per_iteration * p.iterations
+    return {"mode": "iterative", "iterations": result.rows, "steps": steps,
+            "steps_per_iteration": per_iteration, "samples": steps * r.finetune.batch_size,
+            "run": COMPRESS_DIR, "student": STUDENT}
+
+
+def _variants(run: Run) -> list[tuple[str, str, Path]]:
+    """(name, label, checkpoint) of every model to score, teacher first, student last."""
+    r, found = run.recipe, [("teacher", "teacher", Path(run.recipe.teacher))]
+    prune_record, finetune_record = run.record("prune"), run.record("finetune")
+    if prune_record.get("pruned"):
+        found.append(("pruned", "pruned", run.path(prune_record["pruned"])))
+    if prune_record.get("recalibrated"):
+        found.append(("recalibrated", "pruned + BN re-estimated", run.path(prune_record["recalibrated"])))
+    for row in finetune_record.get("iterations", [])[:-1]:
+        k = row["iteration"]
+        iteration = run.path(COMPRESS_DIR) / f"iter-{k}"
+        found.append((f"iter-{k}-pruned", f"iter {k} pruned", iteration / "pruned.safetensors"))
+        found.append((f"iter-{k}", f"iter {k} fine-tuned", iteration / "last.safetensors"))
+    if finetune_record.get("iterations"):
+        k = finetune_record["iterations"][-1]["iteration"]
+        last = run.path(COMPRESS_DIR) / f"iter-{k}" / "pruned.safetensors"
+        found.append((f"iter-{k}-pruned", f"iter {k} pruned", last))
+    found.append((r.name, r.name, run.path(STUDENT)))
+    return found
+
+
+def stage_evaluate(run: Run) -> dict:
+    r = run.recipe
+    source = run.eval_set().source
+    scored, costs = {}, {}  # costs depend on the widths only: one analysis per Arch
+    for name, label, path in _variants(run):
+        model = load(path)
+        final = name in ("teacher", r.name)
+        predictions = run.path(f"predictions/{'teacher' if name == 'teacher' else 'student'}") \
+            if final else None
+        run.echo(f"  evaluating {label} ({path})")
+        result = evaluate(model, source, size=r.sizes.eval, save_predictions=predictions,
+                          progress=run.progress)
+        arch = model.arch.to_json()
+        if arch not in costs:
+            costs[arch] = analyze(model, r.sizes.benchmark)
+        cost = {**costs[arch], "file_bytes": os.path.getsize(path)}
+        scored[name] = {
+            "label": label, "checkpoint": str(path), "sha256": sha256_file(path),
+            "params": cost["params"], "macs": cost["macs"], "macs_train": cost["macs_train"],
+            "file_bytes": cost["file_bytes"], "weight_bytes": cost["weight_bytes"]["fp32"],
+            "widths": _layer_widths(model),
+            "metrics": {"whole": {k: result[k] for k in ("mse", "mad", "sad", "grad", "conn")},
+                        **({"unknown": result["unknown"]} if "unknown" in result else {})},
+            "predictions": str(predictions.relative_to(run.out)) if predictions else None}
+        info = {k: result[k] for k in ("count", "region", "scaling", "dataset", "input")}
+    return {"models": scored, "evaluation": {**info, "size": r.sizes.eval},
+            "samples": _sample_inputs(run, source)}
+
+
+def _layer_widths(model: torch.nn.Module) -> dict[str, int]:
+    """Output width of every conv/linear layer but depthwise convs (they repeat the width
+    of the conv before them) and the 1-channel output heads."""
+    widths = {}
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Conv2d):
+            if m.groups > 1 and m.groups == m.in_channels == m.out_channels or m.out_channels == 1:
+                continue
+            widths[name] = m.out_channels
+        elif isinstance(m, torch.nn.Linear):
+            widths[name] = m.out_features
+    return widths
+
+
+def _sample_inputs(run: Run, source) -> list[dict]:
+    """Input and ground truth of the first held-out samples as PNGs for the matte grid."""
+    rows = []
+    folder = run.path("samples")
+    folder.mkdir(exist_ok=True)
+    for index in range(min(run.recipe.report.samples, len(source))):
+        sample = source.sample(index)
+        image, truth = folder / f"{sample.name}.input.png", folder / f"{sample.name}.truth.png"
+        write_png(image, sample.image)
+        write_png(truth, alpha_to_uint8(sample.alpha))
+        rows.append({"name": sample.name, "images": {
+            "input": str(image.relative_to(run.out)),
+            "ground truth": str(truth.relative_to(run.out)),
+            "teacher": f"predictions/teacher/{sample.name}.png",
+            "student": f"predictions/student/{sample.name}.png"}})
+    return rows
+
+
+def stage_export(run: Run) -> dict:
+    r = run.recipe
+    reports = {}
+    for role, checkpoint, onnx_name in (("teacher", Path(r.teacher), TEACHER_ONNX),
+                                        ("student", run.path(STUDENT), STUDENT_ONNX)):
+        run.echo(f"  exporting {role} -> {onnx_name} (opset {r.export.opset}, parity check)")
+        report = export_onnx(load(checkpoint), run.path(onnx_name), opset=r.export.opset,
+                             metadata={"source": str(checkpoint),
+                                       "source_sha256": sha256_file(checkpoint)})
+        reports[role] = {**report.as_dict(), "out": onnx_name}
+    return {"models": reports}
+
+
+def stage_benchmark(run: Run) -> dict:
+    r, b = run.recipe, run.recipe.benchmark
+    files = {"torch": [r.teacher, str(run.path(STUDENT))],
+             "onnxruntime": [str(run.path(TEACHER_ONNX)), str(run.path(STUDENT_ONNX))]}
+    results = {}
+    for runtime in b.runtimes:
+        run.echo(f"  {runtime}: teacher vs student, {b.repeat} interleaved rounds at "
+                 f"{r.sizes.benchmark}x{r.sizes.benchmark}")
+        results[runtime] = benchmark_many(files[runtime], runtime=runtime, size=r.sizes.benchmark,
+                                          threads=b.threads, repeat=b.repeat, warmup=b.warmup,
+                                          rss=b.peak_rss, progress=run.progress)
+    return {"runtimes": results}
+
+
+def stage_report(run: Run) -> dict:
+    records = {stage: run.record(stage) for stage in STAGES[:-1]}
+    summary = build_summary(run.recipe, run.out, records)
+    _write_json(run.path("summary.json"), summary)
+    written = render_report(summary, run.out)
+    return {"summary": "summary.json",
+            "files": {k: str(p.relative_to(run.out)) for k, p in written.items()}}
+
+
+STAGE_FUNCTIONS = {"prune": stage_prune, "finetune": stage_finetune, "evaluate": stage_evaluate,
+                   "export": stage_export, "benchmark": stage_benchmark, "report": stage_report}

@@ -1,0 +1,173 @@
+"""summary.json: every number of a pipeline run in one file, the input of the report.
+
+Schema (`"schema": SCHEMA`); sizes are [H, W]; paths are relative to the run folder
+unless absolute; MACs are conv + linear multiply-accumulates at `size`, batch 1.
+
+  recipe              the resolved recipe (every key, defaults filled in)
+  created, out, size  ISO time (UTC), run folder, the cost/latency input size
+  models[]            the main table, teacher first; each:
+      name, role ("teacher"|"student"), label, checkpoint, sha256, onnx
+      params, macs (inference: matte only), macs_train (all three heads), macs_fraction
+      file_bytes (checkpoint on disk), weight_bytes (fp32 tensors), onnx_bytes, onnx_parity
+      latency {runtime: {median_ms, p90_ms, min_ms, mean_ms, throughput, times_ms}}
+      speedup {runtime: teacher/student, median of per-round ratios (1.0 for the teacher)}
+      metrics {"whole": {mse, mad, sad, grad, conn}, "unknown": {... , count, region}}
+      predictions         folder of its predicted held-out mattes (8-bit PNG)
+  variants[]          every model scored on the held-out set (teacher, pruned, BN
+                      re-estimated, each compress iteration, student): name, label,
+                      params, macs, mad, grad, role
+  layers[]            {name, widths: {model name: output channels}} per conv/linear layer
+  training            {model name: {mode, samples, steps, batch_size, samples_per_s,
+                      curve[] {step, samples, loss, lr, <terms>}, eval[] {step, samples, mse,
+                      mad, sad, grad, conn}, iterations[] {index, start_samples, macs_fraction}}}
+  evaluation          {dataset, count, size, input, region, scaling}
+  benchmark           {size, threads, repeat, warmup, order, runtimes, warnings}
+  samples[]           {name, images: {input, ground truth, teacher, <student>: path}}
+  environment         cpu, cpu_count, threads, load_avg, python, platform, omp_wait_policy,
+                      torch, onnxruntime, onnx, numpy, modnet_prune
+  stages              {stage: seconds}
+  budget_note         one line on the fine-tuning budget
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from .recipe import Recipe
+
+SCHEMA = "modnet-prune/pipeline-summary/1"
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _log_rows(folder: Path) -> list[dict]:
+    path = folder / "log.jsonl"
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a torn last line
+    return rows
+
+
+def _training(recipe: Recipe, out: Path, record: dict) -> dict:
+    """Loss and held-out curves over samples seen, iterations laid end to end."""
+    batch = recipe.finetune.batch_size
+    if record.get("mode") == "iterative":
+        folders = [(row, out / record["run"] / f"iter-{row['iteration']}")
+                   for row in record["iterations"]]
+        per_iteration = record["steps_per_iteration"]
+    else:
+        folders = [(None, out / record["run"])] if record.get("run") else []
+        per_iteration = record["steps"]
+    curve, evals, iterations, speeds = [], [], [], []
+    for k, (row, folder) in enumerate(folders):
+        offset = k * per_iteration
+        iterations.append({"index": k + 1, "start_samples": offset * batch,
+                           "macs_fraction": row["fraction"] if row else None})
+        for log in _log_rows(folder):
+            at = {"step": offset + log["step"], "samples": (offset + log["step"]) * batch}
+            if log.get("kind") == "train":
+                curve.append({**at, **{k: v for k, v in log.items()
+                                       if k not in ("kind", "step", "world_size")}})
+                speeds.append(log.get("samples_per_s"))
+            elif log.get("kind") == "eval":
+                evals.append({**at, **{m: log[m] for m in ("mse", "mad", "sad", "grad", "conn")}})
+    speeds = [s for s in speeds if s]
+    return {"mode": record.get("mode"), "samples": record["samples"], "steps": record["steps"],
+            "batch_size": batch, "samples_per_s": float(np.median(speeds)) if speeds else None,
+            "curve": curve, "eval": evals, "iterations": iterations}
+
+
+def _model_entry(name: str, role: str, label: str, scored: dict, teacher: dict, onnx: dict,
+                 bench: dict, slot: int) -> dict:
+    latency, speedup = {}, {}
+    for runtime, result in bench.items():
+        stats = result["models"][slot]
+        latency[runtime] = {k: stats[k] for k in ("median_ms", "p90_ms", "min_ms", "mean_ms",
+                                                  "throughput", "times_ms")}
+        if stats.get("peak_rss_mb") is not None:
+            latency[runtime]["peak_rss_mb"] = stats["peak_rss_mb"]
+        speedup[runtime] = 1.0 / stats["ratio"]
+    return {"name": name, "role": role, "label": label, "checkpoint": scored["checkpoint"],
+            "sha256": scored["sha256"], "onnx": onnx.get("out"),
+            "params": scored["params"], "macs": scored["macs"], "macs_train": scored["macs_train"],
+            "macs_fraction": scored["macs"] / teacher["macs"],
+            "file_bytes": scored["file_bytes"], "weight_bytes": scored["weight_bytes"],
+            "onnx_bytes": onnx.get("file_bytes"),
+            "onnx_parity": max((p["max_abs"] for p in onnx.get("parity", [])), default=None),
+            "latency": latency, "speedup": speedup, "metrics": scored["metrics"],
+            "predictions": scored["predictions"]}
+
+
+def _environment(bench: dict) -> dict:
+    env = next(iter(bench.values()))["env"] if bench else {}
+    keep = ("cpu", "cpu_count", "threads", "load_avg", "python", "platform", "omp_wait_policy")
+    out = {k: env.get(k) for k in keep}
+    out.update(torch=env.get("torch") or _version("torch"), onnxruntime=_version("onnxruntime"),
+               onnx=_version("onnx"), numpy=np.__version__, modnet_prune=__version__)
+    return out
+
+
+def build_summary(recipe: Recipe, out: Path, records: dict[str, dict]) -> dict:
+    """The summary of a finished run from its stage records (see the module doc)."""
+    scored = records["evaluate"]["models"]
+    bench, export = records["benchmark"]["runtimes"], records["export"]["models"]
+    teacher = scored["teacher"]
+    models = [_model_entry("teacher", "teacher", "teacher", teacher, teacher,
+                           export["teacher"], bench, 0),
+              _model_entry(recipe.name, "student", f"student ({recipe.name})", scored[recipe.name],
+                           teacher, export["student"], bench, 1)]
+    variants = [{"name": name, "label": s["label"], "params": s["params"], "macs": s["macs"],
+                 "mad": s["metrics"]["whole"]["mad"], "grad": s["metrics"]["whole"]["grad"],
+                 "role": "teacher" if name == "teacher" else
+                         "student" if name == recipe.name else "intermediate"}
+                for name, s in scored.items()]
+    layers = [{"name": layer, "widths": {"teacher": width,
+                                         recipe.name: scored[recipe.name]["widths"].get(layer, 0)}}
+              for layer, width in teacher["widths"].items()]
+    samples = [{"name": row["name"], "images": {**{k: v for k, v in row["images"].items()
+                                                    if k != "student"},
+                                                 recipe.name: row["images"]["student"]}}
+               for row in records["evaluate"]["samples"]]
+    first = next(iter(bench.values()))["env"] if bench else {}
+    training = _training(recipe, out, records["finetune"])
+    return {
+        "schema": SCHEMA, "recipe": recipe.to_dict(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "out": str(out), "size": [recipe.sizes.benchmark] * 2,
+        "models": models, "variants": variants, "layers": layers,
+        "training": {recipe.name: training},
+        "evaluation": records["evaluate"]["evaluation"],
+        "benchmark": {"size": first.get("size"), "threads": first.get("threads"),
+                      "repeat": first.get("repeat"), "warmup": first.get("warmup"),
+                      "order": first.get("order"), "runtimes": list(bench),
+                      "warnings": [w for r in list(bench.values())[:1] for w in r["env"]["warnings"]]},
+        "samples": samples, "environment": _environment(bench),
+        "stages": {stage: r.get("seconds") for stage, r in records.items()},
+        "budget_note": _budget_note(training, recipe),
+    }
+
+
+def _budget_note(training: dict, recipe: Recipe) -> str:
+    if not training["steps"]:
+        return "No fine-tuning (budget 0 samples)."
+    how = (f"in {recipe.prune.iterations} prune → fine-tune iterations" if recipe.prune.iterations > 1
+           else "after one-shot pruning")
+    speed = f", {training['samples_per_s']:.1f} samples/s" if training["samples_per_s"] else ""
+    return (f"Fine-tuning budget: {training['samples']:,} training samples ({training['steps']:,} "
+            f"steps × {training['batch_size']}) {how}, at {recipe.sizes.train}×{recipe.sizes.train}"
+            f"{speed}.")

@@ -1,0 +1,378 @@
+"""report.md and a self-contained report.html from a pipeline `summary.json`.
+
+Both documents are built from the same tables (`Table`: column headers plus formatted
+cells), so the Markdown and the HTML never disagree; the HTML embeds every figure as a
+base64 PNG and carries its own CSS, so it opens anywhere with no other file.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..model.io import write_atomic
+from . import figures
+
+# The origin write-up's published numbers (ORIGIN.md): 512x512, training-graph MACs, their
+# hardware and runtime, three timed runs each. They published no accuracy ("not good").
+ORIGIN_ROWS = (
+    {"name": "origin: original (theirs)", "params": 6.45e6, "macs_train": 18117e6,
+     "file_kb": 25641, "latency_s": (0.85, 0.88, 0.84)},
+    {"name": "origin: V2 (theirs)", "params": 1.76e6, "macs_train": 8977e6,
+     "file_kb": 7213, "latency_s": (0.54, 0.56, 0.54)},
+)
+METRIC_NAMES = ("mse", "mad", "sad", "grad", "conn")
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[str]]
+    classes: list[str] | None = None  # one CSS class per row ("" for none)
+    align_left: int = 1               # leading columns that hold text, not numbers
+    groups: list[tuple[str, int]] | None = None  # HTML header row above: (label, span)
+
+
+# --------------------------------------------------------------------------- formatting
+
+def _int(n) -> str:
+    return "–" if n is None else f"{round(n):,}"
+
+
+def _mega(n, digits: int = 1) -> str:
+    return "–" if n is None else f"{n / 1e6:,.{digits}f}"
+
+
+def _ms(value) -> str:
+    return "–" if value is None else f"{value:,.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def _times(value) -> str:
+    return "–" if value is None else f"{value:.2f}×"
+
+
+def _metric(value) -> str:
+    """Matting errors with 4 significant digits (they span 1e-4 .. 1e2)."""
+    if value is None:
+        return "–"
+    return f"{value:.4g}" if abs(value) >= 1e-4 or value == 0 else f"{value:.2e}"
+
+
+def _percent(value) -> str:
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+# --------------------------------------------------------------------------- tables
+
+def main_table(summary: dict) -> Table:
+    """The origin-style table: cost, size, latency, speed-up and accuracy per model."""
+    size = "×".join(map(str, summary["size"]))
+    headers = ["model", "params", "MACs inference (M)", "vs teacher", "MACs training graph (M)",
+               "weights fp32 (kB)", "ONNX (kB)", "PyTorch (ms)", "ONNX Runtime (ms)",
+               "speed-up PyTorch", "speed-up ORT", "MSE", "MAD", "SAD", "Grad", "Conn"]
+    groups = [("", 1), (f"cost at {size}", 6), (f"latency at {size}, batch 1", 4),
+              (f"held-out errors, {summary['evaluation']['region']}", 5)]
+    rows, classes = [], []
+    for m in summary["models"]:
+        latency, speedup = m.get("latency", {}), m.get("speedup", {})
+        metrics = (m.get("metrics") or {}).get("whole", {})
+        rows.append([m["label"], _int(m["params"]), _mega(m["macs"]), _percent(m["macs_fraction"]),
+                     _mega(m["macs_train"]), _int(m["weight_bytes"] / 1000),
+                     _int(m["onnx_bytes"] / 1000) if m.get("onnx_bytes") else "–",
+                     _ms(latency.get("torch", {}).get("median_ms")),
+                     _ms(latency.get("onnxruntime", {}).get("median_ms")),
+                     _times(speedup.get("torch")), _times(speedup.get("onnxruntime")),
+                     *(_metric(metrics.get(k)) for k in METRIC_NAMES)])
+        classes.append("teacher" if m["role"] == "teacher" else "student")
+    base = ORIGIN_ROWS[0]
+    for ref in ORIGIN_ROWS:
+        median = sorted(ref["latency_s"])[1] * 1000
+        rows.append([ref["name"], f"{ref['params'] / 1e6:.2f} M", "–",
+                     _percent(ref["macs_train"] / base["macs_train"]) + " (train)",
+                     _mega(ref["macs_train"], 0), _int(ref["file_kb"] * 1.024), "–", _ms(median), "–",
+                     _times(sorted(base["latency_s"])[1] * 1000 / median), "–",
+                     "–", "–", "–", "–", "–"])
+        classes.append("reference")
+    return Table(headers, rows, classes, groups=groups)
+
+
+def metrics_table(summary: dict) -> Table:
+    """Every metric in both regions, with the scaling next to it."""
+    scaling = summary["evaluation"]["scaling"]
+    headers = ["model"] + [f"{k.upper()} ({scaling[k]})" for k in METRIC_NAMES]
+    rows, classes = [], []
+    for m in summary["models"]:
+        metrics = m.get("metrics") or {}
+        for region, label in (("whole", "whole image"), ("unknown", "unknown region (trimap = 128)")):
+            if region in metrics:
+                rows.append([f"{m['label']} — {label}",
+                             *(_metric(metrics[region].get(k)) for k in METRIC_NAMES)])
+                classes.append("teacher" if m["role"] == "teacher" else "student")
+    return Table(headers, rows, classes)
+
+
+def latency_table(summary: dict) -> Table:
+    headers = ["model", "runtime", "median (ms)", "p90 (ms)", "min (ms)", "img/s",
+               "speed-up vs teacher (median of per-round ratios)"]
+    rows = []
+    for m in summary["models"]:
+        for runtime, stats in m.get("latency", {}).items():
+            rows.append([m["label"], runtime, _ms(stats["median_ms"]), _ms(stats["p90_ms"]),
+                         _ms(stats["min_ms"]), f"{stats['throughput']:.2f}",
+                         _times(m.get("speedup", {}).get(runtime))])
+    return Table(headers, rows, align_left=2)
+
+
+def widths_table(summary: dict) -> Table:
+    names = [m["name"] for m in summary["models"]]
+    labels = [m["label"] for m in summary["models"]]
+    rows = [[layer["name"], *(str(layer["widths"][n]) for n in names)] for layer in summary["layers"]]
+    return Table(["layer (output channels)", *labels], rows)
+
+
+def variants_table(summary: dict) -> Table:
+    headers = ["variant", "params", "MACs (M), inference", "MAD", "Grad"]
+    rows = [[v["label"], _int(v["params"]), _mega(v["macs"]), _metric(v.get("mad")),
+             _metric(v.get("grad"))] for v in summary["variants"]]
+    return Table(headers, rows)
+
+
+def environment_table(summary: dict) -> Table:
+    env = summary["environment"]
+    keys = (("CPU", "cpu"), ("logical CPUs", "cpu_count"), ("benchmark threads", "threads"),
+            ("load average at start", "load_avg"), ("OMP_WAIT_POLICY", "omp_wait_policy"),
+            ("python", "python"), ("torch", "torch"), ("onnxruntime", "onnxruntime"),
+            ("onnx", "onnx"), ("numpy", "numpy"), ("modnet-prune", "modnet_prune"),
+            ("platform", "platform"))
+    rows = []
+    for label, key in keys:
+        value = env.get(key)
+        if isinstance(value, list):
+            value = ", ".join(f"{v:.2f}" for v in value)
+        rows.append([label, "–" if value is None else str(value)])
+    return Table(["", ""], rows)
+
+
+# --------------------------------------------------------------------------- text
+
+def _headline(summary: dict) -> list[str]:
+    teacher = next(m for m in summary["models"] if m["role"] == "teacher")
+    lines = []
+    for m in summary["models"]:
+        if m["role"] == "teacher":
+            continue
+        parts = [f"**{m['label']}**: {_percent(m['macs_fraction'])} of the teacher's MACs, "
+                 f"{m['params'] / teacher['params']:.0%} of its parameters"]
+        for runtime, name in (("onnxruntime", "ONNX Runtime"), ("torch", "PyTorch")):
+            if m.get("speedup", {}).get(runtime):
+                parts.append(f"{_times(m['speedup'][runtime])} faster with {name}")
+        t_mad = (teacher.get("metrics") or {}).get("whole", {}).get("mad")
+        s_mad = (m.get("metrics") or {}).get("whole", {}).get("mad")
+        if t_mad and s_mad is not None:
+            parts.append(f"held-out MAD {_metric(s_mad)} vs {_metric(t_mad)} "
+                         f"({s_mad / t_mad:.2f}× the teacher's)")
+        lines.append(", ".join(parts) + ".")
+    return lines
+
+
+def _notes(summary: dict) -> list[str]:
+    ev, bench = summary["evaluation"], summary["benchmark"]
+    size = "×".join(map(str, summary["size"]))
+    notes = [
+        f"Accuracy: {ev['count']} held-out images ({ev['dataset']}), input {ev['input']}, errors "
+        f"at ground-truth size on 8-bit mattes; MSE/MAD are means, SAD/Grad/Conn sums / 1000 per "
+        f"image (averaged over images); region: {ev['region']}.",
+        f"Cost: params are unique parameters; MACs count conv + linear multiply-accumulates "
+        f"(FLOPs = 2 × MACs) at {size}, inference = the matte only, training graph = all three heads.",
+        f"Latency: batch 1 at {size}, {bench['threads']} thread(s), {bench['repeat']} timed runs "
+        f"after {bench['warmup']} warm-up, teacher and student alternating in one process; "
+        f"speed-up = median of per-round teacher/student ratios.",
+        "Origin rows: the write-up's own published numbers (their hardware, training-graph MACs, "
+        "median of their 3 runs, file size of their checkpoint); they published no accuracy, "
+        "only that it was \"not good\".",
+    ]
+    if summary.get("budget_note"):
+        notes.append(summary["budget_note"])
+    notes += [f"Warning: {w}" for w in bench.get("warnings", [])]
+    return notes
+
+
+# --------------------------------------------------------------------------- markdown
+
+def _md_table(table: Table) -> str:
+    def row(cells):
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+    align = ["---"] * table.align_left + ["---:"] * (len(table.headers) - table.align_left)
+    return "\n".join([row(table.headers), "| " + " | ".join(align) + " |",
+                      *(row(r) for r in table.rows)])
+
+
+def _group_starts(table: Table) -> list[tuple[str, int, int]]:
+    starts, column = [], 0
+    for label, span in table.groups or []:
+        starts.append((label, span, column))
+        column += span
+    return starts
+
+
+def render_markdown(summary: dict, figure_paths: dict[str, str]) -> str:
+    r = summary["recipe"]
+    out = [f"# modnet-prune report: {r['name']}", ""]
+    if r.get("description"):
+        out += [f"*{r['description']}*", ""]
+    table = main_table(summary)
+    caption = "; ".join(f"{label}: {', '.join(table.headers[i:i + n])}" for label, n, i in
+                        _group_starts(table) if label)
+    out += [*(f"- {line}" for line in _headline(summary)), "", "## Results", "",
+            f"*{caption}.*", "", _md_table(table), "", *(f"- {n}" for n in _notes(summary)), ""]
+    sections = (("pareto", "Accuracy vs compute"), ("samples", "Sample mattes (held-out)"),
+                ("curves", "Training"), ("widths", "Per-layer widths"))
+    for key, title in sections:
+        if key in figure_paths:
+            out += [f"## {title}", "", f"![{title}]({figure_paths[key]})", ""]
+            if key == "pareto":
+                out += [_md_table(variants_table(summary)), ""]
+    out += ["## Errors in both regions", "", _md_table(metrics_table(summary)), "",
+            "## Latency", "", _md_table(latency_table(summary)), "",
+            "## Layer widths", "", _md_table(widths_table(summary)), "",
+            "## Environment", "", _md_table(environment_table(summary)), "",
+            "## Recipe", "", "```json", json.dumps(r, indent=2), "```", ""]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- html
+
+CSS = """
+:root { --ink:#1f2933; --muted:#616e7c; --line:#e4e7eb; --soft:#f5f7fa; --accent:#d64545;
+        --teacher:#52606d; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 15px/1.55 -apple-system, BlinkMacSystemFont, "Segoe UI", Roboto,
+       "Helvetica Neue", Arial, sans-serif; color: var(--ink); background: #fff; }
+main { max-width: 1240px; margin: 0 auto; padding: 32px 28px 64px; }
+h1 { font-size: 28px; margin: 0 0 4px; letter-spacing: -0.01em; }
+h2 { font-size: 19px; margin: 40px 0 12px; padding-bottom: 6px; border-bottom: 1px solid var(--line); }
+.lede { color: var(--muted); margin: 0 0 20px; }
+.cards { display: flex; flex-wrap: wrap; gap: 12px; margin: 18px 0 8px; }
+.card { flex: 1 1 200px; background: var(--soft); border-radius: 10px; padding: 14px 16px; }
+.card .value { font-size: 26px; font-weight: 650; letter-spacing: -0.02em; }
+.card .label { color: var(--muted); font-size: 13px; }
+.scroll { overflow-x: auto; border: 1px solid var(--line); border-radius: 10px; }
+table { border-collapse: collapse; width: 100%; font-size: 13px;
+        font-variant-numeric: tabular-nums; }
+th, td { padding: 6px 8px; border-bottom: 1px solid var(--line); white-space: nowrap; }
+th { background: var(--soft); font-weight: 600; text-align: right; vertical-align: bottom;
+     white-space: normal; min-width: 58px; }
+td { text-align: right; }
+th.text, td.text { text-align: left; }
+th.group { text-align: center; background: #fff; color: var(--muted); font-weight: 500;
+           font-size: 12px; border-bottom: 2px solid var(--line); }
+tr:last-child td { border-bottom: 0; }
+tr.teacher td:first-child { border-left: 4px solid var(--teacher); font-weight: 600; }
+tr.student td:first-child { border-left: 4px solid var(--accent); font-weight: 600; }
+tr.reference td { color: var(--muted); font-style: italic; background: #fbfbfc; }
+tr.reference:first-of-type td, tr.student + tr.reference td { border-top: 2px solid var(--line); }
+ul.notes { color: var(--muted); font-size: 13px; padding-left: 18px; }
+figure { margin: 8px 0 0; }
+figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 10px; }
+details { margin-top: 12px; }
+summary { cursor: pointer; color: var(--muted); }
+pre { background: var(--soft); padding: 14px; border-radius: 10px; overflow-x: auto; font-size: 12px; }
+footer { margin-top: 48px; color: var(--muted); font-size: 12px; }
+"""
+
+
+def _html_table(table: Table) -> str:
+    def cell(tag: str, text: str, i: int) -> str:
+        cls = ' class="text"' if i < table.align_left else ""
+        return f"<{tag}{cls}>{html.escape(text)}</{tag}>"
+    head = "".join(cell("th", h, i) for i, h in enumerate(table.headers))
+    if table.groups:
+        spans = "".join(f'<th colspan="{n}" class="group">{html.escape(label)}</th>'
+                        for label, n in table.groups)
+        head = f"{spans}</tr><tr>{head}"
+    body = []
+    for k, row in enumerate(table.rows):
+        cls = table.classes[k] if table.classes else ""
+        attr = f' class="{cls}"' if cls else ""
+        body.append(f"<tr{attr}>" + "".join(cell("td", c, i) for i, c in enumerate(row)) + "</tr>")
+    return (f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>'
+
+
+def _cards(summary: dict) -> str:
+    teacher = next(m for m in summary["models"] if m["role"] == "teacher")
+    student = next((m for m in summary["models"] if m["role"] != "teacher"), None)
+    if student is None:
+        return ""
+    t_mad = (teacher.get("metrics") or {}).get("whole", {}).get("mad")
+    s_mad = (student.get("metrics") or {}).get("whole", {}).get("mad")
+    cards = [(_percent(student["macs_fraction"]), "of the teacher's inference MACs"),
+             (f"{student['params'] / teacher['params']:.0%}", "of its parameters")]
+    for runtime, name in (("onnxruntime", "ONNX Runtime"), ("torch", "PyTorch")):
+        if student.get("speedup", {}).get(runtime):
+            cards.append((_times(student["speedup"][runtime]), f"faster, {name}"))
+    if t_mad and s_mad is not None:
+        cards.append((f"{s_mad / t_mad:.2f}×", "the teacher's held-out MAD"))
+    return '<div class="cards">' + "".join(
+        f'<div class="card"><div class="value">{html.escape(v)}</div>'
+        f'<div class="label">{html.escape(label)}</div></div>' for v, label in cards) + "</div>"
+
+
+def render_html(summary: dict, figure_files: dict[str, Path]) -> str:
+    r = summary["recipe"]
+    esc = html.escape
+    parts = [f"<h1>modnet-prune report: {esc(r['name'])}</h1>"]
+    if r.get("description"):
+        parts.append(f'<p class="lede">{esc(r["description"])}</p>')
+    parts.append(_cards(summary))
+    parts += ["<h2>Results</h2>", _html_table(main_table(summary)),
+              '<ul class="notes">' + "".join(f"<li>{esc(n)}</li>" for n in _notes(summary)) + "</ul>"]
+    sections = (("pareto", "Accuracy vs compute"), ("samples", "Sample mattes (held-out)"),
+                ("curves", "Training"), ("widths", "Per-layer widths"))
+    for key, title in sections:
+        if key in figure_files:
+            parts += [f"<h2>{esc(title)}</h2>", _img(figure_files[key], title)]
+            if key == "pareto":
+                parts.append(f"<details><summary>every variant</summary>"
+                             f"{_html_table(variants_table(summary))}</details>")
+            if key == "widths":
+                parts.append(f"<details><summary>table of widths</summary>"
+                             f"{_html_table(widths_table(summary))}</details>")
+    parts += ["<h2>Errors in both regions</h2>", _html_table(metrics_table(summary)),
+              "<h2>Latency</h2>", _html_table(latency_table(summary)),
+              "<h2>Environment</h2>", _html_table(environment_table(summary)),
+              "<h2>Recipe</h2>", f"<pre>{esc(json.dumps(r, indent=2))}</pre>",
+              f"<footer>Generated by modnet-prune {esc(summary['environment'].get('modnet_prune', ''))}"
+              f" on {esc(summary.get('created', ''))} from summary.json.</footer>"]
+    body = "\n".join(parts)
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>modnet-prune report: {esc(r['name'])}</title><style>{CSS}</style></head>"
+            f"<body><main>\n{body}\n</main></body></html>\n")
+
+
+# --------------------------------------------------------------------------- entry point
+
+def render_report(summary: dict, out: str | Path) -> dict[str, Path]:
+    """Write figures/*.png, report.md and report.html into `out` (where summary.json's
+    relative sample paths point). Returns {name: path} of everything written."""
+    out = Path(out)
+    figure_dir = out / "figures"
+    figure_dir.mkdir(parents=True, exist_ok=True)
+    drawn = {"pareto": figures.pareto(summary, figure_dir / "pareto.png"),
+             "samples": figures.sample_grid(summary, out, figure_dir / "samples.png"),
+             "curves": figures.curves(summary, figure_dir / "curves.png"),
+             "widths": figures.widths(summary, figure_dir / "widths.png")}
+    drawn = {k: p for k, p in drawn.items() if p is not None}
+    relative = {k: p.relative_to(out).as_posix() for k, p in drawn.items()}
+    md, page = render_markdown(summary, relative), render_html(summary, drawn)
+    write_atomic(out / "report.md", lambda tmp: Path(tmp).write_text(md))
+    write_atomic(out / "report.html", lambda tmp: Path(tmp).write_text(page))
+    return {**drawn, "markdown": out / "report.md", "html": out / "report.html"}

@@ -1,0 +1,146 @@
+"""`modnet-prune pipeline` end to end on a tiny real run: the files it promises, numbers
+that agree with independent recomputation, and resuming that skips finished stages."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from pipeline_helpers import make_teacher, tiny_recipe, write_recipe
+
+import modnet_prune as mp
+from modnet_prune.cli import main
+from modnet_prune.data import open_source
+from modnet_prune.export.runtime import open_runtime
+from modnet_prune.graph.cost import layer_costs
+from modnet_prune.metrics import evaluate
+from modnet_prune.pipeline import run as pipeline_run
+from modnet_prune.pipeline.recipe import recipe_from_dict
+from modnet_prune.pipeline.run import STAGES, run_pipeline
+
+
+def _inference_macs(model, size: int) -> int:
+    return sum(c.macs for c in layer_costs(model, torch.zeros(1, 3, size, size)))
+
+
+@pytest.fixture(scope="module")
+def iterative_run(tmp_path_factory):
+    """The CLI on a 2-iteration compress recipe; returns (folder, recipe path, stdout)."""
+    folder = tmp_path_factory.mktemp("pipeline")
+    recipe = write_recipe(folder, tiny_recipe(make_teacher(folder)))
+    out = folder / "run"
+    assert main(["pipeline", "--recipe", str(recipe), "--out", str(out), "--no-progress"]) == 0
+    return out, recipe
+
+
+@pytest.mark.slow
+def test_end_to_end_outputs_agree_with_recomputation(iterative_run, capsys):
+    out, _ = iterative_run
+    for name in ("summary.json", "report.md", "report.html", "student.safetensors",
+                 "student.onnx", "teacher.onnx", "figures/pareto.png", "figures/samples.png"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    teacher_entry, student_entry = summary["models"]
+    teacher, student = mp.load(teacher_entry["checkpoint"]), mp.load(out / "student.safetensors")
+
+    # cost: MACs recounted from a forward pass, the fraction within the recipe's target
+    assert student_entry["macs"] == _inference_macs(student, 64)
+    assert teacher_entry["macs"] == _inference_macs(teacher, 64)
+    assert student_entry["macs_fraction"] <= 0.5
+    assert student_entry["params"] == sum(p.numel() for p in student.parameters())
+
+    # accuracy: the same held-out set scored again gives the same numbers, for both models
+    source = open_source("synthetic:4@64+seed5000")
+    for entry, model in ((teacher_entry, teacher), (student_entry, student)):
+        again = evaluate(model, source, size=64)
+        for metric in ("mse", "mad", "sad", "grad", "conn"):
+            assert entry["metrics"]["whole"][metric] == pytest.approx(again[metric], rel=1e-6)
+
+    # the exported student is the student
+    x = np.random.default_rng(1).uniform(-1, 1, (1, 3, 64, 96)).astype(np.float32)
+    onnx_out = open_runtime(out / "student.onnx")(x)
+    with torch.no_grad():
+        torch_out = student(torch.from_numpy(x)).numpy()
+    assert np.abs(onnx_out - torch_out).max() < 1e-4
+
+    # the budget was spent in full, split over the two iterations, and logged
+    training = summary["training"]["tiny"]
+    assert training["samples"] == 32 and training["steps"] == 4
+    assert [it["start_samples"] for it in training["iterations"]] == [0, 16]
+    assert training["curve"][-1]["samples"] == 32
+    assert [v["name"] for v in summary["variants"]] == [
+        "teacher", "iter-1-pruned", "iter-1", "iter-2-pruned", "tiny"]
+    for runtime in ("torch", "onnxruntime"):
+        assert student_entry["latency"][runtime]["median_ms"] > 0
+        assert len(student_entry["latency"][runtime]["times_ms"]) == 2
+        assert teacher_entry["speedup"][runtime] == 1.0
+
+
+@pytest.mark.slow  # its fixture runs the pipeline (~40 s on 2 busy cores)
+def test_resume_skips_every_finished_stage(iterative_run, capsys, monkeypatch):
+    out, recipe = iterative_run
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    for stage in STAGES:  # any stage that runs again fails the test
+        monkeypatch.setitem(pipeline_run.STAGE_FUNCTIONS, stage, _must_not_run)
+    capsys.readouterr()
+    assert main(["pipeline", "--recipe", str(recipe), "--out", str(out), "--resume",
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("done earlier, skipped") == len(STAGES)
+    assert "tiny: teacher vs student" in printed and "MAD" in printed  # the final table
+    after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def _must_not_run(run):
+    raise AssertionError("a finished stage ran again")
+
+
+@pytest.mark.slow  # same fixture
+def test_rerun_refuses_without_resume_or_with_another_recipe(iterative_run, capsys):
+    out, recipe = iterative_run
+    assert main(["pipeline", "--recipe", str(recipe), "--out", str(out)]) == 2
+    assert "already holds a pipeline run: pass --resume" in capsys.readouterr().err
+    assert main(["pipeline", "--recipe", str(recipe), "--out", str(out), "--resume",
+                 "--budget-samples", "64"]) == 2
+    err = capsys.readouterr().err
+    assert "finetune.samples: 32 -> 64" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_at_the_failed_stage(tmp_path, monkeypatch):
+    """A one-shot recipe whose export fails: a resumed run redoes export onward only, and
+    its summary equals what the first run had computed up to there."""
+    data = tiny_recipe(make_teacher(tmp_path), finetune={"samples": 16, "eval_every_samples": 0})
+    data.update(prune={"method": "ratio", "ratio": 0.5, "round_to": 4}, distill={})
+    recipe = recipe_from_dict(data)
+    out = tmp_path / "run"
+
+    def broken_export(run):
+        raise RuntimeError("disk full")
+    monkeypatch.setitem(pipeline_run.STAGE_FUNCTIONS, "export", broken_export)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_pipeline(recipe, out, progress=False, echo=lambda _: None)
+    done = sorted(p.stem for p in (out / "stages").glob("*.json"))
+    assert done == ["evaluate", "finetune", "prune"]
+    evaluated = json.loads((out / "stages" / "evaluate.json").read_text())
+
+    monkeypatch.setitem(pipeline_run.STAGE_FUNCTIONS, "export", pipeline_run.stage_export)
+    for stage in ("prune", "finetune", "evaluate"):
+        monkeypatch.setitem(pipeline_run.STAGE_FUNCTIONS, stage, _must_not_run)
+    summary = run_pipeline(recipe, out, resume=True, progress=False, echo=lambda _: None)
+    assert summary["models"][1]["metrics"] == evaluated["models"]["tiny"]["metrics"]
+    assert [v["name"] for v in summary["variants"]] == ["teacher", "pruned", "recalibrated", "tiny"]
+    assert summary["training"]["tiny"]["samples"] == 16
+
+
+def test_missing_default_teacher_says_how_to_train_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no models/ folder here
+    recipe = write_recipe(tmp_path, {"name": "x"})
+    assert main(["pipeline", "--recipe", str(recipe), "--out", "run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "models/modnet-synthetic.safetensors: teacher checkpoint not found" in err
+    assert "modnet-prune train" in err and not os.path.exists("run")

@@ -1,0 +1,141 @@
+"""report.md / report.html from the summary.json of a tiny real pipeline run: complete,
+self-contained, and carrying exactly the numbers of the summary."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+from PIL import Image
+from pipeline_helpers import make_teacher, tiny_recipe
+
+from modnet_prune.pipeline.recipe import recipe_from_dict
+from modnet_prune.pipeline.run import run_pipeline
+from modnet_prune.report.document import main_table, render_report
+from modnet_prune.report.figures import _pareto_front
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("report")
+    data = tiny_recipe(make_teacher(folder), finetune={"samples": 16, "eval_every_samples": 8})
+    data.update(prune={"method": "ratio", "ratio": 0.5, "round_to": 4}, distill={})
+    run_pipeline(recipe_from_dict(data), folder / "run", progress=False, echo=lambda _: None)
+    return folder / "run"
+
+
+class _Page(HTMLParser):
+    """Tables (rows of cell texts), image sources and every URL-bearing attribute."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.images, self.links, self._cell = [], [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.links += [v for k, v in attrs.items() if k in ("src", "href", "srcset", "action")]
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = ""
+        elif tag == "img":
+            self.images.append(attrs["src"])
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self.tables[-1][-1].append(self._cell.strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+
+def _page(run_dir) -> _Page:
+    page = _Page()
+    page.feed((run_dir / "report.html").read_text())
+    return page
+
+
+def _number(cell: str) -> float:
+    return float(cell.replace(",", "").rstrip("×%"))
+
+
+@pytest.mark.slow  # the fixture runs the pipeline (~20 s on 2 busy cores)
+def test_html_is_self_contained_with_every_figure_embedded(run_dir):
+    page = _page(run_dir)
+    assert page.links and all(link.startswith("data:image/png;base64,") for link in page.links)
+    text = (run_dir / "report.html").read_text()
+    assert "url(" not in text and "@import" not in text and "<script" not in text
+    assert len(page.images) == 4  # pareto, samples, curves, widths
+    for src in page.images:
+        png = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+        assert png.format == "PNG" and min(png.size) > 100
+    for figure in ("pareto", "samples", "curves", "widths"):
+        assert (run_dir / "figures" / f"{figure}.png").is_file()
+        assert f"](figures/{figure}.png)" in (run_dir / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_table_numbers_are_the_summary_numbers(run_dir):
+    summary = json.loads((run_dir / "summary.json").read_text())
+    _groups, header, *rows = _page(run_dir).tables[0]  # first row: column groups
+    by_label = {row[0]: dict(zip(header, row)) for row in rows}
+    for model in summary["models"]:
+        cells = by_label[model["label"]]
+        assert _number(cells["params"]) == model["params"]
+        assert _number(cells["MACs inference (M)"]) == pytest.approx(model["macs"] / 1e6, abs=0.05)
+        assert _number(cells["vs teacher"]) == pytest.approx(100 * model["macs_fraction"], abs=0.05)
+        assert _number(cells["MACs training graph (M)"]) == pytest.approx(model["macs_train"] / 1e6, abs=0.05)
+        assert _number(cells["ONNX (kB)"]) == pytest.approx(model["onnx_bytes"] / 1000, abs=0.5)
+        for column, runtime in (("PyTorch (ms)", "torch"), ("ONNX Runtime (ms)", "onnxruntime")):
+            median = model["latency"][runtime]["median_ms"]
+            assert _number(cells[column]) == pytest.approx(median, abs=0.05 if median >= 10 else 0.005)
+        for column, runtime in (("speed-up PyTorch", "torch"), ("speed-up ORT", "onnxruntime")):
+            assert _number(cells[column]) == pytest.approx(model["speedup"][runtime], abs=0.005)
+        for metric in ("MSE", "MAD", "SAD", "Grad", "Conn"):
+            value = model["metrics"]["whole"][metric.lower()]
+            assert _number(cells[metric]) == pytest.approx(value, rel=5e-4, abs=1e-12)
+    assert "origin: V2 (theirs)" in by_label and by_label["origin: V2 (theirs)"]["params"] == "1.76 M"
+    # the student really is smaller, and says so
+    teacher, student = summary["models"]
+    assert student["params"] < teacher["params"] and student["macs_fraction"] < 1
+
+
+@pytest.mark.slow
+def test_markdown_and_html_tables_agree(run_dir):
+    summary = json.loads((run_dir / "summary.json").read_text())
+    table = main_table(summary)
+    markdown = (run_dir / "report.md").read_text()
+    for row in table.rows:
+        assert "| " + " | ".join(row) + " |" in markdown
+    html_rows = _page(run_dir).tables[0][2:]
+    assert html_rows == table.rows
+
+
+@pytest.mark.slow
+def test_report_is_rendered_from_summary_alone(run_dir, tmp_path):
+    """Copying summary.json with the sample images it points to and rendering again gives
+    the same Markdown: the report depends on nothing but the summary."""
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("summary.json", "samples", "predictions"):
+        source = run_dir / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, copy / name)
+    summary = json.loads((copy / "summary.json").read_text())
+    render_report(summary, copy)
+    assert (copy / "report.md").read_text() == (run_dir / "report.md").read_text()
+    assert _page(copy).tables == _page(run_dir).tables
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    macs = np.array([1.0, 2.0, 3.0, 0.5, 2.0])
+    mad = np.array([0.5, 0.3, 0.4, 0.9, 0.35])
+    # (3, 0.4) is beaten by (2, 0.3); (2, 0.35) by (2, 0.3) at equal MACs
+    assert _pareto_front(macs, mad).tolist() == [3, 0, 1]
