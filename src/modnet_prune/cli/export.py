@@ -22,7 +22,8 @@ def register(sub) -> None:
     p.add_argument("--fp16", action="store_true",
                    help="store weights in float16 (half the file; I/O and compute stay float32)")
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
-                   help=f"compare ONNX Runtime with PyTorch, fail above {PARITY_TOL:g} (default on)")
+                   help=f"compare ONNX Runtime with PyTorch, fail above {PARITY_TOL:g} "
+                        "(default on)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 

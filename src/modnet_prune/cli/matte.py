@@ -31,13 +31,19 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    save = args.save.split(",") if args.save else ["alpha"] + (["composite"] if args.background else [])
+    if args.save:
+        save = [kind.strip() for kind in args.save.split(",")]
+    else:
+        save = ["alpha", "composite"] if args.background else ["alpha"]
     background = Background.parse(args.background) if args.background else None
     matter = Matter(open_runtime(args.checkpoint, args.runtime, args.threads), ref=args.size)
-    summary = matte_files(
-        matter, args.inputs, args.out, save=[s.strip() for s in save], background=background,
-        batch=args.batch, progress=not args.no_progress, skip_existing=args.skip_existing,
-        on_error=lambda _, message: tqdm.write(f"modnet-prune matte: error: {message}", file=sys.stderr))
+
+    def report(_path, message: str) -> None:  # above the progress bars, as they happen
+        tqdm.write(f"modnet-prune matte: error: {message}", file=sys.stderr)
+
+    summary = matte_files(matter, args.inputs, args.out, save=save, background=background,
+                          batch=args.batch, progress=not args.no_progress,
+                          skip_existing=args.skip_existing, on_error=report)
     parts = [f"{summary.images} images", f"{summary.frames} video frames",
              f"{len(summary.written)} files written to {args.out}"]
     if summary.skipped:

@@ -56,6 +56,7 @@ class Matter:
         frames = np.require(frames[None] if single else frames, np.uint8, ["C", "W"])
         batch = torch.from_numpy(frames)  # writable: PIL's arrays are read-only views
         height, width = batch.shape[1:3]
+        # as data.protocol.to_input, but batched and to any size (a static export fixes it)
         x = (batch.permute(0, 3, 1, 2).float() / 255.0 - 0.5) / 0.5
         x = F.interpolate(x, size=self.input_size(height, width), mode="area")
         matte = torch.from_numpy(self._run(x.numpy()))
@@ -128,8 +129,10 @@ class _Job:
 
     def outputs(self, save: Iterable[str]) -> dict[str, Path]:
         if self.is_video:
-            return {k: self.dest.with_name(f"{self.dest.name}_{k}.mp4") for k in save if k in VIDEO_KINDS}
-        return {k: self.dest.with_name(f"{self.dest.name}_{k}.png") for k in save}
+            kinds, ext = [k for k in save if k in VIDEO_KINDS], ".mp4"
+        else:
+            kinds, ext = list(save), ".png"
+        return {k: self.dest.with_name(f"{self.dest.name}_{k}{ext}") for k in kinds}
 
 
 def plan_jobs(inputs: Iterable[str | Path], out_dir: Path,
@@ -153,7 +156,8 @@ def plan_jobs(inputs: Iterable[str | Path], out_dir: Path,
 
 
 def _is_output_name(path: Path) -> bool:
-    return any(path.name.endswith(f"_{kind}{ext}") for kind in SAVE_KINDS for ext in (".png", ".mp4"))
+    return any(path.name.endswith(f"_{kind}{ext}")
+               for kind in SAVE_KINDS for ext in (".png", ".mp4"))
 
 
 def _disambiguate(jobs: list[_Job]) -> list[_Job]:
@@ -213,7 +217,8 @@ class _VideoWriter:
         self.count = 0
 
     def write(self, rgb: np.ndarray) -> None:
-        pad = ((0, self.stream.height - rgb.shape[0]), (0, self.stream.width - rgb.shape[1]), (0, 0))
+        pad = ((0, self.stream.height - rgb.shape[0]),
+               (0, self.stream.width - rgb.shape[1]), (0, 0))
         frame = av.VideoFrame.from_ndarray(np.pad(rgb, pad, mode="edge"), format="rgb24")
         frame.pts = self.count
         self.count += 1
@@ -262,7 +267,8 @@ def _matte_video(matter: Matter, job: _Job, outputs: dict[str, Path], background
                     alphas = matter(rgb)
                     for frame, alpha in zip(rgb, alphas):
                         if "alpha" in writers:
-                            writers["alpha"].write(np.repeat(alpha_to_uint8(alpha)[..., None], 3, 2))
+                            gray = alpha_to_uint8(alpha)[..., None]
+                            writers["alpha"].write(np.repeat(gray, 3, axis=2))
                         if "composite" in writers:
                             writers["composite"].write(composite(frame, alpha, fill))
                     written.append(len(rgb))

@@ -23,7 +23,8 @@ RUNTIMES = ("auto", "torch", "onnxruntime")
 def _check_batch(x: np.ndarray, static_hw: tuple[int, int] | None = None,
                  static_batch: int | None = None) -> np.ndarray:
     if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[1] != 3:
-        raise UserError(f"runtime input must be an (N, 3, H, W) array, got {getattr(x, 'shape', x)}")
+        raise UserError("runtime input must be an (N, 3, H, W) array, "
+                        f"got {getattr(x, 'shape', type(x).__name__)}")
     h, w = x.shape[2:]
     if h % MULTIPLE or w % MULTIPLE or h == 0 or w == 0:
         raise UserError(f"runtime input {h}x{w}: height and width must be positive multiples of 32")
@@ -31,7 +32,8 @@ def _check_batch(x: np.ndarray, static_hw: tuple[int, int] | None = None,
         raise UserError(f"runtime input {h}x{w}: this ONNX file was exported for "
                         f"{static_hw[0]}x{static_hw[1]} only")
     if static_batch and x.shape[0] != static_batch:
-        raise UserError(f"runtime input batch {x.shape[0]}: this ONNX file takes {static_batch} only")
+        raise UserError(f"runtime input batch {x.shape[0]}: this ONNX file takes "
+                        f"{static_batch} only")
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
