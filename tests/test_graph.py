@@ -297,3 +297,19 @@ def test_remap_follows_the_channel_axis_through_reshapes():
     assert remap(x, (2, 3), (2, 1, 3, 1)) == Channels(2, x.labels)
     with pytest.raises(Unsupported):
         remap(Channels(1, (1, 2, 3, 4)), (2, 4, 4), (2, 2, 2, 4))  # splits the channel axis
+
+
+def test_unbatched_input_to_instance_norm_is_refused():
+    class Unbatched(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.norm = nn.Conv2d(3, 8, 3), nn.InstanceNorm2d(8)
+            self.out = nn.Conv2d(8, 1, 1)
+
+        def forward(self, x):
+            y = self.norm(self.conv(x)[0])  # (C, H, W): channels on dim 0
+            return self.out(y[None])
+
+    graph = analyze(Unbatched(), torch.randn(1, 3, 8, 8))
+    assert not graph.group("conv").prunable
+    assert any("InstanceNorm2d `norm`" in b and "batched" in b for b in graph.group("conv").blockers)

@@ -330,6 +330,8 @@ def test_pruning_twice_and_leaving_the_input_alone(tmp_path):
     ({}, "exactly one of"), ({"ratio": 0.5, "target_macs": 0.5}, "exactly one of"),
     ({"ratio": 1.2}, "ratio"), ({"target_macs": 0.0}, "target MACs"),
     ({"ratio": 0.5, "allocation": "layerwise"}, "unknown allocation"),
+    ({"target_macs": 0.5, "allocation": "global"}, "applies to a ratio"),
+    ({"ratio": 0.5, "criterion": "l3"}, "unknown criterion"),
     ({"ratio": 0.5, "size": 100}, "multiples of 32"), ({"ratio": 0.5, "round_to": 0}, "round_to"),
     ({"target_macs": 0.01, "size": 64}, "cannot reach"),
 ])

@@ -27,8 +27,14 @@ def is_ibnorm(module: nn.Module) -> bool:
 
 
 # --- layers with weights --------------------------------------------------------------
+def _batched(call: Call, ndims: tuple[int, ...]) -> None:
+    if call.value(0).dim() not in ndims:
+        raise Unsupported(f"expects a batched input ({' or '.join(f'{n}-D' for n in ndims)})")
+
+
 def conv2d(ctx, call: Call) -> Channels:
     conv: nn.Conv2d = call.module
+    _batched(call, (4,))
     x = ctx.require(call.raw(0), call.value(0), dim=1)
     y = ctx.state.produce(call.name, conv.out_channels)
     ctx.state.member(call.name, "in", "conv", x.labels)
@@ -65,6 +71,10 @@ def linear(ctx, call: Call) -> Channels:
 
 def norm(kind: str):
     def rule(ctx, call: Call) -> Channels:
+        if kind == "instancenorm":  # also accepts unbatched input, channels then on dim 0
+            _batched(call, (call.module._get_no_batch_dim() + 1,))
+        elif kind == "ibnorm":
+            _batched(call, (4,))
         x = ctx.require(call.raw(0), call.value(0), dim=1)
         split = call.module.bn_channels if kind == "ibnorm" else None
         ctx.state.member(call.name, "norm", kind, x.labels, split)
@@ -126,7 +136,7 @@ def _refuse_unlabelled(ctx, pairs, found: Channels, out: torch.Tensor) -> None:
             raise Unsupported(f"`{name}` (not a layer) mixes into the channels element-wise")
 
 
-def cat(ctx, call: Call) -> Channels:
+def cat(ctx, call: Call) -> Channels | None:
     tensors, raws = call.value(0, "tensors"), call.raw(0, "tensors")
     dim = call.value(1, "dim", 0) % call.out.dim()
     labelled = [ctx.info(r) for r in raws if ctx.info(r) is not None]

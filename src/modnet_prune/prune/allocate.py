@@ -4,7 +4,8 @@ Four ways to decide the kept widths (all return {group name: kept width}):
 - `uniform(ratio)`: every group loses `ratio` of its channels;
 - `global_ranking(ratio)`: `ratio` of all channels go, the lowest-scoring first across groups;
 - `by_macs(fraction)`: channels go in steps of `round_to`, always the step with the least
-  importance per inference MAC saved, until at most `fraction` of the MACs remain;
+  importance per inference MAC saved, until at most `fraction` of the MACs remain (groups
+  that cost no inference MACs, like MODNet's training-only heads, are left alone);
 - `from_plan(plan)`: per-layer decisions keyed by the Conv2d/Linear producing the group.
 Kept widths are multiples of `round_to` (groups narrower than it are left alone) and at
 least `min_channels`. `select` then picks the lowest-scoring classes of each group.

@@ -14,7 +14,7 @@ from ..graph.cost import count_params, layer_costs
 from ..graph.macs import MacModel
 from . import allocate
 from .harness import Harness, InputFn, harness_for
-from .importance import importance
+from .importance import CRITERIA, importance
 from .surgery import shrink
 from .verify import check_exact
 
@@ -81,6 +81,8 @@ def prune(model: nn.Module, *, ratio: float | None = None, target_macs: float | 
     The input model is not modified.
     """
     how = _allocation(ratio, target_macs, plan, allocation)
+    if criterion not in CRITERIA:
+        raise UserError(f"unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
     harness = harness_for(model, inputs)
     size = harness.check_size((size, size) if isinstance(size, int) else size)
     widths = allocate.Widths(round_to, min_channels)
@@ -92,11 +94,12 @@ def prune(model: nn.Module, *, ratio: float | None = None, target_macs: float | 
                for name, k in keep.items() if k < graph.group(name).width}
     pruned = harness.rebuild(shrink(model, graph, removal)).eval()
     result = PruneResult(
-        pruned, _kept(graph, removal), {g.name: (g.width, keep.get(g.name, g.width))
-                                        for g in graph.prunable},
-        count_params(model), count_params(pruned), macs.full,
-        macs.total({n: len(r) for n, r in removal.items()}), size, criterion, how,
-        {"round_to": round_to, "min_channels": min_channels})
+        model=pruned, kept=_kept(graph, removal),
+        widths={g.name: (g.width, keep.get(g.name, g.width)) for g in graph.prunable},
+        params_before=count_params(model), params_after=count_params(pruned),
+        macs_before=macs.full, macs_after=macs.total({n: len(r) for n, r in removal.items()}),
+        size=size, criterion=criterion, allocation=how,
+        settings={"round_to": round_to, "min_channels": min_channels})
     if verify:
         result.max_abs_diff = check_exact(model, pruned, graph, removal, harness)
     return result
@@ -110,6 +113,9 @@ def _allocation(ratio, target_macs, plan, allocation: str) -> dict:
                         + (f" (got {', '.join(given)})" if given else ""))
     if allocation not in ALLOCATIONS:
         raise UserError(f"unknown allocation {allocation!r}; choose uniform or global")
+    if allocation != "uniform" and ratio is None:
+        raise UserError(f"allocation {allocation!r} applies to a ratio; target_macs and plan "
+                        "allocate by themselves")
     if ratio is not None:
         allocate.check_ratio(ratio)
         return {"mode": allocation, "ratio": float(ratio)}
