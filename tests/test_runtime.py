@@ -41,6 +41,7 @@ def test_auto_picks_backend_by_file_type(files):
     info = rt.describe()
     assert info["runtime"] == "onnxruntime" and "CPUExecutionProvider" in info["providers"]
     assert info["threads"] == 1 and rt.name == "onnxruntime" and rt.path.endswith("tiny.onnx")
+    assert not rt.on_gpu and not TorchRuntime(files[0], device="cpu").on_gpu
 
 
 def test_torch_and_onnxruntime_agree(files):

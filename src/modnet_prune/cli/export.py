@@ -40,7 +40,7 @@ def run(args) -> int:
     if args.json:
         print_json(report.as_dict())
         return 0
-    console = Console()
+    console = Console(soft_wrap=True)  # one line per fact, whatever the terminal width
     console.print(f"wrote [bold]{out}[/]  {report.file_bytes / 2**20:.1f} MiB  opset {report.opset}"
                   f"  {report.nodes} nodes  {report.precision}")
     console.print(f"params {report.params:,}  MACs {report.macs:,} at {report.macs_input}")

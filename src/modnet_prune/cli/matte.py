@@ -21,7 +21,8 @@ def register(sub) -> None:
                    help="composite background: colour name, #hex, or an image file")
     p.add_argument("--size", type=int, default=512, metavar="REF",
                    help="reference size of the inference protocol (default 512)")
-    p.add_argument("--batch", type=int, default=4, help="video frames per forward (default 4)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="video frames per forward (default: 1 on CPU, 8 on a GPU)")
     p.add_argument("--runtime", choices=RUNTIMES, default="auto")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads")
     p.add_argument("--skip-existing", action="store_true",

@@ -46,6 +46,7 @@ class Runtime:
     name = "runtime"
     static_hw: tuple[int, int] | None = None
     static_batch: int | None = None
+    on_gpu = False
 
     def __init__(self, path: str | None = None):
         self.path = path
@@ -76,6 +77,7 @@ class TorchRuntime(Runtime):
             torch.set_num_threads(threads)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.eval().to(self.device)
+        self.on_gpu = self.device.type == "cuda"
 
     @torch.inference_mode()
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -134,6 +136,7 @@ class OnnxRuntime(Runtime):
             self.static_hw = (dims[2], dims[3])
         self.static_batch = dims[0] if isinstance(dims[0], int) else None
         self.threads = threads
+        self.on_gpu = self.session.get_providers()[0] == "CUDAExecutionProvider"
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
