@@ -76,7 +76,8 @@ def report(measured: dict, args) -> str:
         f"# Pruning speed: MODNet at {args.size}x{args.size}", "",
         f"`python benchmarks/prune_speed.py --repeat {args.repeat} --size {args.size}"
         f" --out {args.out}`, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.", "",
-        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {platform.processor() or platform.machine()}"
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+        f"{platform.processor() or platform.machine()}"
         f" ({os.cpu_count()} logical CPUs), load average {os.getloadavg()[0]:.2f} at the end.", "",
         "| step | median | min | max |", "|---|---:|---:|---:|",
     ]

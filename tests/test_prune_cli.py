@@ -6,7 +6,6 @@ import torch
 
 import modnet_prune as mp
 from modnet_prune.cli import main
-from modnet_prune.model.io import read_checkpoint
 
 
 @pytest.fixture(scope="module")

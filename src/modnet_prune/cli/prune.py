@@ -123,6 +123,6 @@ def _readers(group: dict) -> str:
     for m in group["members"]:
         if m["role"] == "in" and m["module"] not in own:
             span = m["span"]
-            whole = span == [0, m["size"]]
-            parts.append(m["module"] + ("" if whole else f"[{span[0]}:{span[1]}]" if span else "[…]"))
+            where = "" if span == [0, m["size"]] else f"[{span[0]}:{span[1]}]" if span else "[…]"
+            parts.append(m["module"] + where)
     return "\n".join(parts)

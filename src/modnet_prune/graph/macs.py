@@ -74,4 +74,4 @@ class MacModel:
 
 
 def _is_depthwise(module: nn.Module) -> bool:
-    return isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
+    return isinstance(module, nn.Conv2d) and 1 < module.groups == module.in_channels

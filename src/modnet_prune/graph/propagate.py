@@ -141,7 +141,8 @@ class ChannelInterpreter(fx.Interpreter):
         info = self.info(arg)
         if info is None:
             name = f"node:{arg.name}" if isinstance(arg, fx.Node) else "constant"
-            info = Channels(dim, self.state.new(value.shape[dim], name, f"unlabelled tensor {name}"))
+            labels = self.state.new(value.shape[dim], name, f"unlabelled tensor {name}")
+            info = Channels(dim, labels)
             if isinstance(arg, fx.Node):
                 self.channels[arg] = info
         if info.dim != dim:
@@ -200,5 +201,5 @@ def describe(call: Call) -> str:
         return f"{type(call.module).__name__} `{call.name}`"
     if node.op == "call_method":
         return f"Tensor.{node.target}"
-    target = node.target
-    return f"{getattr(target, '__module__', None) or 'builtins'}.{getattr(target, '__name__', target)}"
+    module = getattr(node.target, "__module__", None) or "builtins"
+    return f"{module}.{getattr(node.target, '__name__', node.target)}"

@@ -20,7 +20,8 @@ from .propagate import Call, Channels, Unsupported
 
 
 def is_ibnorm(module: nn.Module) -> bool:
-    """IBNorm, duck-typed: BatchNorm on the first `bn_channels` channels, InstanceNorm on the rest."""
+    """IBNorm, duck-typed: BatchNorm on the first `bn_channels` channels, InstanceNorm on
+    the rest (MODNet's layer, or any module with the same three attributes)."""
     return (isinstance(getattr(module, "bn_channels", None), int)
             and isinstance(getattr(module, "bnorm", None), nn.BatchNorm2d)
             and isinstance(getattr(module, "inorm", None), nn.InstanceNorm2d))
@@ -110,7 +111,8 @@ def meta(ctx, call: Call) -> None:
 def elementwise(ctx, call: Call) -> Channels | None:
     """add/sub/mul/div with broadcasting: aligned channel positions are removed together."""
     out = call.out
-    pairs = [(raw, val) for raw, val in zip(call.node.args, call.args) if isinstance(val, torch.Tensor)]
+    pairs = [(raw, val) for raw, val in zip(call.node.args, call.args)
+             if isinstance(val, torch.Tensor)]
     found: Channels | None = None
     for raw, val in pairs:
         info = ctx.info(raw)

@@ -191,7 +191,8 @@ def _plan_group(graph: ChannelGraph, model: nn.Module, aliases: dict, layer: str
 
 
 def _plan_keep(group: Group, layer: str, decision, widths: Widths) -> int:
-    if not isinstance(decision, dict) or len(decision) != 1 or not {"keep", "ratio"} & set(decision):
+    if not (isinstance(decision, dict) and len(decision) == 1
+            and set(decision) <= {"keep", "ratio"}):
         raise UserError(f"plan: {layer}: expected {{keep: N}} or {{ratio: r}}, got {decision!r}")
     if "ratio" in decision:
         ratio = decision["ratio"]

@@ -29,8 +29,10 @@ def _synthetic_portraits() -> Iterable[dict]:
 
 
 def _rebuild_modnet(model: nn.Module) -> MODNet:
-    """A MODNet whose `Arch` is read back from the sliced tensors (so save/load round-trip)."""
-    return model_from_state_dict(model.state_dict(), source="pruned model")
+    """A MODNet whose `Arch` is read back from the sliced tensors (so save/load round-trip),
+    on the device the sliced model was on."""
+    device = next(model.parameters()).device
+    return model_from_state_dict(model.state_dict(), source="pruned model").to(device)
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,8 @@ def _fpgm(model: nn.Module, group: Group) -> torch.Tensor:
 def _taylor(model: nn.Module, graph: ChannelGraph, harness: Harness, data, batches: int) -> Scores:
     groups = graph.prunable
     consumers = {g.name: [m for m in g.members if m.role == "in"] for g in groups}
-    weights = {m.module: model.get_submodule(m.module).weight for ms in consumers.values() for m in ms}
+    weights = {m.module: model.get_submodule(m.module).weight
+               for members in consumers.values() for m in members}
     flags = {name: w.requires_grad for name, w in weights.items()}
     scores = {g.name: torch.zeros(g.width) for g in groups}
     generator = torch.Generator().manual_seed(0)
