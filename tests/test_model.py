@@ -94,3 +94,18 @@ def test_arch_json_roundtrip_and_custom_widths():
 def test_invalid_arch_is_refused(bad):
     with pytest.raises(UserError, match="invalid Arch"):
         mp.Arch(**bad)
+
+
+@pytest.mark.parametrize("bn_channels", [0, 3, 6])
+def test_ibnorm_with_one_kind_of_channel_only(bn_channels):
+    from modnet_prune.model.layers import IBNorm
+
+    norm = IBNorm(6, bn_channels).eval()
+    with torch.no_grad():
+        norm.bnorm.running_mean.uniform_(-1, 1)
+    x = torch.randn(2, 6, 5, 5)
+    bn_ref = torch.nn.functional.batch_norm(
+        x[:, :bn_channels], norm.bnorm.running_mean, norm.bnorm.running_var,
+        norm.bnorm.weight, norm.bnorm.bias, eps=norm.bnorm.eps)
+    in_ref = torch.nn.functional.instance_norm(x[:, bn_channels:], eps=norm.inorm.eps)
+    torch.testing.assert_close(norm(x), torch.cat((bn_ref, in_ref), 1))

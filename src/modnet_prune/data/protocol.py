@@ -27,7 +27,8 @@ def protocol_size(height: int, width: int, ref: int = 512) -> tuple[int, int]:
 
 def to_input(image: np.ndarray, ref: int = 512) -> torch.Tensor:
     """uint8 RGB (H, W, 3) -> normalised (1, 3, h, w) float32 at the protocol size."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    x = torch.from_numpy(np.array(image, copy=True))  # readers may return read-only arrays
+    x = x.permute(2, 0, 1)[None].float()
     x = (x / 255.0 - 0.5) / 0.5
     h, w = protocol_size(image.shape[0], image.shape[1], ref)
     return F.interpolate(x, size=(h, w), mode="area")

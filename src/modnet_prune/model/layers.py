@@ -18,7 +18,16 @@ class IBNorm(nn.Module):
         self.bnorm = nn.BatchNorm2d(self.bn_channels, affine=True)
         self.inorm = nn.InstanceNorm2d(channels - self.bn_channels, affine=False)
 
+    @property
+    def channels(self) -> int:
+        return self.bnorm.num_features + self.inorm.num_features
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # A pruned layer may keep channels of one kind only; the norms reject empty input.
+        if self.bn_channels == 0:
+            return self.inorm(x)
+        if self.bn_channels == self.channels:
+            return self.bnorm(x)
         bn_x = self.bnorm(x[:, : self.bn_channels].contiguous())
         in_x = self.inorm(x[:, self.bn_channels :].contiguous())
         return torch.cat((bn_x, in_x), dim=1)
