@@ -104,8 +104,11 @@ def test_ibnorm_with_one_kind_of_channel_only(bn_channels):
     with torch.no_grad():
         norm.bnorm.running_mean.uniform_(-1, 1)
     x = torch.randn(2, 6, 5, 5)
-    bn_ref = torch.nn.functional.batch_norm(
-        x[:, :bn_channels], norm.bnorm.running_mean, norm.bnorm.running_var,
-        norm.bnorm.weight, norm.bnorm.bias, eps=norm.bnorm.eps)
-    in_ref = torch.nn.functional.instance_norm(x[:, bn_channels:], eps=norm.inorm.eps)
+    bn, inst = x[:, :bn_channels], x[:, bn_channels:]
+    # per-channel references, written out: (x - mean) / sqrt(var + eps) [* w + b]
+    mean, var = norm.bnorm.running_mean[None, :, None, None], norm.bnorm.running_var[None, :, None, None]
+    bn_ref = (bn - mean) / torch.sqrt(var + norm.bnorm.eps)
+    bn_ref = bn_ref * norm.bnorm.weight[None, :, None, None] + norm.bnorm.bias[None, :, None, None]
+    mu, sigma2 = inst.mean((2, 3), keepdim=True), inst.var((2, 3), unbiased=False, keepdim=True)
+    in_ref = (inst - mu) / torch.sqrt(sigma2 + norm.inorm.eps)
     torch.testing.assert_close(norm(x), torch.cat((bn_ref, in_ref), 1))
