@@ -69,16 +69,22 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, monkeypatch)
         saved_states[state["step"]] = self.file("last.state.pt").read_bytes()
     monkeypatch.setattr(RunDir, "save_state", save_and_keep)
 
+    evalset = open_dataset("synthetic:2@64+seed500", size=64, train=False)
     run = RunDir(tmp_path / "run")
-    fit(mp.MODNet(tiny_arch()), data, cfg(), run.path, progress=False)
+    fit(mp.MODNet(tiny_arch()), data, cfg(eval_every=2), run.path, eval_set=evalset,
+        progress=False)
     straight, straight_rows = _final_weights(run.path), train_rows(run.path)
     assert sorted(saved_states) == [3, 6]
     # "Killed" after logging step 6 but before its checkpoint: the state says step 3.
     run.file("last.state.pt").write_bytes(saved_states[3])
 
     torch.manual_seed(123)  # whatever the caller's RNG, the state file decides
-    result = fit(mp.MODNet(tiny_arch()), data, cfg(), run.path, resume=True, progress=False)
+    result = fit(mp.MODNet(tiny_arch()), data, cfg(eval_every=2), run.path, eval_set=evalset,
+                 resume=True, progress=False)
     assert result.step == 6 and not result.stopped
+    evals = [r for r in run.rows() if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [2, 4, 6]
+    assert result.best_mad == min(r["mad"] for r in evals) == run.best_file_mad()
     assert [r["step"] for r in train_rows(run.path)] == [1, 2, 3, 4, 5, 6]  # no repeats
     resumed = _final_weights(run.path)
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)

@@ -146,7 +146,11 @@ class _Trainer:
         state = self.run.load_state() if resume else None
         if state is not None:
             self.student.load_state_dict(state["module"])
-            self.step, self.best_mad = int(state["step"]), state.get("best_mad")
+            self.step = int(state["step"])
+            # best.safetensors may come from evaluations after this checkpoint (a kill
+            # loses them from the log, not from disk): the file and best_mad must agree.
+            self.best_mad = min((m for m in (state.get("best_mad"), self.run.best_file_mad())
+                                 if m is not None), default=None)
             rngs = state["rng"]
             if len(rngs) == self.ctx.world_size:
                 set_rng_state(rngs[self.ctx.rank])

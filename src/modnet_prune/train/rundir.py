@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import safe_open
 
 from ..errors import CheckpointError, UserError
 from ..model.io import save, write_atomic
@@ -114,6 +116,17 @@ class RunDir:
         except Exception as e:  # a truncated or foreign file: say which, never a traceback
             raise CheckpointError(f"{path}: unreadable training state ({type(e).__name__}); "
                                   "delete it to restart the run") from None
+
+    def best_file_mad(self) -> float | None:
+        """The MAD recorded in best.safetensors, if there is one."""
+        path = self.file(BEST)
+        if not path.exists():
+            return None
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return float((f.metadata() or {})["mad"])
+        except (SafetensorError, OSError, KeyError, ValueError):
+            return None  # unreadable: the next better evaluation replaces it
 
     def save_model(self, model, name: str, **metadata) -> Path:
         return save(model, self.file(name), **metadata)
