@@ -15,6 +15,7 @@ class Context:
     rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
+    control: object = None  # a gloo group for CPU-side control messages (stop requests)
 
     @property
     def is_main(self) -> bool:
@@ -50,7 +51,11 @@ def setup(device: str = "auto") -> Context:
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    return Context(rank=dist.get_rank(), world_size=dist.get_world_size(), device=dev)
+    # On CUDA, a per-step flag exchange over nccl would sync the host with the GPU; a
+    # CPU (gloo) group keeps it off the device.
+    control = dist.new_group(backend="gloo") if dev.type == "cuda" else None
+    return Context(rank=dist.get_rank(), world_size=dist.get_world_size(), device=dev,
+                   control=control)
 
 
 def teardown() -> None:
@@ -64,6 +69,15 @@ def all_reduce_mean(tensor: torch.Tensor, ctx: Context) -> torch.Tensor:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         tensor /= ctx.world_size
     return tensor
+
+
+def any_rank(flag: bool, ctx: Context) -> bool:
+    """True on every rank if `flag` is true on any (a CPU all-reduce, no device sync)."""
+    if not ctx.distributed:
+        return flag
+    votes = torch.tensor([float(flag)])
+    dist.all_reduce(votes, op=dist.ReduceOp.MAX, group=ctx.control)
+    return bool(votes.item())
 
 
 def all_gather_objects(obj, ctx: Context) -> list:

@@ -24,7 +24,7 @@ from ..errors import UserError
 from ..metrics import METRICS, evaluate
 from .bn import recalibrate_bn
 from .distill import FEATURE_TAPS, FeatureTaps, Student, teacher_widths
-from .distributed import (Context, all_gather_objects, all_reduce_mean, barrier,
+from .distributed import (Context, all_gather_objects, all_reduce_mean, any_rank, barrier,
                           broadcast_object)
 from .loader import Batches
 from .losses import DistillWeights, MattingScales, distill_loss, matting_loss, soc_loss
@@ -220,6 +220,22 @@ class _Trainer:
         return terms
 
     # --- the loop -------------------------------------------------------------------
+    def _step(self, module, optimizer, batch: dict) -> tuple[dict[str, torch.Tensor], float]:
+        """One optimizer step at self.step's learning rate; returns the loss terms."""
+        cfg = self.cfg
+        batch = {k: v.to(self.ctx.device, non_blocking=True) if torch.is_tensor(v) else v
+                 for k, v in batch.items()}
+        lr = lr_at(self.step, self.total, cfg.lr, cfg.schedule, cfg.warmup, cfg.step_size,
+                   cfg.gamma, cfg.min_lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        outputs, features = module(batch["image"])
+        terms = self.objective(batch, outputs, features)
+        optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        optimizer.step()
+        return terms, lr
+
     def train(self) -> bool:
         """Train from self.step to self.total; True if stopped early by a signal."""
         cfg, ctx = self.cfg, self.ctx
@@ -231,28 +247,17 @@ class _Trainer:
         stream = self.batches.from_step(self.step)
         with _StopOnSignal() as stop:
             while self.step < self.total:
-                batch = {k: v.to(ctx.device, non_blocking=True) if torch.is_tensor(v) else v
-                         for k, v in next(stream).items()}
-                lr = lr_at(self.step, self.total, cfg.lr, cfg.schedule, cfg.warmup,
-                           cfg.step_size, cfg.gamma, cfg.min_lr)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                outputs, features = module(batch["image"])
-                terms = self.objective(batch, outputs, features)
-                optimizer.zero_grad(set_to_none=True)
-                terms["loss"].backward()
-                optimizer.step()
+                terms, lr = self._step(module, optimizer, next(stream))
                 self.step += 1
                 window_steps += 1
                 bar.update(1)
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0) + v.detach()
-                boundary = self.step % cfg.log_every == 0 or self.step == self.total
+                stop_now = any_rank(stop.requested, ctx)
+                boundary = self.step % cfg.log_every == 0 or self.step == self.total or stop_now
                 if boundary:
-                    stop_now = self._log(sums, window_steps, window_start, lr, stop.requested, bar)
+                    self._log(sums, window_steps, window_start, lr, bar)
                     sums, window_steps = {}, 0
-                else:  # ranks agree on stopping only at log steps (one collective there)
-                    stop_now = stop.requested and not ctx.distributed
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < self.total:
                     self.evaluate()
                 if self.step % cfg.checkpoint_every == 0 or self.step == self.total or stop_now:
@@ -264,12 +269,10 @@ class _Trainer:
         bar.close()
         return self.step < self.total
 
-    def _log(self, sums, steps, start, lr, stop_requested, bar) -> bool:
+    def _log(self, sums, steps, start, lr, bar) -> None:
         names = sorted(sums)
-        values = torch.stack([sums[k].float().cpu() / steps for k in names]
-                             + [torch.tensor(float(stop_requested))])
-        values = all_reduce_mean(values, self.ctx).tolist()
-        means, stop_votes = dict(zip(names, values[:-1])), values[-1]
+        values = torch.stack([sums[k].float() / steps for k in names])
+        means = dict(zip(names, all_reduce_mean(values, self.ctx).tolist()))
         if not math.isfinite(means["loss"]):
             raise UserError(f"loss became {means['loss']} at step {self.step}: "
                             "lower --lr or check the data")
@@ -280,7 +283,6 @@ class _Trainer:
         if self.ctx.is_main:
             self.run.log(row)
             bar.set_postfix(loss=f"{means['loss']:.4f}", sps=f"{row['samples_per_s']:.1f}")
-        return stop_votes > 0
 
     def evaluate(self) -> dict[str, float] | None:
         if self.eval_set is None:
