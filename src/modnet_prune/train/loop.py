@@ -69,7 +69,9 @@ class TrainConfig:
                 raise UserError(msg)
 
         need((self.steps is None) != (self.epochs is None), "give exactly one of --steps, --epochs")
-        need((self.steps or 1) >= 1 and (self.epochs or 1) > 0, "--steps/--epochs must be > 0")
+        need((self.steps is None or self.steps >= 1) and (self.epochs is None or self.epochs > 0),
+             "--steps/--epochs must be > 0")
+        need(self.warmup >= 0 and self.workers >= 0, "--warmup and --workers must be >= 0")
         need(self.size % 32 == 0 and self.size >= 32, f"--size must be a multiple of 32, got {self.size}")
         need(self.batch_size >= 1, "--batch-size must be >= 1")
         need(self.lr > 0 and math.isfinite(self.lr), "--lr must be > 0")
@@ -80,9 +82,9 @@ class TrainConfig:
              "--log-every and --checkpoint-every must be >= 1, --eval-every >= 0")
         unknown = set(self.distill) - set(DistillWeights().as_dict())
         need(not unknown, f"unknown distillation terms {sorted(unknown)}")
-        need(not self.distill or has_teacher, "distillation weights need a teacher")
-        need(self.objective != "soc" or has_teacher, "SOC adaptation needs a frozen reference model")
         wants_kd = any(self.distill.values())
+        need(not wants_kd or has_teacher, "distillation weights need a teacher")
+        need(self.objective != "soc" or has_teacher, "SOC adaptation needs a frozen reference model")
         need(self.objective == "soc" or self.supervised > 0 or wants_kd,
              "nothing to train: supervised weight is 0 and no distillation term is on")
 
@@ -212,7 +214,7 @@ class _Trainer:
                                scales=MattingScales(**cfg.scales))
             total = total + cfg.supervised * sup.pop("loss")
             terms.update(sup)
-        if cfg.distill:
+        if any(cfg.distill.values()):
             kd = distill_loss(outputs, t_out, features, t_feat, self.kd)
             total = total + kd.pop("loss")
             terms.update(kd)

@@ -52,7 +52,9 @@ def matting_loss(image: Tensor, trimap: Tensor, alpha: Tensor, semantic: Tensor,
     """MODNet's supervised objective.
 
     Band terms replace known pixels by the trimap on both sides, so they are zero there
-    and averaged over *all* pixels: an empty unknown band gives 0, never 0/0.
+    and averaged over *all* pixels: an empty unknown band gives 0, never 0/0. (The
+    reference code leaves the ground-truth side of the matte band terms unreplaced; that
+    only adds a constant |trimap - alpha| on known pixels: same gradients.)
     """
     known = trimap != 0.5
     semantic_loss = F.mse_loss(semantic, semantic_target(alpha))
