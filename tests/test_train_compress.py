@@ -37,6 +37,8 @@ def test_compress_reaches_target_in_k_rounds_and_resumes_per_round(tmp_path):
         assert rows and all(rows[0][t] > 0 for t in ("kd_matte", "kd_lr8x", "kd_hr2x"))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["teacher_macs"] == full and summary["teacher_mad"] is not None
+    assert result.teacher == {"macs": full, "params": summary["teacher_params"],
+                              "mad": summary["teacher_mad"]}
 
     # Killed during round 3: rounds 1-2 are kept, round 3 resumes from its own checkpoint.
     pruned1 = (out / "iter-1" / "pruned.safetensors").stat().st_mtime_ns

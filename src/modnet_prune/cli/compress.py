@@ -68,7 +68,8 @@ def run(args) -> int:
 
 
 def _report(result, as_json: bool) -> None:
-    summary = {"out": str(result.out), "stopped": result.stopped, "iterations": result.rows,
+    summary = {"out": str(result.out), "stopped": result.stopped, "teacher": result.teacher,
+               "iterations": result.rows,
                "model": None if result.stopped else str(result.out / "model.safetensors")}
     if as_json:
         print_json(summary)
@@ -76,10 +77,13 @@ def _report(result, as_json: bool) -> None:
     table = Table(title=f"compress {result.out}")
     for col in ("iteration", "target", "MACs kept", "params", "eval MAD"):
         table.add_column(col, justify="right")
+    mad = lambda m: "-" if m is None else f"{m:.4f}"  # noqa: E731
+    if result.teacher:
+        t = result.teacher
+        table.add_row("original", "1.000", "1.000", f"{t['params']:,}", mad(t["mad"]))
     for r in result.rows:
-        mad = "-" if r["eval_mad"] is None else f"{r['eval_mad']:.4f}"
         table.add_row(str(r["iteration"]), f"{r['target_fraction']:.3f}", f"{r['fraction']:.3f}",
-                      f"{r['params']:,}", mad)
+                      f"{r['params']:,}", mad(r["eval_mad"]))
     console = Console()
     console.print(table)
     console.print("stopped; add --resume to continue" if result.stopped

@@ -52,6 +52,7 @@ class CompressResult:
     model: nn.Module
     rows: list[dict]                # one per finished iteration
     stopped: bool
+    teacher: dict | None            # macs, params, mad of the original (when finished)
     out: Path
 
 
@@ -108,7 +109,7 @@ def compress(teacher: nn.Module, train_set: Dataset, cc: CompressConfig, tc: Tra
                      resume=resume or (folder / "config.json").exists(), ctx=ctx,
                      info={"iteration": index, **(info or {})}, progress=progress)
         if result.stopped:
-            return CompressResult(result.model, rows, True, out)
+            return CompressResult(result.model, rows, True, None, out)
         evals = [r for r in RunDir(folder).rows() if r.get("kind") == "eval"]
         macs = inference_macs(student, cc.cost_size)
         row = {"iteration": index, "target_fraction": target, "fraction": macs / original,
@@ -118,15 +119,19 @@ def compress(teacher: nn.Module, train_set: Dataset, cc: CompressConfig, tc: Tra
         if ctx.is_main:
             _write_json(done, row)
         barrier(ctx)
+    summary = None
     if ctx.is_main:
         save(student, out / "model.safetensors", teacher_macs=original, iterations=len(rows))
         teacher_mad = (evaluate(teacher, eval_set, size=tc.size)["mad"]
                        if eval_set is not None else None)
-        _write_json(out / "summary.json", {"teacher_macs": original, "teacher_mad": teacher_mad,
-                                           "teacher_params": count_params(teacher),
-                                           "cost_size": cc.cost_size, "iterations": rows})
+        summary = {"teacher_macs": original, "teacher_mad": teacher_mad,
+                   "teacher_params": count_params(teacher), "cost_size": cc.cost_size,
+                   "iterations": rows}
+        _write_json(out / "summary.json", summary)
     barrier(ctx)
-    return CompressResult(student, rows, False, out)
+    teacher_row = summary and {"macs": original, "params": summary["teacher_params"],
+                               "mad": summary["teacher_mad"]}
+    return CompressResult(student, rows, False, teacher_row, out)
 
 
 def _pruned(model: nn.Module, target: float, folder: Path, cc: CompressConfig, data,
