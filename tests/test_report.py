@@ -15,16 +15,23 @@ from pipeline_helpers import make_teacher, tiny_recipe
 
 from modnet_prune.pipeline.recipe import recipe_from_dict
 from modnet_prune.pipeline.run import run_pipeline
+from modnet_prune.pipeline.summary import merge_summaries
 from modnet_prune.report.document import main_table, render_report
 from modnet_prune.report.figures import _pareto_front
+
+
+def _tiny_run(folder, name: str, ratio: float):
+    teacher = folder / "teacher.safetensors"
+    data = tiny_recipe(teacher if teacher.exists() else make_teacher(folder),
+                       finetune={"samples": 16, "eval_every_samples": 8})
+    data.update(name=name, prune={"method": "ratio", "ratio": ratio, "round_to": 4}, distill={})
+    return run_pipeline(recipe_from_dict(data), folder / name, progress=False, echo=lambda _: None)
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("report")
-    data = tiny_recipe(make_teacher(folder), finetune={"samples": 16, "eval_every_samples": 8})
-    data.update(prune={"method": "ratio", "ratio": 0.5, "round_to": 4}, distill={})
-    run_pipeline(recipe_from_dict(data), folder / "run", progress=False, echo=lambda _: None)
+    _tiny_run(folder, "run", 0.5)
     return folder / "run"
 
 
@@ -132,6 +139,26 @@ def test_report_is_rendered_from_summary_alone(run_dir, tmp_path):
     render_report(summary, copy)
     assert (copy / "report.md").read_text() == (run_dir / "report.md").read_text()
     assert _page(copy).tables == _page(run_dir).tables
+
+
+@pytest.mark.slow  # a second tiny run
+def test_merged_report_of_two_runs_keeps_each_runs_numbers(run_dir):
+    """What benchmarks/compare_recipes.py renders: two students of one teacher."""
+    root = run_dir.parent
+    first = json.loads((run_dir / "summary.json").read_text())
+    second = _tiny_run(root, "other", 0.375)
+    merged = merge_summaries({run_dir: first, root / "other": second}, root)
+    render_report(merged, root)
+    rows = {row[0]: row for row in _page(root).tables[0][2:]}
+    assert list(rows)[:3] == ["teacher", "run", "other"]
+    for summary in (first, second):
+        own = {row[0]: row for row in main_table(summary).rows}
+        assert rows[summary["recipe"]["name"]][1:] == own[summary["models"][1]["label"]][1:]
+    assert [v["run"] for v in merged["variants"]] == [None, "run", "run", "run",
+                                                      "other", "other", "other"]
+    grid = merged["samples"][0]["images"]
+    assert list(grid) == ["input", "ground truth", "teacher", "run", "other"]
+    assert all((root / path).is_file() for path in grid.values())
 
 
 def test_pareto_front_keeps_only_undominated_points():

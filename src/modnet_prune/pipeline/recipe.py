@@ -255,7 +255,7 @@ def validate(r: Recipe) -> None:
     _need(r.seed >= 0, "seed", "must be >= 0")
     _need(r.recalibrate_bn >= 0, "recalibrate_bn", "must be >= 0 (batches)")
     _validate_prune(r.prune)
-    _validate_finetune(r.finetune, r.prune.iterations)
+    _validate_finetune(r.finetune)
     for name, weight in dataclasses.asdict(r.distill).items():
         _need(weight >= 0 and math.isfinite(weight), f"distill.{name}", "must be a finite weight >= 0")
     _need(r.finetune.samples == 0 or r.finetune.supervised > 0 or r.distill.enabled,
@@ -317,11 +317,11 @@ def _validate_plan(plan: dict) -> None:
                   key, f"ratio {value!r}: must be in (0, 1)")
 
 
-def _validate_finetune(f: FinetuneSpec, iterations: int) -> None:
+def _validate_finetune(f: FinetuneSpec) -> None:
     _need(f.samples >= 0, "finetune.samples", "must be >= 0")
     _need(f.batch_size >= 1, "finetune.batch_size", "must be >= 1")
-    _need(f.samples == 0 or f.samples >= f.batch_size * iterations, "finetune.samples",
-          f"{f.samples} is less than one batch ({f.batch_size}) per prune iteration ({iterations})")
+    _need(f.samples == 0 or f.samples >= f.batch_size, "finetune.samples",
+          f"{f.samples} is less than one batch ({f.batch_size})")
     _one_of(f.optimizer, OPTIMIZERS, "finetune.optimizer")
     _one_of(f.schedule, LR_SCHEDULES, "finetune.schedule")
     _need(f.lr > 0 and math.isfinite(f.lr), "finetune.lr", "must be > 0")

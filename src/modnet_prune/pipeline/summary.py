@@ -134,7 +134,8 @@ def build_summary(recipe: Recipe, out: Path, records: dict[str, dict]) -> dict:
     variants = [{"name": name, "label": s["label"], "params": s["params"], "macs": s["macs"],
                  "mad": s["metrics"]["whole"]["mad"], "grad": s["metrics"]["whole"]["grad"],
                  "role": "teacher" if name == "teacher" else
-                         "student" if name == recipe.name else "intermediate"}
+                         "student" if name == recipe.name else "intermediate",
+                 "run": None if name == "teacher" else recipe.name}
                 for name, s in scored.items()]
     layers = [{"name": layer, "widths": {"teacher": width,
                                          recipe.name: scored[recipe.name]["widths"].get(layer, 0)}}
@@ -171,3 +172,55 @@ def _budget_note(training: dict, recipe: Recipe) -> str:
     return (f"Fine-tuning budget: {training['samples']:,} training samples ({training['steps']:,} "
             f"steps × {training['batch_size']}) {how}, at {recipe.sizes.train}×{recipe.sizes.train}"
             f"{speed}.")
+
+
+def merge_summaries(summaries: dict[str, dict], root: Path) -> dict:
+    """One summary holding the students of several runs of the same teacher on the same
+    held-out set (benchmarks/compare_recipes.py): {run folder: its summary} -> a summary
+    whose relative paths point from `root` into each run folder. Teacher numbers come from
+    the first run; each student's speed-ups from its own interleaved run."""
+    runs = list(summaries.items())
+    (first_dir, first), root = runs[0], Path(root)
+    teacher = first["models"][0]
+    for folder, s in runs[1:]:
+        if s["models"][0]["sha256"] != teacher["sha256"]:
+            raise ValueError(f"{folder}: another teacher than {first_dir}; cannot compare")
+        if s["evaluation"]["dataset"] != first["evaluation"]["dataset"]:
+            raise ValueError(f"{folder}: another held-out set than {first_dir}; cannot compare")
+
+    def moved(folder, path: str) -> str:
+        return str((Path(folder) / path).relative_to(root)) if path else path
+
+    students, variants, training = [], [first["variants"][0]], {}
+    for folder, s in runs:
+        name = s["recipe"]["name"]
+        student = s["models"][1]
+        students.append({**student, "label": name,
+                         "predictions": moved(folder, student["predictions"])})
+        variants += [{**v, "label": v["label"] if v["role"] == "student" else f"{name}: {v['label']}"}
+                     for v in s["variants"] if v["role"] != "teacher"]
+        training.update(s["training"])
+    layers = [{"name": layer["name"],
+               "widths": {"teacher": layer["widths"]["teacher"],
+                          **{s["recipe"]["name"]: next(l2 for l2 in s["layers"]
+                                                       if l2["name"] == layer["name"])["widths"][s["recipe"]["name"]]
+                             for _, s in runs}}}
+              for layer in first["layers"]]
+    samples = []
+    for k, row in enumerate(first["samples"]):
+        images = {key: moved(first_dir, path) for key, path in row["images"].items()
+                  if key in ("input", "ground truth", "teacher")}
+        for folder, s in runs:
+            name = s["recipe"]["name"]
+            images[name] = moved(folder, s["samples"][k]["images"][name])
+        samples.append({"name": row["name"], "images": images})
+    names = ", ".join(s["recipe"]["name"] for _, s in runs)
+    recipe = {"name": "compare", "description": f"{names}: same teacher, budget and held-out set",
+              "runs": {s["recipe"]["name"]: s["recipe"] for _, s in runs}}
+    return {**first, "recipe": recipe, "out": str(root),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "models": [{**teacher, "predictions": moved(first_dir, teacher["predictions"])}, *students],
+            "variants": variants, "layers": layers, "training": training, "samples": samples,
+            "stages": {s["recipe"]["name"]: s["stages"] for _, s in runs},
+            "budget_note": first["budget_note"] + " Speed-ups: each student against the teacher "
+                           "in its own interleaved run."}

@@ -201,7 +201,7 @@ def _notes(summary: dict) -> list[str]:
 
 # --------------------------------------------------------------------------- markdown
 
-def _md_table(table: Table) -> str:
+def markdown_table(table: Table) -> str:
     def row(cells):
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
     align = ["---"] * table.align_left + ["---:"] * (len(table.headers) - table.align_left)
@@ -226,18 +226,18 @@ def render_markdown(summary: dict, figure_paths: dict[str, str]) -> str:
     caption = "; ".join(f"{label}: {', '.join(table.headers[i:i + n])}" for label, n, i in
                         _group_starts(table) if label)
     out += [*(f"- {line}" for line in _headline(summary)), "", "## Results", "",
-            f"*{caption}.*", "", _md_table(table), "", *(f"- {n}" for n in _notes(summary)), ""]
+            f"*{caption}.*", "", markdown_table(table), "", *(f"- {n}" for n in _notes(summary)), ""]
     sections = (("pareto", "Accuracy vs compute"), ("samples", "Sample mattes (held-out)"),
                 ("curves", "Training"), ("widths", "Per-layer widths"))
     for key, title in sections:
         if key in figure_paths:
             out += [f"## {title}", "", f"![{title}]({figure_paths[key]})", ""]
             if key == "pareto":
-                out += [_md_table(variants_table(summary)), ""]
-    out += ["## Errors in both regions", "", _md_table(metrics_table(summary)), "",
-            "## Latency", "", _md_table(latency_table(summary)), "",
-            "## Layer widths", "", _md_table(widths_table(summary)), "",
-            "## Environment", "", _md_table(environment_table(summary)), "",
+                out += [markdown_table(variants_table(summary)), ""]
+    out += ["## Errors in both regions", "", markdown_table(metrics_table(summary)), "",
+            "## Latency", "", markdown_table(latency_table(summary)), "",
+            "## Layer widths", "", markdown_table(widths_table(summary)), "",
+            "## Environment", "", markdown_table(environment_table(summary)), "",
             "## Recipe", "", "```json", json.dumps(r, indent=2), "```", ""]
     return "\n".join(out)
 
@@ -309,8 +309,8 @@ def _img(path: Path, alt: str) -> str:
 def _cards(summary: dict) -> str:
     teacher = next(m for m in summary["models"] if m["role"] == "teacher")
     student = next((m for m in summary["models"] if m["role"] != "teacher"), None)
-    if student is None:
-        return ""
+    if student is None or len(summary["models"]) > 2:
+        return ""  # one student: headline cards; several: the table says it
     t_mad = (teacher.get("metrics") or {}).get("whole", {}).get("mad")
     s_mad = (student.get("metrics") or {}).get("whole", {}).get("mad")
     cards = [(_percent(student["macs_fraction"]), "of the teacher's inference MACs"),

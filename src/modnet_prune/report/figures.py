@@ -49,9 +49,13 @@ def _save(fig, path: Path) -> Path:
 
 
 def pareto(summary: dict, path: Path) -> Path:
-    """Inference MACs vs held-out MAD of every variant, the Pareto front drawn through them."""
+    """Inference MACs vs held-out MAD of every variant: each run's path from the teacher
+    through its pruned (hollow) and fine-tuned (small) models to its student (large), and
+    the Pareto front of all of them. Only teachers and students are labelled; the report's
+    table of variants names every point."""
     colours = model_colours(summary)
     points = [v for v in summary["variants"] if v.get("mad") is not None]
+    teacher = next((v for v in points if v["role"] == "teacher"), None)
     fig, ax = plt.subplots(figsize=(7.6, 4.4))
     xs = np.array([v["macs"] / 1e9 for v in points])
     ys = np.array([v["mad"] for v in points])
@@ -59,22 +63,34 @@ def pareto(summary: dict, path: Path) -> Path:
     if len(front) > 1:
         ax.step(xs[front], ys[front], where="post", color=GRID, lw=6, zorder=1,
                 solid_capstyle="round", label="Pareto front")
-    for v, x, y in zip(points, xs, ys):
-        final = v["name"] in colours
-        ax.scatter(x, y, s=70 if final else 28, zorder=3,
-                   color=colours.get(v["name"], STAGE_COLOUR),
-                   edgecolor="white" if final else "none", linewidth=1.2)
+    for run in dict.fromkeys(v.get("run") for v in points if v.get("run")):
+        trail = ([teacher] if teacher else []) + [v for v in points if v.get("run") == run]
+        colour = colours.get(run, STAGE_COLOUR)
+        ax.plot([v["macs"] / 1e9 for v in trail], [v["mad"] for v in trail], color=colour,
+                lw=0.9, alpha=0.45, zorder=2)
+        for v in trail[1:]:
+            if v["role"] == "intermediate":
+                pruned = v["name"].endswith("pruned") or v["name"] == "recalibrated"
+                ax.scatter(v["macs"] / 1e9, v["mad"], s=24, zorder=3, linewidth=1.1,
+                           facecolor="white" if pruned else colour, edgecolor=colour)
+    finals = [v for v in points if v["role"] != "intermediate"]
+    for v in finals:
+        ax.scatter(v["macs"] / 1e9, v["mad"], s=75, zorder=4, edgecolor="white", linewidth=1.2,
+                   color=colours.get(v["name"], TEACHER_COLOUR))
     size = "x".join(str(s) for s in summary["size"])
     ax.set_xlabel(f"inference MACs at {size} (G, conv + linear)")
     ax.set_ylabel(f"MAD, {summary['evaluation']['region']} (mean |Δα|)")
-    ax.set_xlim(0, max(xs.max() * 1.25, 0.1) if len(xs) else 1)
+    ax.set_xlim(0, max(xs.max() * 1.2, 0.1) if len(xs) else 1)
     ax.set_ylim(0, max(ys.max() * 1.15, 1e-4) if len(ys) else 1)
-    for v, (x, y), dy in zip(points, zip(xs, ys), _label_offsets(ax, xs, ys)):
-        final = v["name"] in colours
-        ax.annotate(v["label"], (x, y), xytext=(7, dy), textcoords="offset points", zorder=4,
-                    fontsize=8, color=INK if final else MUTED, va="center",
-                    arrowprops=dict(arrowstyle="-", color=GRID, lw=0.8) if abs(dy) > 6 else None)
-    ax.set_title("Accuracy vs compute: every variant of this run", loc="left", fontsize=10)
+    fx, fy = np.array([v["macs"] / 1e9 for v in finals]), np.array([v["mad"] for v in finals])
+    for v, x, y, dy in zip(finals, fx, fy, _label_offsets(ax, fx, fy, spacing=12.0)):
+        ax.annotate(v["label"], (x, y), xytext=(8, dy), textcoords="offset points", zorder=5,
+                    fontsize=8.5, color=INK, va="center")
+    if any(v["role"] == "intermediate" for v in points):
+        ax.scatter([], [], s=24, facecolor="white", edgecolor=MUTED, label="pruned, before fine-tuning")
+        ax.scatter([], [], s=24, color=MUTED, label="fine-tuned (an iteration)")
+    ax.legend(loc="lower right", fontsize=7.5)
+    ax.set_title("Accuracy vs compute: every model of the run", loc="left", fontsize=10)
     return _save(fig, path)
 
 
@@ -122,6 +138,9 @@ def widths(summary: dict, path: Path) -> Path:
         _width_panel(ax, summary, panel, rows)
     fig.suptitle("Per-layer output widths: teacher → student", x=0.01, ha="left", fontsize=10)
     fig.tight_layout()
+    handles, names = axes[0][0].get_legend_handles_labels()
+    if len(names) > 1:
+        fig.legend(handles, names, loc="upper right", ncol=len(names), fontsize=7.5)
     return _save(fig, path)
 
 
@@ -134,7 +153,7 @@ def _width_panel(ax, summary: dict, layers: list[dict], rows: int) -> None:
     ax.barh(y, np.ones(len(layers)), height=0.86, color="#eef0f3")
     for k, name in enumerate(students):
         kept = np.array([layer["widths"][name] / layer["widths"][teacher] for layer in layers])
-        faded = [to_rgba(colours[name], 1.0 if f < 1 else 0.3) for f in kept]
+        faded = [to_rgba(colours[name], 1.0 if f < 1 or len(students) > 1 else 0.3) for f in kept]
         ax.barh(y - 0.4 + height * (k + 0.5), kept, height=height, color=faded, label=name)
     for i, layer in enumerate(layers):
         text = " / ".join(str(layer["widths"][n]) for n in students)
@@ -152,8 +171,6 @@ def _width_panel(ax, summary: dict, layers: list[dict], rows: int) -> None:
     ax.axvline(1.0, color=MUTED, lw=0.8)
     ax.set_xlabel("fraction of the teacher's channels kept")
     ax.grid(axis="y", visible=False)
-    if len(students) > 1:
-        ax.legend(loc="lower right", fontsize=7)
 
 
 def _short(layer: str) -> str:

@@ -1,0 +1,118 @@
+"""seed-v2 vs ours-50 vs ours-25: the same teacher, fine-tuning budget and held-out set.
+
+Runs each recipe's pipeline in turn into OUT/<recipe> (resumable: re-run the same command
+after an interruption and finished stages are skipped), then prints one Markdown table,
+checks the targets of issue 8, and writes OUT/compare.md, OUT/summary.json and a combined
+OUT/report.html (every student on one Pareto plot).
+
+    python benchmarks/compare_recipes.py                          # hours on 2 CPU cores
+    python benchmarks/compare_recipes.py --budget-samples 64 --out runs/compare-smoke
+
+The full budget is the recipes' own (32,000 samples each); `--budget-samples` overrides it
+for all of them alike. This is a benchmark, not a test: its numbers depend on the teacher,
+the budget and (for latency) the machine and its load.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its thread pool
+
+import torch  # noqa: E402
+
+from modnet_prune.errors import UserError  # noqa: E402
+from modnet_prune.model.io import write_atomic  # noqa: E402
+from modnet_prune.pipeline import load_recipe, run_pipeline  # noqa: E402
+from modnet_prune.pipeline.summary import merge_summaries  # noqa: E402
+from modnet_prune.report.document import markdown_table, main_table, render_report  # noqa: E402
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+DEFAULT_RECIPES = ("seed-v2", "ours-50", "ours-25")
+
+
+def targets(merged: dict) -> list[str]:
+    """Issue 8's targets, each PASS or MISS with the measured value."""
+    by_name = {m["name"]: m for m in merged["models"]}
+    teacher_mad = by_name["teacher"]["metrics"]["whole"]["mad"]
+
+    def check(ok: bool, text: str) -> str:
+        return f"- {'PASS' if ok else 'MISS'}: {text}"
+
+    lines = []
+    for name, macs_max, mad_max, ort_min in (("ours-50", 0.50, 1.05, None), ("ours-25", 0.25, 1.15, 3.0)):
+        if name not in by_name:
+            continue
+        m = by_name[name]
+        ratio = m["metrics"]["whole"]["mad"] / teacher_mad
+        lines.append(check(m["macs_fraction"] <= macs_max,
+                           f"{name} MACs {m['macs_fraction']:.3f} of the teacher's (target ≤ {macs_max})"))
+        lines.append(check(ratio <= mad_max, f"{name} MAD {ratio:.3f}× the teacher's (target ≤ {mad_max}×)"))
+        if ort_min is not None and "onnxruntime" in m["speedup"]:
+            speedup = m["speedup"]["onnxruntime"]
+            lines.append(check(speedup >= ort_min, f"{name} ONNX Runtime {speedup:.2f}× faster at "
+                                                   f"{'x'.join(map(str, merged['size']))} (target ≥ {ort_min}×)"))
+    if "seed-v2" in by_name and "ours-50" in by_name:
+        seed, ours = by_name["seed-v2"], by_name["ours-50"]
+        for metric in ("mad", "grad"):
+            a, b = ours["metrics"]["whole"][metric], seed["metrics"]["whole"][metric]
+            lines.append(check(a < b, f"ours-50 {metric.upper()} {a:.4g} vs seed-v2 {b:.4g} at "
+                                      f"{ours['macs_fraction']:.2f} vs {seed['macs_fraction']:.2f} "
+                                      f"of the MACs, same budget"))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--recipes", nargs="+", default=list(DEFAULT_RECIPES),
+                   help="recipe names in recipes/ or YAML paths (default: seed-v2 ours-50 ours-25)")
+    p.add_argument("--budget-samples", type=int, help="fine-tuning budget for every recipe")
+    p.add_argument("--teacher", help="teacher checkpoint for every recipe")
+    p.add_argument("--out", help="folder of the runs (default: runs/compare-<budget>)")
+    p.add_argument("--threads", type=int, help="torch threads (default: all usable CPUs)")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        recipes = [load_recipe(r if r.endswith((".yaml", ".yml")) else RECIPES / f"{r}.yaml")
+                   for r in args.recipes]
+        recipes = [r.with_teacher(args.teacher) if args.teacher else r for r in recipes]
+        if args.budget_samples is not None:
+            recipes = [r.with_budget(args.budget_samples) for r in recipes]
+        budgets = {r.finetune.samples for r in recipes}
+        if len(budgets) != 1:
+            raise UserError(f"the recipes have different budgets {sorted(budgets)}: "
+                            "pass --budget-samples to compare them fairly")
+        root = Path(args.out or f"runs/compare-{budgets.pop()}")
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        summaries = {}
+        for recipe in recipes:
+            folder = root / recipe.name
+            print(f"== {recipe.name} -> {folder}", flush=True)
+            start = time.perf_counter()
+            summaries[folder] = run_pipeline(recipe, folder, resume=True,
+                                             progress=not args.no_progress)
+            print(f"== {recipe.name}: {time.perf_counter() - start:.0f} s", flush=True)
+        merged = merge_summaries(summaries, root)
+    except (UserError, ValueError) as e:
+        print(f"compare_recipes: error: {e}", file=sys.stderr)
+        return 2
+    seen = ", ".join(f"{name} {t['samples']:,}" for name, t in merged["training"].items())
+    text = "\n".join([f"# {merged['recipe']['description']}", "", markdown_table(main_table(merged)), "",
+                      f"Fine-tuning samples seen: {seen}.", "", "## Targets (issue 8)", "",
+                      *targets(merged), ""])
+    write_atomic(root / "compare.md", lambda tmp: Path(tmp).write_text(text))
+    write_atomic(root / "summary.json",
+                 lambda tmp: Path(tmp).write_text(json.dumps(merged, indent=2) + "\n"))
+    render_report(merged, root)
+    print(text)
+    print(f"written: {root / 'compare.md'}, {root / 'report.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
