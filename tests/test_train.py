@@ -1,7 +1,6 @@
 """The training loop: learning, exact resume, run-folder rules, Ctrl-C, BN re-estimation."""
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import modnet_prune as mp
 from modnet_prune.cli import main
 from modnet_prune.data import open_dataset
 from modnet_prune.errors import UserError
-from modnet_prune.model import HEAD_CONVS, Arch
+from modnet_prune.model import Arch
 from modnet_prune.train import Student, TrainConfig, fit, recalibrate_bn
 from modnet_prune.train.rundir import RunDir
 

@@ -26,7 +26,8 @@ def fraction(text: str) -> float:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("compress", help="prune in small steps, fine-tuning with distillation in between",
+    p = sub.add_parser("compress",
+                       help="prune in small steps, fine-tuning with distillation in between",
                        description="Prune --checkpoint to --target-macs of its inference MACs in "
                                    "--iterations steps; after each, re-estimate BN and fine-tune "
                                    "--finetune-steps steps with distillation from the original.")

@@ -24,8 +24,10 @@ def add_training_args(p, *, lr: float = 0.01, schedule: str = "step", length: bo
     g.add_argument("--size", type=int, default=512, help="training crop size (multiple of 32)")
     g.add_argument("--batch-size", type=int, default=16, help="per process")
     g.add_argument("--workers", type=int, default=2, help="data-loading processes per rank")
-    g.add_argument("--eval-data", help="evaluation set (same spec syntax); MAD picks best.safetensors")
-    g.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (0: at the end)")
+    g.add_argument("--eval-data",
+                   help="evaluation set (same spec syntax); MAD picks best.safetensors")
+    g.add_argument("--eval-every", type=int, default=0,
+                   help="steps between evaluations (0: at the end)")
     g = p.add_argument_group("optimisation")
     if length:
         steps = g.add_mutually_exclusive_group(required=True)
@@ -37,7 +39,8 @@ def add_training_args(p, *, lr: float = 0.01, schedule: str = "step", length: bo
     g.add_argument("--weight-decay", type=float, default=0.0)
     g.add_argument("--schedule", choices=LR_SCHEDULES, default=schedule)
     g.add_argument("--warmup", type=int, default=0, help="steps of linear LR warm-up")
-    g.add_argument("--step-size", type=int, help="steps per x--gamma decay (schedule step; default steps/4)")
+    g.add_argument("--step-size", type=int,
+                   help="steps per x--gamma decay (schedule step; default steps/4)")
     g.add_argument("--gamma", type=float, default=0.1)
     g.add_argument("--min-lr", type=float, default=0.0, help="final LR of the cosine schedule")
     g.add_argument("--semantic-scale", type=float, default=10.0)
@@ -49,7 +52,8 @@ def add_training_args(p, *, lr: float = 0.01, schedule: str = "step", length: bo
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
     g.add_argument("--log-every", type=int, default=10, help="steps between log rows")
-    g.add_argument("--threads", type=int, help="torch threads per process (default: cores / processes)")
+    g.add_argument("--threads", type=int,
+                   help="torch threads per process (default: cores / processes)")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--json", action="store_true", help="print the summary as JSON")

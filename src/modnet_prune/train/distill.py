@@ -97,7 +97,8 @@ def _ridge_fit(x: Tensor, y: Tensor, rel_ridge: float = 1e-6) -> tuple[Tensor, T
     xs = torch.cat([xs, torch.ones_like(xs[:1])])  # the constant row fits the bias
     ys = y.transpose(0, 1).flatten(1).double()
     gram = xs @ xs.T
-    gram += rel_ridge * gram.diagonal().mean().clamp(min=1e-12) * torch.eye(len(gram), dtype=gram.dtype)
+    ridge = rel_ridge * gram.diagonal().mean().clamp(min=1e-12)
+    gram += ridge * torch.eye(len(gram), dtype=gram.dtype)
     solution = torch.linalg.solve(gram, xs @ ys.T).T  # (C_teacher, C_student + 1)
     return solution[:, :-1].float(), solution[:, -1].float()
 

@@ -72,7 +72,8 @@ class TrainConfig:
         need((self.steps is None or self.steps >= 1) and (self.epochs is None or self.epochs > 0),
              "--steps/--epochs must be > 0")
         need(self.warmup >= 0 and self.workers >= 0, "--warmup and --workers must be >= 0")
-        need(self.size % 32 == 0 and self.size >= 32, f"--size must be a multiple of 32, got {self.size}")
+        need(self.size % 32 == 0 and self.size >= 32,
+             f"--size must be a multiple of 32, got {self.size}")
         need(self.batch_size >= 1, "--batch-size must be >= 1")
         need(self.lr > 0 and math.isfinite(self.lr), "--lr must be > 0")
         need(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
@@ -84,7 +85,8 @@ class TrainConfig:
         need(not unknown, f"unknown distillation terms {sorted(unknown)}")
         wants_kd = any(self.distill.values())
         need(not wants_kd or has_teacher, "distillation weights need a teacher")
-        need(self.objective != "soc" or has_teacher, "SOC adaptation needs a frozen reference model")
+        need(self.objective != "soc" or has_teacher,
+             "SOC adaptation needs a frozen reference model")
         need(self.objective == "soc" or self.supervised > 0 or wants_kd,
              "nothing to train: supervised weight is 0 and no distillation term is on")
 
@@ -338,8 +340,8 @@ def fit(model: nn.Module, train_set: Dataset, cfg: TrainConfig, out: str | Path,
     """Train `model` in place into the run folder `out`; see TrainConfig for the knobs.
 
     `teacher` is the distillation teacher (objective "supervised" with cfg.distill) or
-    the frozen reference of SOC; it is frozen (requires_grad off) and put in eval mode. `info` (data specs, input files...) is saved with the
-    config and must match on resume.
+    the frozen reference of SOC; it is frozen (requires_grad off) and put in eval mode.
+    `info` (data specs, input files...) is saved with the config and must match on resume.
     """
     ctx = ctx or Context()
     cfg.validate(has_teacher=teacher is not None)

@@ -15,8 +15,8 @@ def lr_at(step: int, total: int, base_lr: float, schedule: str = "cosine", warmu
     """LR for optimizer step `step` (0-based) of `total`.
 
     Linear warm-up from base_lr/warmup to base_lr over `warmup` steps, then:
-    cosine decay towards `min_lr` (reached after the last step); `step`: x`gamma` every `step_size` steps
-    (default total/4, the official 40 epochs with x0.1 every 10); or constant.
+    cosine decay towards `min_lr` (reached after the last step); `step`: x`gamma` every
+    `step_size` steps (default total/4, the official 40 epochs with x0.1 every 10); or constant.
     """
     if step < warmup:
         return base_lr * (step + 1) / warmup
