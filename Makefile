@@ -18,8 +18,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
+# The demo recipe end to end (<= 15 min on 2 cores); --resume: a second `make demo` reuses
+# finished stages instead of refusing the existing folder.
 demo: venv
-	$(BIN)/modnet-prune analyze --size 512
+	$(BIN)/modnet-prune pipeline --recipe recipes/demo.yaml --out runs/demo --resume
 
 test: venv
 	$(BIN)/python -m pytest

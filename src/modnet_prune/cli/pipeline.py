@@ -3,6 +3,7 @@ benchmark, report) into one resumable folder."""
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 from rich.console import Console
@@ -40,7 +41,9 @@ def run(args) -> int:
         recipe = recipe.with_budget(args.budget_samples)
     if args.threads:
         torch.set_num_threads(args.threads)
-    console = Console(stderr=args.json)
+    stream = sys.stderr if args.json else sys.stdout
+    # piped output (logs of long runs) gets a table wide enough not to truncate numbers
+    console = Console(stderr=args.json, width=None if stream.isatty() else 132)
     try:
         summary = run_pipeline(recipe, args.out, resume=args.resume, progress=not args.no_progress,
                                echo=lambda line: console.print(line, highlight=False))
