@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--teacher", help="teacher checkpoint for every recipe")
     p.add_argument("--out", help="folder of the runs (default: runs/compare-<budget>)")
     p.add_argument("--threads", type=int, help="torch threads (default: all usable CPUs)")
+    p.add_argument("--device", default="auto", help="where fine-tuning runs: auto, cpu or cuda")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             folder = root / recipe.name
             print(f"== {recipe.name} -> {folder}", flush=True)
             start = time.perf_counter()
-            summaries[folder] = run_pipeline(recipe, folder, resume=True,
+            summaries[folder] = run_pipeline(recipe, folder, resume=True, device=args.device,
                                              progress=not args.no_progress)
             print(f"== {recipe.name}: {time.perf_counter() - start:.0f} s", flush=True)
         merged = merge_summaries(summaries, root)

@@ -28,6 +28,7 @@ def register(sub) -> None:
     p.add_argument("--budget-samples", type=int,
                    help="fine-tuning budget in samples (overrides the recipe's)")
     p.add_argument("--threads", type=int, help="torch threads (default: all usable CPUs)")
+    p.add_argument("--device", default="auto", help="where fine-tuning runs: auto, cpu or cuda")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print summary.json at the end")
     p.set_defaults(func=run)
@@ -46,7 +47,8 @@ def run(args) -> int:
     console = Console(stderr=args.json, width=None if stream.isatty() else 132)
     try:
         summary = run_pipeline(recipe, args.out, resume=args.resume, progress=not args.no_progress,
-                               echo=lambda line: console.print(line, highlight=False))
+                               echo=lambda line: console.print(line, highlight=False),
+                               device=args.device)
     except PipelineStopped as stop:
         console.print(f"{stop}; checkpoint saved — re-run with --resume to continue")
         return 130

@@ -41,8 +41,9 @@ from ..prune import prune
 from ..report.analysis import analyze
 from ..report.benchmark import benchmark_many
 from ..report.document import render_report
-from ..train import TrainConfig, fit, recalibrate_bn
+from ..train import Context, TrainConfig, fit, recalibrate_bn
 from ..train.compress import CompressConfig, compress
+from ..train.distributed import pick_device
 from .recipe import DEFAULT_TEACHER, Recipe
 from .summary import build_summary
 
@@ -84,6 +85,7 @@ class Run:
     out: Path
     progress: bool = True
     echo: Callable[[str], None] = print
+    ctx: Context = field(default_factory=Context)  # where fine-tuning runs
     _cache: dict = field(default_factory=dict)
 
     def path(self, name: str) -> Path:
@@ -146,11 +148,13 @@ def _differences(a, b, where: str = "") -> list[str]:
 
 
 def run_pipeline(recipe: Recipe, out: str | Path, *, resume: bool = False, progress: bool = True,
-                 echo: Callable[[str], None] = print) -> dict:
-    """Run every stage not finished yet; returns the summary (also OUT/summary.json)."""
+                 echo: Callable[[str], None] = print, device: str = "auto") -> dict:
+    """Run every stage not finished yet; returns the summary (also OUT/summary.json).
+    `device` (auto, cpu, cuda) is where fine-tuning runs; measurements follow the runtimes'
+    own defaults and the report names the device of every latency."""
     if not Path(recipe.teacher).is_file():
         raise UserError(teacher_missing_message(recipe.teacher))
-    run = Run(recipe, Path(out), progress, echo)
+    run = Run(recipe, Path(out), progress, echo, Context(device=pick_device(device)))
     _start(run, resume, sha256_file(recipe.teacher))
     for index, stage in enumerate(STAGES, start=1):
         head = f"[{index}/{len(STAGES)}] {stage}"
@@ -219,7 +223,7 @@ def stage_finetune(run: Run) -> dict:
         folder = run.path(FINETUNE_DIR)
         result = fit(model, run.train_set(), train_config(r, r.steps, 0), folder,
                      eval_set=run.eval_set(), teacher=teacher,
-                     resume=(folder / "config.json").exists(), info=_info(r),
+                     resume=(folder / "config.json").exists(), ctx=run.ctx, info=_info(r),
                      progress=run.progress)
         if result.stopped:
             raise PipelineStopped(f"fine-tuning stopped at step {result.step}")
@@ -244,7 +248,7 @@ def _compress(run: Run) -> dict:
     result = compress(run.teacher(), run.train_set(), cc,
                       train_config(r, per_iteration, r.recalibrate_bn), folder,
                       eval_set=run.eval_set(), resume=(folder / "config.json").exists(),
-                      info=_info(r), progress=run.progress)
+                      ctx=run.ctx, info=_info(r), progress=run.progress)
     if result.stopped:
         raise PipelineStopped("compression stopped")
     save(result.model.eval(), run.path(STUDENT), recipe=r.name, teacher_sha256=sha256_file(r.teacher))

@@ -9,7 +9,8 @@ unless absolute; MACs are conv + linear multiply-accumulates at `size`, batch 1.
       name, role ("teacher"|"student"), label, checkpoint, sha256, onnx
       params, macs (inference: matte only), macs_train (all three heads), macs_fraction
       file_bytes (checkpoint on disk), weight_bytes (fp32 tensors), onnx_bytes, onnx_parity
-      latency {runtime: {median_ms, p90_ms, min_ms, mean_ms, throughput, times_ms}}
+      latency {runtime: {median_ms, p90_ms, min_ms, mean_ms, throughput, times_ms, device
+               (torch device or ONNX Runtime provider), peak_rss_mb (with benchmark.peak_rss)}}
       speedup {runtime: teacher/student, median of per-round ratios (1.0 for the teacher)}
       metrics {"whole": {mse, mad, sad, grad, conn}, "unknown": {... , count, region}}
       predictions         folder of its predicted held-out mattes (8-bit PNG)
@@ -99,6 +100,8 @@ def _model_entry(name: str, role: str, label: str, scored: dict, teacher: dict, 
         stats = result["models"][slot]
         latency[runtime] = {k: stats[k] for k in ("median_ms", "p90_ms", "min_ms", "mean_ms",
                                                   "throughput", "times_ms")}
+        info = stats.get("runtime_info", {})
+        latency[runtime]["device"] = info.get("device") or next(iter(info.get("providers", [])), None)
         if stats.get("peak_rss_mb") is not None:
             latency[runtime]["peak_rss_mb"] = stats["peak_rss_mb"]
         speedup[runtime] = 1.0 / stats["ratio"]

@@ -114,15 +114,15 @@ def metrics_table(summary: dict) -> Table:
 
 
 def latency_table(summary: dict) -> Table:
-    headers = ["model", "runtime", "median (ms)", "p90 (ms)", "min (ms)", "img/s",
+    headers = ["model", "runtime", "device", "median (ms)", "p90 (ms)", "min (ms)", "img/s",
                "speed-up vs teacher (median of per-round ratios)"]
     rows = []
     for m in summary["models"]:
         for runtime, stats in m.get("latency", {}).items():
-            rows.append([m["label"], runtime, _ms(stats["median_ms"]), _ms(stats["p90_ms"]),
-                         _ms(stats["min_ms"]), f"{stats['throughput']:.2f}",
+            rows.append([m["label"], runtime, stats.get("device") or "–", _ms(stats["median_ms"]),
+                         _ms(stats["p90_ms"]), _ms(stats["min_ms"]), f"{stats['throughput']:.2f}",
                          _times(m.get("speedup", {}).get(runtime))])
-    return Table(headers, rows, align_left=2)
+    return Table(headers, rows, align_left=3)
 
 
 def widths_table(summary: dict) -> Table:
