@@ -108,3 +108,4 @@ def test_defaults_types_and_budget_override(tmp_path):
     with pytest.raises(RecipeError, match=r"finetune.samples: 8 is less than one batch \(16\)"):
         recipe.with_budget(8)
     assert recipe_from_dict(recipe.to_dict()) == recipe  # the resolved form round-trips
+    assert recipe_from_dict({"sizes": {"eval": None}}).sizes.eval is None  # inference protocol

@@ -94,7 +94,7 @@ class DataSpec:
 @dataclass(frozen=True)
 class SizeSpec:
     train: int = 128
-    eval: int = 128
+    eval: int | None = 128                # None: the MODNet inference protocol (real photos)
     benchmark: int = 512                  # also where MACs and params are reported
 
 
@@ -262,7 +262,8 @@ def validate(r: Recipe) -> None:
           "finetune.supervised", "is 0 and every distill weight is 0: nothing to train on")
     for key in ("train", "eval", "benchmark"):
         size = getattr(r.sizes, key)
-        _need(size >= 32 and size % 32 == 0, f"sizes.{key}", f"{size}: must be a positive multiple of 32")
+        _need(size is None and key == "eval" or size is not None and size >= 32 and size % 32 == 0,
+              f"sizes.{key}", f"{size}: must be a positive multiple of 32")
     _validate_data(r.data)
     b = r.benchmark
     _need(b.repeat >= 1, "benchmark.repeat", "must be >= 1")

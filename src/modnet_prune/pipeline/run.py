@@ -108,7 +108,7 @@ class Run:
 
     def eval_set(self):
         r = self.recipe
-        return open_dataset(r.data.eval, size=r.sizes.eval, train=False)
+        return open_dataset(r.data.eval, size=r.sizes.eval or r.sizes.train, train=False)
 
     def batches(self, count: int):
         """`count` shuffled training batches of images (BN statistics, taylor scores)."""
