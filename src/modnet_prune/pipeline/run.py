@@ -198,7 +198,7 @@ def train_config(recipe: Recipe, steps: int, recalibrate: int) -> TrainConfig:
     return TrainConfig(
         size=recipe.sizes.train, batch_size=batch, steps=steps, lr=f.lr, optimizer=f.optimizer,
         momentum=f.momentum, weight_decay=f.weight_decay, schedule=f.schedule,
-        warmup=min(steps - 1, math.ceil(f.warmup_samples / batch)),
+        warmup=min(steps // 10, math.ceil(f.warmup_samples / batch)),  # never most of a run
         step_size=math.ceil(f.step_samples / batch) if f.step_samples else None,
         gamma=f.gamma, min_lr=f.min_lr, seed=recipe.seed, workers=f.workers,
         log_every=max(1, min(10, steps // 20)),

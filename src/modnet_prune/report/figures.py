@@ -89,7 +89,7 @@ def pareto(summary: dict, path: Path) -> Path:
     if any(v["role"] == "intermediate" for v in points):
         ax.scatter([], [], s=24, facecolor="white", edgecolor=MUTED, label="pruned, before fine-tuning")
         ax.scatter([], [], s=24, color=MUTED, label="fine-tuned (an iteration)")
-    ax.legend(loc="lower right", fontsize=7.5)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7.5)
     ax.set_title("Accuracy vs compute: every model of the run", loc="left", fontsize=10)
     return _save(fig, path)
 
