@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from ..model.io import load
-from ..train import fit, teardown
+from ..train import teardown
 from ..train.losses import DistillWeights
-from .train import add_training_args, config_from_args, file_info, open_sets, report, start
+from .train import (add_training_args, config_from_args, file_info, fit_and_report, open_sets,
+                    start)
 
 _KD_HELP = {"matte": "L1 between mattes", "detail": "L1 between detail outputs",
             "semantic": "MSE between semantic outputs",
@@ -48,10 +49,6 @@ def run(args) -> int:
         cfg = config_from_args(args, **distill_overrides(args))
         info = {"data": args.data, "eval_data": args.eval_data,
                 "student": file_info(args.student), "teacher": file_info(args.teacher)}
-        result = fit(student, train_set, cfg, args.out, eval_set=eval_set, teacher=teacher,
-                     resume=args.resume, ctx=ctx, info=info, progress=not args.no_progress)
-        if ctx.is_main:
-            report(result, args.json)
-        return 130 if result.stopped else 0
+        return fit_and_report(args, ctx, student, cfg, (train_set, eval_set), info, teacher)
     finally:
         teardown()

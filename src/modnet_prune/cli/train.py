@@ -118,13 +118,19 @@ def run(args) -> int:
         cfg = config_from_args(args, objective=args.objective)
         info = {"data": args.data, "eval_data": args.eval_data,
                 "checkpoint": file_info(args.checkpoint)}
-        result = fit(model, train_set, cfg, args.out, eval_set=eval_set, teacher=frozen,
-                     resume=args.resume, ctx=ctx, info=info, progress=not args.no_progress)
-        if ctx.is_main:
-            report(result, args.json)
-        return 130 if result.stopped else 0
+        return fit_and_report(args, ctx, model, cfg, (train_set, eval_set), info, frozen)
     finally:
         teardown()
+
+
+def fit_and_report(args, ctx, model, cfg, sets, info, teacher=None) -> int:
+    """Run the training loop, report from rank 0; exit code 130 when stopped early."""
+    train_set, eval_set = sets
+    result = fit(model, train_set, cfg, args.out, eval_set=eval_set, teacher=teacher,
+                 resume=args.resume, ctx=ctx, info=info, progress=not args.no_progress)
+    if ctx.is_main:
+        report(result, args.json)
+    return 130 if result.stopped else 0
 
 
 def report(result, as_json: bool) -> None:

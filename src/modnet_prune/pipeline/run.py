@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from ..data import open_dataset, open_source
+from ..data import open_dataset
 from ..data.images import alpha_to_uint8, write_png
 from ..errors import UserError
 from ..export.exporter import export_onnx
