@@ -8,18 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from modnet_prune import Arch, MODNet, save
+from modnet_prune import save
 from modnet_prune.cli import main
 from modnet_prune.data import open_dataset, open_source
 from modnet_prune.data.images import read_alpha
 from modnet_prune.metrics import METRICS, all_metrics, evaluate
-from modnet_prune.model.arch import HEAD_CONVS
-
-
-def tiny_model() -> MODNet:
-    arch = Arch(stem=8, stages=(8, 8, 8, 16, 16, 16, 16), expansion=(16,) * 16, last=32,
-                se_hidden=8, heads=dict.fromkeys(HEAD_CONVS, 8))
-    return MODNet(arch).eval()
+from tiny import tiny_model
 
 
 @pytest.fixture(scope="module")

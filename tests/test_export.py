@@ -13,7 +13,7 @@ from modnet_prune.errors import UserError
 from modnet_prune.export import exporter
 from modnet_prune.export.exporter import export_onnx
 from modnet_prune.export.runtime import OnnxRuntime
-from modnet_prune.model.arch import HEAD_CONVS
+from tiny import tiny_arch
 
 OFFICIAL_MACS_512 = 15_465_971_712  # matte-only, MODNET.md
 OFFICIAL_PARAMS, TRAINING_HEAD_PARAMS = 6_487_075, 10_466
@@ -42,11 +42,6 @@ def pruned_arch() -> Arch:
     expansion = tuple(w // 2 if i % 3 == 0 else w for i, w in enumerate(Arch().expansion))
     return Arch(stages=(16, 24, 24, 48, 72, 120, 240), expansion=expansion, last=640,
                 se_hidden=160, heads=heads, ibn_bn=ibn_bn)
-
-
-def tiny_arch() -> Arch:
-    return Arch(stem=8, stages=(8, 8, 8, 16, 16, 16, 16), expansion=(16,) * 16, last=32,
-                se_hidden=8, heads=dict.fromkeys(HEAD_CONVS, 8))
 
 
 def assert_parity(path, model, shapes, atol=1e-4):

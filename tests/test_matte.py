@@ -8,14 +8,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from modnet_prune import Arch, MODNet, save
+from modnet_prune import save
 from modnet_prune.cli import main
 from modnet_prune.data.images import alpha_to_uint8, read_image
 from modnet_prune.data.protocol import to_input, to_original_size
 from modnet_prune.errors import UserError
 from modnet_prune.export import Background, Matter, TorchRuntime, export_onnx, matte_files
 from modnet_prune.export.runtime import OnnxRuntime
-from modnet_prune.model.arch import HEAD_CONVS
+from tiny import tiny_model
 
 REF = 64  # protocol reference size: small keeps the tests fast
 
@@ -23,9 +23,7 @@ REF = 64  # protocol reference size: small keeps the tests fast
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(2)
-    arch = Arch(stem=8, stages=(8, 8, 8, 16, 16, 16, 16), expansion=(16,) * 16, last=32,
-                se_hidden=8, heads=dict.fromkeys(HEAD_CONVS, 8))
-    return MODNet(arch).eval()
+    return tiny_model()
 
 
 @pytest.fixture(scope="module")

@@ -5,16 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from modnet_prune import Arch, MODNet, save
+from modnet_prune import save
 from modnet_prune.errors import UserError
 from modnet_prune.export import OnnxRuntime, TorchRuntime, open_runtime
-from modnet_prune.model.arch import HEAD_CONVS
-
-
-def tiny_model() -> MODNet:
-    arch = Arch(stem=8, stages=(8, 8, 8, 16, 16, 16, 16), expansion=(16,) * 16, last=32,
-                se_hidden=8, heads=dict.fromkeys(HEAD_CONVS, 8))
-    return MODNet(arch).eval()
+from tiny import tiny_model
 
 
 @pytest.fixture(scope="module")
