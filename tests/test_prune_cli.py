@@ -6,6 +6,7 @@ import torch
 
 import modnet_prune as mp
 from modnet_prune.cli import main
+from modnet_prune.prune import prune
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +106,22 @@ def test_analyze_lists_the_channel_groups(capsys):
     assert lr8x["macs_per_channel"] == 96 * 25 * 8 * 8 + 64 * 9 * 16 * 16 + 32 * 25 * 16 * 16
     assert main(["analyze", "--groups", "--size", "64"]) == 0
     assert "43 prunable of 47" in capsys.readouterr().out
+
+
+def test_half_precision_input_stays_half_and_exact(tmp_path, capsys):
+    half = tmp_path / "half.safetensors"
+    model = mp.MODNet()
+    mp.save(model, half, dtype=torch.float16)
+    out = tmp_path / "small.safetensors"
+    code, stdout, _ = _run(capsys, "--checkpoint", half, "--out", out, "--ratio", 0.25,
+                           "--size", 64, "--json")
+    assert code == 0
+    summary = json.loads(stdout)
+    ratio = summary["file_bytes"]["after"] / summary["file_bytes"]["before"]
+    assert ratio < summary["params"]["after"] / summary["params"]["before"] + 0.01
+    assert mp.model.io.stored_dtype(out) == torch.float16
+    # Same weights as pruning the loaded half model in memory and keeping float32.
+    expected = prune(mp.load(half), ratio=0.25, size=(64, 64)).model.state_dict()
+    got = mp.load(out).state_dict()
+    assert got.keys() == expected.keys()
+    assert all(torch.equal(got[k], expected[k]) for k in got)

@@ -8,7 +8,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import UserError
-from ..model.io import load, save, sha256_file
+from ..model.io import load, save, sha256_file, stored_dtype
 from ..prune import CRITERIA, prune
 from .common import output_path, print_json
 
@@ -44,8 +44,9 @@ def run(args) -> int:
                    round_to=args.round_to, min_channels=args.min_channels,
                    size=(args.size, args.size), data=data, verify=args.verify)
     digest = sha256_file(args.checkpoint)
-    save(result.model, out, prune=result.to_dict(), source=str(args.checkpoint),
-         source_sha256=digest)
+    # Removing channels changes no value: an fp16-stored input stays fp16, losslessly.
+    save(result.model, out, dtype=stored_dtype(args.checkpoint), prune=result.to_dict(),
+         source=str(args.checkpoint), source_sha256=digest)
     summary = _summary(args, out, result)
     if args.json:
         print_json(summary)

@@ -62,6 +62,14 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     return _unwrap_state_dict(obj, path), {}
 
 
+def stored_dtype(path: str | os.PathLike) -> torch.dtype:
+    """The precision a checkpoint stores its weights in: float16 only if every float tensor is
+    (so that a tool which only removes channels can keep a half-precision file half)."""
+    state, _ = read_checkpoint(path)
+    dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
+    return dtypes.pop() if len(dtypes) == 1 else torch.float32
+
+
 def _unwrap_state_dict(obj, path: Path) -> dict[str, torch.Tensor]:
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
