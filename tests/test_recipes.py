@@ -21,7 +21,7 @@ def test_shipped_recipes_load_and_share_one_budget():
     recipes = {n: load_recipe(RECIPES / f"{n}.yaml") for n in (*BENCHMARK_RECIPES, "demo")}
     budgets = {recipes[n].finetune.samples for n in BENCHMARK_RECIPES}
     assert len(budgets) == 1 and budgets.pop() > recipes["demo"].finetune.samples > 0
-    assert recipes["ours-50"].prune.target_macs == 0.5 and recipes["ours-25"].prune.target_macs == 0.25
+    assert recipes["ours-50"].prune.target_macs == 0.5 and recipes["ours-25"].prune.target_macs <= 0.25
     assert recipes["seed-v2"].prune.method == "plan" and not recipes["seed-v2"].distill.enabled
     assert recipes["ours-50"].distill.enabled and recipes["ours-50"].recalibrate_bn > 0
     assert {recipes[n].data.eval for n in BENCHMARK_RECIPES} == {recipes["seed-v2"].data.eval}
