@@ -81,7 +81,11 @@ def pareto(summary: dict, path: Path) -> Path:
     ax.set_xlabel(f"inference MACs at {size} (G, conv + linear)")
     ax.set_ylabel(f"MAD, {summary['evaluation']['region']} (mean |Δα|)")
     ax.set_xlim(0, max(xs.max() * 1.2, 0.1) if len(xs) else 1)
-    ax.set_ylim(0, max(ys.max() * 1.15, 1e-4) if len(ys) else 1)
+    if len(ys) and ys.min() > 0:  # log: pre-fine-tuning errors are 10-100x the final ones
+        ax.set_yscale("log")
+        ax.set_ylim(ys.min() / 1.5, ys.max() * 1.5)
+    else:
+        ax.set_ylim(0, max(ys.max() * 1.15, 1e-4) if len(ys) else 1)
     fx, fy = np.array([v["macs"] / 1e9 for v in finals]), np.array([v["mad"] for v in finals])
     for v, x, y, dy in zip(finals, fx, fy, _label_offsets(ax, fx, fy, spacing=12.0)):
         ax.annotate(v["label"], (x, y), xytext=(8, dy), textcoords="offset points", zorder=5,
