@@ -63,8 +63,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
 
 
 def stored_dtype(path: str | os.PathLike) -> torch.dtype:
-    """The precision a checkpoint stores its weights in: float16 only if every float tensor is
-    (so that a tool which only removes channels can keep a half-precision file half)."""
+    """The precision a checkpoint stores its weights in: the one float dtype all its float
+    tensors share, else float32 (so a tool that only removes channels keeps a half file half)."""
     state, _ = read_checkpoint(path)
     dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
     return dtypes.pop() if len(dtypes) == 1 else torch.float32
