@@ -1,0 +1,123 @@
+"""How latency follows MACs as MODNet is pruned: one-shot MACs-targeted prunes of a checkpoint,
+timed side by side with it at one and at several threads.
+
+    python benchmarks/latency_vs_macs.py --out benchmarks/latency_vs_macs.md
+
+Each fraction is a one-shot `prune(target_macs=f)` (L1, round_to 8) of the checkpoint (by
+default the shipped teacher), exported to ONNX; latency does not depend on the weights, only
+on the widths, so no fine-tuning is needed. For every thread count, the checkpoint and all
+students run interleaved in one ONNX Runtime process (and, with `--torch`, in PyTorch) and
+each speed-up is the median of per-round ratios. Run it on a quiet machine: the ratios are
+robust to a steady load, not to a burst that hits one thread count only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its thread pool
+
+import torch  # noqa: E402
+
+from modnet_prune.errors import UserError  # noqa: E402
+from modnet_prune.export.exporter import export_onnx  # noqa: E402
+from modnet_prune.model.io import load, save, write_atomic  # noqa: E402
+from modnet_prune.prune import prune  # noqa: E402
+from modnet_prune.report.benchmark import benchmark_many, cpu_model  # noqa: E402
+
+TEACHER = Path(__file__).resolve().parent.parent / "models" / "modnet-synthetic.safetensors"
+
+
+def students(checkpoint: Path, fractions: list[float], min_channels: int, folder: Path) -> list[dict]:
+    """One-shot prunes of `checkpoint`, saved as safetensors and ONNX in `folder`."""
+    teacher = load(checkpoint).float().eval()
+    rows = [{"name": "checkpoint", "fraction": 1.0, "macs": None, "params": None,
+             "safetensors": str(checkpoint), "onnx": str(folder / "checkpoint.onnx")}]
+    export_onnx(teacher, rows[0]["onnx"])
+    for f in fractions:
+        result = prune(teacher, target_macs=f, min_channels=min_channels)
+        rows[0]["macs"], rows[0]["params"] = result.macs_before, result.params_before
+        stem = folder / f"macs-{f:.2f}"
+        save(result.model, f"{stem}.safetensors")
+        export_onnx(result.model, f"{stem}.onnx")
+        rows.append({"name": f"prune to {f:.2f}", "fraction": f, "macs": result.macs_after,
+                     "params": result.params_after, "safetensors": f"{stem}.safetensors",
+                     "onnx": f"{stem}.onnx"})
+    return rows
+
+
+def measure(rows: list[dict], runtimes: list[str], threads: list[int], repeat: int) -> dict:
+    """{runtime: {threads: [speed-up of each row over the first]}} plus median milliseconds."""
+    speedup, median_ms, env = {}, {}, None
+    for runtime in runtimes:
+        key = "onnx" if runtime == "onnxruntime" else "safetensors"
+        for t in threads:
+            result = benchmark_many([r[key] for r in rows], runtime=runtime, size=512, threads=t,
+                                    repeat=repeat, warmup=3, rss=False)
+            speedup.setdefault(runtime, {})[t] = [1 / m["ratio"] for m in result["models"]]
+            median_ms.setdefault(runtime, {})[t] = [m["median_ms"] for m in result["models"]]
+            env = env or result["env"]
+    return {"speedup": speedup, "median_ms": median_ms, "env": env}
+
+
+def report(rows: list[dict], measured: dict, args) -> str:
+    runs = [(rt, t) for rt in measured["speedup"] for t in measured["speedup"][rt]]
+    label = {"onnxruntime": "ORT", "torch": "PyTorch"}
+    env = measured["env"]
+    lines = [
+        "# Latency vs MACs: one-shot prunes of MODNet at 512x512", "",
+        f"`{args.command}`, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.", "",
+        f"{cpu_model()} ({os.cpu_count()} logical CPUs), torch {env['torch']}, onnxruntime "
+        f"{env['onnxruntime']}; batch 1, {args.repeat} interleaved rounds per thread count, "
+        f"median per-round speed-up over the checkpoint ({Path(args.checkpoint).name}); "
+        f"min_channels {args.min_channels}; load average {os.getloadavg()[0]:.2f} at the end.", "",
+        "| model | MACs | params | " + " | ".join(
+            f"{label[rt]} {t} thr: ms / speed-up" for rt, t in runs) + " |",
+        "|---|---:|---:|" + "---:|" * len(runs),
+    ]
+    for i, r in enumerate(rows):
+        cells = [f"{measured['median_ms'][rt][t][i]:.1f} / {measured['speedup'][rt][t][i]:.2f}×"
+                 for rt, t in runs]
+        lines.append(f"| {r['name']} | {r['macs'] / 1e9:.2f} G ({r['macs'] / rows[0]['macs']:.3f}) "
+                     f"| {r['params']:,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", default=str(TEACHER))
+    p.add_argument("--fractions", type=float, nargs="+", default=[0.5, 0.35, 0.25, 0.2, 0.18, 0.15])
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--min-channels", type=int, default=1)
+    p.add_argument("--repeat", type=int, default=15)
+    p.add_argument("--torch", action="store_true", help="time PyTorch too (slower)")
+    p.add_argument("--out", help="write the Markdown table here (default: print only)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    args = p.parse_args()
+    args.command = "python benchmarks/latency_vs_macs.py " + " ".join(sys.argv[1:])
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = students(Path(args.checkpoint), args.fractions, args.min_channels, Path(tmp))
+            runtimes = ["onnxruntime"] + (["torch"] if args.torch else [])
+            measured = measure(rows, runtimes, args.threads, args.repeat)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    text = report(rows, measured, args)
+    if args.out:
+        write_atomic(Path(args.out), lambda tmp: Path(tmp).write_text(text))
+    if args.json:
+        keep = ("name", "fraction", "macs", "params")
+        print(json.dumps({"models": [{k: r[k] for k in keep} for r in rows], **measured}, indent=1))
+    else:
+        print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
