@@ -26,6 +26,7 @@ import torch  # noqa: E402
 
 from modnet_prune.errors import UserError  # noqa: E402
 from modnet_prune.export.exporter import export_onnx  # noqa: E402
+from modnet_prune.graph.cost import count_params  # noqa: E402
 from modnet_prune.model.io import load, save, write_atomic  # noqa: E402
 from modnet_prune.prune import prune  # noqa: E402
 from modnet_prune.report.benchmark import benchmark_many, cpu_model  # noqa: E402
@@ -36,12 +37,12 @@ TEACHER = Path(__file__).resolve().parent.parent / "models" / "modnet-synthetic.
 def students(checkpoint: Path, fractions: list[float], min_channels: int, folder: Path) -> list[dict]:
     """One-shot prunes of `checkpoint`, saved as safetensors and ONNX in `folder`."""
     teacher = load(checkpoint).float().eval()
-    rows = [{"name": "checkpoint", "fraction": 1.0, "macs": None, "params": None,
-             "safetensors": str(checkpoint), "onnx": str(folder / "checkpoint.onnx")}]
-    export_onnx(teacher, rows[0]["onnx"])
+    exported = export_onnx(teacher, folder / "checkpoint.onnx")
+    rows = [{"name": "checkpoint", "fraction": 1.0, "macs": exported.macs,
+             "params": count_params(teacher), "safetensors": str(checkpoint),
+             "onnx": exported.out}]
     for f in fractions:
         result = prune(teacher, target_macs=f, min_channels=min_channels)
-        rows[0]["macs"], rows[0]["params"] = result.macs_before, result.params_before
         stem = folder / f"macs-{f:.2f}"
         save(result.model, f"{stem}.safetensors")
         export_onnx(result.model, f"{stem}.onnx")
