@@ -25,7 +25,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its t
 
 import modnet_prune as mp  # noqa: E402
 from modnet_prune.errors import UserError  # noqa: E402
-from modnet_prune.model.io import write_atomic  # noqa: E402
+from modnet_prune.files import write_atomic  # noqa: E402
 from modnet_prune.report import analyze  # noqa: E402
 from modnet_prune.report.benchmark import benchmark_many  # noqa: E402
 

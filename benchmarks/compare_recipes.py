@@ -26,7 +26,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its t
 import torch  # noqa: E402
 
 from modnet_prune.errors import UserError  # noqa: E402
-from modnet_prune.model.io import write_atomic  # noqa: E402
+from modnet_prune.files import write_atomic  # noqa: E402
 from modnet_prune.pipeline import load_recipe, run_pipeline  # noqa: E402
 from modnet_prune.pipeline.summary import merge_summaries  # noqa: E402
 from modnet_prune.report.document import markdown_table, main_table, render_report  # noqa: E402

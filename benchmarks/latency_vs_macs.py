@@ -25,9 +25,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its t
 import torch  # noqa: E402
 
 from modnet_prune.errors import UserError  # noqa: E402
-from modnet_prune.export.exporter import export_onnx  # noqa: E402
+from modnet_prune.deploy.onnx_export import export_onnx  # noqa: E402
 from modnet_prune.graph.cost import count_params  # noqa: E402
-from modnet_prune.model.io import load, save, write_atomic  # noqa: E402
+from modnet_prune.model.io import load, save  # noqa: E402
+from modnet_prune.files import write_atomic
 from modnet_prune.prune import prune  # noqa: E402
 from modnet_prune.report.benchmark import benchmark_many, cpu_model  # noqa: E402
 

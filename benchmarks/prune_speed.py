@@ -27,7 +27,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its t
 import torch  # noqa: E402
 
 import modnet_prune as mp  # noqa: E402
-from modnet_prune.model.io import write_atomic  # noqa: E402
+from modnet_prune.files import write_atomic  # noqa: E402
 from modnet_prune.prune import analyze_model, prune  # noqa: E402
 
 

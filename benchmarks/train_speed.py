@@ -33,7 +33,7 @@ import torch  # noqa: E402
 
 import modnet_prune as mp  # noqa: E402
 from modnet_prune.data import open_dataset  # noqa: E402
-from modnet_prune.model.io import write_atomic  # noqa: E402
+from modnet_prune.files import write_atomic  # noqa: E402
 from modnet_prune.train import Context, TrainConfig, fit  # noqa: E402
 from modnet_prune.train.loader import Batches  # noqa: E402
 from modnet_prune.train.compress import inference_macs  # noqa: E402

@@ -10,9 +10,9 @@ from onnx import TensorProto
 from modnet_prune import Arch, MODNet, save
 from modnet_prune.cli import main
 from modnet_prune.errors import UserError
-from modnet_prune.export import exporter
-from modnet_prune.export.exporter import export_onnx
-from modnet_prune.export.runtime import OnnxRuntime
+from modnet_prune.deploy import onnx_export as exporter
+from modnet_prune.deploy.onnx_export import export_onnx
+from modnet_prune.deploy.runtime import OnnxRuntime
 from tiny import tiny_arch
 
 OFFICIAL_MACS_512 = 15_465_971_712  # matte-only, MODNET.md

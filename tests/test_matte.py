@@ -13,8 +13,8 @@ from modnet_prune.cli import main
 from modnet_prune.data.images import alpha_to_uint8, read_image
 from modnet_prune.data.protocol import to_input, to_original_size
 from modnet_prune.errors import UserError
-from modnet_prune.export import Background, Matter, TorchRuntime, export_onnx, matte_files
-from modnet_prune.export.runtime import OnnxRuntime
+from modnet_prune.deploy import Background, Matter, TorchRuntime, export_onnx, matte_files
+from modnet_prune.deploy.runtime import OnnxRuntime
 from tiny import tiny_model
 
 REF = 64  # protocol reference size: small keeps the tests fast

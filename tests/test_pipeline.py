@@ -13,7 +13,7 @@ from pipeline_helpers import make_teacher, tiny_recipe, write_recipe
 import modnet_prune as mp
 from modnet_prune.cli import main
 from modnet_prune.data import open_source
-from modnet_prune.export.runtime import open_runtime
+from modnet_prune.deploy.runtime import open_runtime
 from modnet_prune.graph.cost import layer_costs
 from modnet_prune.metrics import evaluate
 from modnet_prune.pipeline import run as pipeline_run

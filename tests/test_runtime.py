@@ -7,7 +7,7 @@ import torch
 
 from modnet_prune import save
 from modnet_prune.errors import UserError
-from modnet_prune.export import OnnxRuntime, TorchRuntime, open_runtime
+from modnet_prune.deploy import OnnxRuntime, TorchRuntime, open_runtime
 from tiny import tiny_model
 
 

@@ -291,3 +291,26 @@ def test_soc_adaptation_runs_finite_from_a_checkpoint(tmp_path, capsys):
     assert all(set(x) >= {"soc_semantic", "soc_detail", "loss"} for x in rows)
     # step 1 starts from the frozen copy itself: detail/matte agree with it exactly
     assert rows[0]["soc_detail"] == 0.0 and rows[0]["soc_semantic"] > 0
+
+
+def test_multi_size_batches_are_resized_reproducibly():
+    from modnet_prune.data.transforms import resize_batch
+    from modnet_prune.train.schedule import step_size_at
+
+    sizes = [64, 96, 128]
+    drawn = [step_size_at(step, 3, sizes) for step in range(60)]
+    assert drawn == [step_size_at(step, 3, sizes) for step in range(60)]  # resumable
+    assert set(drawn) == set(sizes)
+    # A 2x2 checkerboard of constant 64x64 blocks: halving keeps each block's value.
+    block = torch.tensor([[0.0, 1.0], [1.0, 0.0]]).repeat_interleave(64, 0).repeat_interleave(64, 1)
+    batch = {"image": block.expand(2, 3, 128, 128).clone(), "alpha": block.expand(2, 1, 128, 128).clone(),
+             "trimap": (block * 0.5).expand(2, 1, 128, 128).clone(), "name": ["a", "b"]}
+    small = resize_batch(batch, 64)
+    expected = block[::2, ::2]
+    assert small["image"].shape == (2, 3, 64, 64) and small["name"] == ["a", "b"]
+    interior = (slice(None), slice(None), slice(4, 28), slice(4, 28))  # away from the edges
+    assert torch.allclose(small["alpha"][interior], expected[4:28, 4:28].expand(2, 1, 24, 24))
+    assert set(small["trimap"].unique().tolist()) <= {0.0, 0.5}
+    assert resize_batch(batch, 128) is batch
+    with pytest.raises(UserError, match="multi-size"):
+        TrainConfig(size=128, multi_size=[64, 256], steps=1).validate(has_teacher=False)

@@ -5,7 +5,7 @@ import sys
 
 from rich.console import Console
 
-from ..export.runtime import RUNTIMES
+from ..deploy.runtime import RUNTIMES
 from ..report.benchmark import benchmark
 from ..report.render import render_benchmark
 from .common import print_json

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from ..model.io import load, save, sha256_file
+from ..model.io import load, save
+
+from ..files import sha256_file
 from .common import output_path, print_json
 
 

@@ -12,9 +12,9 @@ from rich.table import Table
 from ..data import open_source
 from ..data.protocol import MULTIPLE
 from ..errors import UserError
-from ..export.runtime import RUNTIMES, open_runtime
+from ..deploy.runtime import RUNTIMES, open_runtime
 from ..metrics import METRICS, SCALING, evaluate
-from ..model.io import write_atomic
+from ..files import write_atomic
 from .common import output_path, print_json
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 from rich.console import Console
 
 from ..errors import UserError
-from ..export.exporter import DEFAULT_OPSET, PARITY_TOL, export_onnx, parse_hw
-from ..model.io import load, sha256_file
+from ..deploy.onnx_export import DEFAULT_OPSET, PARITY_TOL, export_onnx, parse_hw
+from ..model.io import load
+from ..files import sha256_file
 from .common import output_path, print_json
 
 

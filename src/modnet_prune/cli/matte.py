@@ -5,8 +5,8 @@ import sys
 
 from tqdm import tqdm
 
-from ..export.matting import SAVE_KINDS, Background, Matter, matte_files
-from ..export.runtime import RUNTIMES, open_runtime
+from ..deploy.matting import SAVE_KINDS, Background, Matter, matte_files
+from ..deploy.runtime import RUNTIMES, open_runtime
 
 
 def register(sub) -> None:

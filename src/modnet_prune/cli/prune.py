@@ -8,7 +8,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import UserError
-from ..model.io import load, save, sha256_file, stored_dtype
+from ..model.io import load, save, stored_dtype
+from ..files import sha256_file
 from ..prune import CRITERIA, prune
 from .common import output_path, print_json
 

@@ -1,6 +1,7 @@
 """`modnet-prune train`: train MODNet from scratch or from weights (also under torchrun)."""
 from __future__ import annotations
 
+import argparse
 import os
 
 import torch
@@ -9,7 +10,8 @@ from rich.table import Table
 
 from ..errors import UserError
 from ..model import MODNet
-from ..model.io import load, sha256_file
+from ..model.io import load
+from ..files import sha256_file
 from ..train import Context, TrainConfig, fit, setup, teardown
 from ..train.loop import OBJECTIVES, OPTIMIZERS
 from ..train.rundir import RunDir
@@ -22,6 +24,9 @@ def add_training_args(p, *, lr: float = 0.01, schedule: str = "step", length: bo
     g = p.add_argument_group("data")
     g.add_argument("--data", required=True, help="training set: synthetic:N@S[+seedK] or a folder")
     g.add_argument("--size", type=int, default=512, help="training crop size (multiple of 32)")
+    g.add_argument("--multi-size", type=_sizes, default=[],
+                   help="multi-scale training: each step's batch is resized to one of these "
+                        "comma-separated sizes (each <= --size), e.g. 128,256,384,512")
     g.add_argument("--batch-size", type=int, default=16, help="per process")
     g.add_argument("--workers", type=int, default=2, help="data-loading processes per rank")
     g.add_argument("--eval-data",
@@ -59,9 +64,17 @@ def add_training_args(p, *, lr: float = 0.01, schedule: str = "step", length: bo
     g.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
+def _sizes(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected sizes like 128,256,512") from None
+
+
 def config_from_args(args, **overrides) -> TrainConfig:
     cfg = TrainConfig(
-        size=args.size, batch_size=args.batch_size, steps=getattr(args, "steps", None),
+        size=args.size, multi_size=args.multi_size, batch_size=args.batch_size,
+        steps=getattr(args, "steps", None),
         epochs=getattr(args, "epochs", None),
         lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
         weight_decay=args.weight_decay, schedule=args.schedule, warmup=args.warmup,

@@ -13,7 +13,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..errors import UserError
-from ..model.io import write_atomic
+from ..files import write_atomic
 from .images import write_png
 from .synthetic import GENERATOR_VERSION, render_portrait, sample_name
 

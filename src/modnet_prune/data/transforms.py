@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from scipy.ndimage import maximum_filter, minimum_filter
 
@@ -92,3 +93,18 @@ def to_tensors(image: np.ndarray, alpha: np.ndarray, trimap: np.ndarray | None) 
         "alpha": torch.from_numpy(np.array(alpha, np.float32))[None],
         "trimap": (torch.round(tri / 127.5) * 0.5)[None],
     }
+
+
+def resize_batch(batch: dict, size: int) -> dict:
+    """A training batch resized to size x size: image and alpha with antialiased bilinear
+    filtering (as `resize_sample`), the trimap nearest-neighbour (its unknown band then
+    has the width the trimap rule gives at the new size, up to rounding)."""
+    if batch["image"].shape[-1] == size and batch["image"].shape[-2] == size:
+        return batch
+    def smooth(x):
+        return F.interpolate(x, (size, size), mode="bilinear", antialias=True, align_corners=False)
+    out = dict(batch)
+    out["image"] = smooth(batch["image"])
+    out["alpha"] = smooth(batch["alpha"]).clamp_(0.0, 1.0)
+    out["trimap"] = F.interpolate(batch["trimap"], (size, size), mode="nearest-exact")
+    return out

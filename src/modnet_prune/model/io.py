@@ -6,10 +6,8 @@ carry the `Arch`. Pickles are only ever read with `weights_only=True`.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -18,20 +16,13 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from .. import __version__
 from ..errors import CheckpointError, UserError
+from ..files import sha256_file, write_atomic
 from .arch import BLOCKS, HEAD_CONVS, Arch
 from .modnet import MODNet
 
 FORMAT_NAME, FORMAT_VERSION = "modnet-prune", "1"
 SHARED_PREFIX, ALIAS_PREFIX = "backbone.", "lr_branch.backbone."
 _SAFETENSORS_MAGIC_MAX_HEADER = 100 * 2**20
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 2**20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _is_safetensors(path: Path) -> bool:
@@ -181,26 +172,3 @@ def save(model: MODNet, path: str | os.PathLike, dtype: torch.dtype | None = Non
     return path
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_atomic(path: str | os.PathLike, write) -> None:
-    """Call write(tmp_path) on a temp file beside `path`, then rename it into place."""
-    path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise UserError(f"{path.parent}: cannot write there ({e.strerror})") from None
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import UserError
-from ..export.exporter import MAX_OPSET, MIN_OPSET
+from ..deploy.onnx_export import MAX_OPSET, MIN_OPSET
 from ..prune import CRITERIA
 from ..prune.api import ALLOCATIONS
 from ..train.loop import OPTIMIZERS

@@ -34,9 +34,10 @@ import torch
 from ..data import open_dataset
 from ..data.images import alpha_to_uint8, write_png
 from ..errors import UserError
-from ..export.exporter import export_onnx
+from ..deploy.onnx_export import export_onnx
 from ..metrics import evaluate
-from ..model.io import load, save, sha256_file, write_atomic
+from ..model.io import load, save
+from ..files import sha256_file, write_atomic, write_json
 from ..prune import prune
 from ..report.analysis import analyze
 from ..report.benchmark import benchmark_many
@@ -57,10 +58,6 @@ FINETUNE_DIR, COMPRESS_DIR = "finetune", "compress"
 class PipelineStopped(Exception):
     """Fine-tuning was interrupted (Ctrl-C/SIGTERM) after saving a checkpoint."""
 
-
-def _write_json(path: Path, obj) -> None:
-    text = json.dumps(obj, indent=2) + "\n"
-    write_atomic(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def _read_json(path: Path) -> dict:
@@ -137,7 +134,7 @@ def _start(run: Run, resume: bool, teacher_sha256: str) -> None:
     if run.out.exists() and any(run.out.iterdir()):
         raise UserError(f"{run.out} exists and is not a pipeline folder; choose another --out")
     (run.out / STAGE_DIR).mkdir(parents=True, exist_ok=True)
-    _write_json(saved, current)
+    write_json(saved, current)
 
 
 def _differences(a, b, where: str = "") -> list[str]:
@@ -165,7 +162,7 @@ def run_pipeline(recipe: Recipe, out: str | Path, *, resume: bool = False, progr
         start = time.perf_counter()
         record = STAGE_FUNCTIONS[stage](run)
         record["seconds"] = time.perf_counter() - start
-        _write_json(run.out / STAGE_DIR / f"{stage}.json", record)
+        write_json(run.out / STAGE_DIR / f"{stage}.json", record)
         echo(f"{head}: done in {record['seconds']:.1f} s")
     return _read_json(run.path("summary.json"))
 
@@ -370,7 +367,7 @@ def stage_benchmark(run: Run) -> dict:
 def stage_report(run: Run) -> dict:
     records = {stage: run.record(stage) for stage in STAGES[:-1]}
     summary = build_summary(run.recipe, run.out, records)
-    _write_json(run.path("summary.json"), summary)
+    write_json(run.path("summary.json"), summary)
     written = render_report(summary, run.out)
     return {"summary": "summary.json",
             "files": {k: str(p.relative_to(run.out)) for k, p in written.items()}}

@@ -33,22 +33,16 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from .. import __version__
+from ..files import package_version
 from .recipe import Recipe
 
 SCHEMA = "modnet-prune/pipeline-summary/1"
 
-
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def _log_rows(folder: Path) -> list[dict]:
@@ -120,8 +114,8 @@ def _environment(bench: dict) -> dict:
     env = next(iter(bench.values()))["env"] if bench else {}
     keep = ("cpu", "cpu_count", "threads", "load_avg", "python", "platform", "omp_wait_policy")
     out = {k: env.get(k) for k in keep}
-    out.update(torch=env.get("torch") or _version("torch"), onnxruntime=_version("onnxruntime"),
-               onnx=_version("onnx"), numpy=np.__version__, modnet_prune=__version__)
+    out.update(torch=env.get("torch") or package_version("torch"), onnxruntime=package_version("onnxruntime"),
+               onnx=package_version("onnx"), numpy=np.__version__, modnet_prune=__version__)
     return out
 
 

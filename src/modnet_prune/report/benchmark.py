@@ -19,14 +19,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from importlib import metadata
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..files import package_version
 from ..errors import UserError
-from ..export.runtime import open_runtime
+from ..deploy.runtime import open_runtime
 from .analysis import Size, parse_size
 
 Infer = Callable[[np.ndarray], object]
@@ -77,12 +77,6 @@ def cpu_model() -> str:
         pass
     return platform.processor() or platform.machine()
 
-
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def busy_warning(threads: int) -> str | None:
@@ -139,7 +133,8 @@ def peak_rss_mb(path: str, runtime: str, size: Size, threads: int) -> float:
 
 def environment(threads: int, size: Size, repeat: int, warmup: int) -> dict:
     warning = busy_warning(threads)
-    return {"threads": threads, "torch": torch.__version__, "onnxruntime": _version("onnxruntime"),
+    return {"threads": threads, "torch": torch.__version__,
+            "onnxruntime": package_version("onnxruntime"),
             "cpu": cpu_model(), "cpu_count": os.cpu_count(), "load_avg": list(os.getloadavg()),
             "python": platform.python_version(), "platform": platform.platform(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "size": list(size), "batch": 1,

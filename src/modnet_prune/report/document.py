@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..model.io import write_atomic
+from ..files import write_atomic
 from . import figures
 
 # The origin write-up's published numbers (ORIGIN.md): 512x512, training-graph MACs, their

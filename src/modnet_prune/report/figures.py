@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import to_rgba  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from ..model.io import write_atomic  # noqa: E402
+from ..files import write_atomic  # noqa: E402
 
 INK, MUTED, GRID = "#1f2933", "#7b8794", "#e4e7eb"
 TEACHER_COLOUR, STUDENT_COLOURS = "#52606d", ("#d64545", "#2680c2", "#3ebd93", "#c99a2e", "#8662c7")

@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import UserError
 from ..graph.cost import count_params, layer_costs
 from ..metrics import evaluate
-from ..model.io import load, save, write_atomic
+from ..model.io import load, save
+from ..files import write_atomic, write_json
 from .distributed import Context, barrier
 from .loop import TrainConfig, fit
 from .rundir import LAST, RunDir
@@ -60,10 +61,6 @@ def inference_macs(model: nn.Module, size: int) -> int:
     device = next(model.parameters()).device
     return sum(c.macs for c in layer_costs(model, torch.zeros(1, 3, size, size, device=device)))
 
-
-def _write_json(path: Path, obj) -> None:
-    text = json.dumps(obj, indent=2) + "\n"
-    write_atomic(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def _prune_step(model: nn.Module, keep_fraction: float, cc: CompressConfig, data: Dataset,
@@ -117,7 +114,7 @@ def compress(teacher: nn.Module, train_set: Dataset, cc: CompressConfig, tc: Tra
                "eval_mad": evals[-1]["mad"] if evals else None}  # of the model carried on
         rows.append(row)
         if ctx.is_main:
-            _write_json(done, row)
+            write_json(done, row)
         barrier(ctx)
     summary = None
     if ctx.is_main:
@@ -127,7 +124,7 @@ def compress(teacher: nn.Module, train_set: Dataset, cc: CompressConfig, tc: Tra
         summary = {"teacher_macs": original, "teacher_mad": teacher_mad,
                    "teacher_params": count_params(teacher), "cost_size": cc.cost_size,
                    "iterations": rows}
-        _write_json(out / "summary.json", summary)
+        write_json(out / "summary.json", summary)
     barrier(ctx)
     teacher_row = summary and {"macs": original, "params": summary["teacher_params"],
                                "mad": summary["teacher_mad"]}

@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from ..data.transforms import resize_batch
 from ..errors import UserError
 from ..metrics import METRICS, evaluate
 from .bn import recalibrate_bn
@@ -29,7 +30,7 @@ from .distributed import (Context, all_gather_objects, all_reduce_mean, any_rank
 from .loader import Batches
 from .losses import DistillWeights, MattingScales, distill_loss, matting_loss, soc_loss
 from .rundir import BEST, LAST, RunDir, rng_state, set_rng_state
-from .schedule import LR_SCHEDULES, lr_at
+from .schedule import LR_SCHEDULES, lr_at, step_size_at
 
 OBJECTIVES = ("supervised", "soc")
 OPTIMIZERS = ("sgd", "adamw")
@@ -39,7 +40,10 @@ OPTIMIZERS = ("sgd", "adamw")
 class TrainConfig:
     """Everything that defines a training run (saved as the run's config.json)."""
 
-    size: int = 512
+    size: int = 512                 # samples are rendered/cropped at this size
+    # Multi-scale training: each step's batch is resized to a size drawn from these (a
+    # pure function of seed and step, so resuming replays it); [] = always `size`.
+    multi_size: list[int] = field(default_factory=list)
     batch_size: int = 16
     steps: int | None = None        # exactly one of steps / epochs
     epochs: float | None = None
@@ -74,6 +78,8 @@ class TrainConfig:
         need(self.warmup >= 0 and self.workers >= 0, "--warmup and --workers must be >= 0")
         need(self.size % 32 == 0 and self.size >= 32,
              f"--size must be a multiple of 32, got {self.size}")
+        need(all(s % 32 == 0 and 32 <= s <= self.size for s in self.multi_size),
+             f"--multi-size entries must be multiples of 32 and <= --size {self.size}")
         need(self.batch_size >= 1, "--batch-size must be >= 1")
         need(self.lr > 0 and math.isfinite(self.lr), "--lr must be > 0")
         need(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
@@ -233,6 +239,8 @@ class _Trainer:
                    cfg.gamma, cfg.min_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        if cfg.multi_size:
+            batch = resize_batch(batch, step_size_at(self.step, cfg.seed, cfg.multi_size))
         outputs, features = module(batch["image"])
         terms = self.objective(batch, outputs, features)
         optimizer.zero_grad(set_to_none=True)

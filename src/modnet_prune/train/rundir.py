@@ -21,7 +21,8 @@ from safetensors import SafetensorError
 from safetensors.torch import safe_open
 
 from ..errors import CheckpointError, UserError
-from ..model.io import save, write_atomic
+from ..model.io import save
+from ..files import write_atomic
 
 CONFIG, LOG, STATE = "config.json", "log.jsonl", "last.state.pt"
 LAST, BEST = "last.safetensors", "best.safetensors"

@@ -3,6 +3,7 @@ and the MACs schedule of iterative pruning."""
 from __future__ import annotations
 
 import math
+import random
 
 from ..errors import UserError
 
@@ -47,3 +48,9 @@ def macs_targets(final: float, iterations: int, kind: str = "cubic") -> list[flo
     removed = 1.0 - final
     shape = (lambda t: t) if kind == "linear" else (lambda t: 1 - (1 - t) ** 3)
     return [1.0 - removed * shape(i / iterations) for i in range(1, iterations + 1)]
+
+
+def step_size_at(step: int, seed: int, sizes: list[int]) -> int:
+    """The input size of optimizer step `step` in multi-scale training: uniform over
+    `sizes`, reproducible from (seed, step) alone so a resumed run draws the same sizes."""
+    return random.Random(seed * 1_000_003 + step).choice(sizes)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from ..data.images import IMAGE_SUFFIXES, alpha_to_uint8, read_image, write_png
 from ..data.protocol import protocol_size, to_original_size
 from ..errors import UserError
-from ..model.io import write_atomic
+from ..files import write_atomic
 from .runtime import Runtime
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".avi")

@@ -1,6 +1,6 @@
-"""Deployment: runtimes (PyTorch / ONNX Runtime), ONNX export, and matting of files.
+"""Deployment: ONNX export, runtimes (PyTorch / ONNX Runtime), and matting of files.
 
-Names are imported on first use, so `modnet_prune.export.runtime` alone (what benchmarks
+Names are imported on first use, so `modnet_prune.deploy.runtime` alone (what benchmarks
 load, RSS included) does not pull in onnx or PyAV.
 """
 from importlib import import_module
@@ -8,7 +8,7 @@ from importlib import import_module
 _HOME = {
     "Runtime": "runtime", "TorchRuntime": "runtime", "OnnxRuntime": "runtime",
     "open_runtime": "runtime",
-    "export_onnx": "exporter", "ExportReport": "exporter",
+    "export_onnx": "onnx_export", "ExportReport": "onnx_export",
     "Matter": "matting", "Background": "matting", "MatteSummary": "matting",
     "matte_files": "matting",
 }

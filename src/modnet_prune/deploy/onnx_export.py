@@ -29,7 +29,7 @@ from .. import __version__
 from ..data.protocol import MULTIPLE
 from ..errors import UserError
 from ..graph.cost import layer_costs
-from ..model.io import write_atomic
+from ..files import write_atomic
 from .runtime import OnnxRuntime, TorchRuntime
 
 INPUT, OUTPUT = "image", "matte"
@@ -184,7 +184,7 @@ def _metadata(model: nn.Module, params: int, macs: int, macs_input: str, precisi
         "macs_input": macs_input,
         "precision": precision,
         "arch": model.arch.to_json() if hasattr(model, "arch") else "",
-        "exporter": f"torch.onnx (TorchScript) {torch.__version__}",
+        "onnx_export": f"torch.onnx (TorchScript) {torch.__version__}",
         "tool_version": __version__,
     }
     meta.update(extra)
