@@ -12,6 +12,7 @@ Dataset specs (every `--data` option accepts them):
                                  train/ when training, validation/ otherwise; a split made
                                  of several such folders (P3M-500-P, P3M-500-NP) uses all.
   images=DIR,alphas=DIR[,trimaps=DIR]   explicit folders (paths must not contain commas)
+`open_images(spec)` also takes a plain folder of images (no mattes), e.g. for calibration.
 Images and mattes are paired by file stem; unpaired files are counted and reported
 (a `DataWarning`), never fatal. Samples without a trimap get one from the alpha
 (`transforms.trimap_from_alpha`).
@@ -161,6 +162,46 @@ def open_source(spec: str, *, size: int | None = None, train: bool = False, seed
     if "=" in spec:
         return _explicit_source(spec)
     return _folder_source(Path(spec), train)
+
+
+class ImageFolderSource:
+    """The images of a folder tree, without mattes (photos to calibrate int8 activations on)."""
+
+    def __init__(self, root: Path):
+        self.files = [p for p in sorted(root.rglob("*")) if p.is_file()
+                      and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+        if not self.files:
+            raise UserError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) and no dataset layout")
+        self.description = f"{len(self.files)} images in {root}"
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def image(self, index: int) -> np.ndarray:
+        return read_image(self.files[index])
+
+
+class _SampleImages:
+    """The images of a matting source."""
+
+    def __init__(self, source):
+        self.source, self.description = source, source.description
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def image(self, index: int) -> np.ndarray:
+        return self.source.sample(index).image
+
+
+def open_images(spec: str, *, size: int | None = None):
+    """Images alone (`len(s)`, `s.image(i)` uint8 RGB, `s.description`) from any dataset
+    spec, or from a plain folder of images (any depth) that has no dataset layout."""
+    root = Path(spec.strip())
+    plain = (not spec.strip().startswith("synthetic") and "=" not in spec and root.is_dir()
+             and _layout(root) is None
+             and not any((root / s).is_dir() for s in TRAIN_SPLITS + EVAL_SPLITS))
+    return ImageFolderSource(root) if plain else _SampleImages(open_source(spec, size=size))
 
 
 def _explicit_source(spec: str) -> FolderSource:
