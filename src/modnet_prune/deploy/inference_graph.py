@@ -14,9 +14,12 @@ real arithmetic (float32 parity ~1e-6):
 - a layer's output stays a list of parts, joined once: by the consumer's own concat where
   it has one (no concat of a concat); a bilinear resize, being per channel, runs on the
   parts when its result is concatenated and on the joined tensor when a conv reads it;
-- a conv reading [features, image] becomes conv(features) + conv(image): ONNX Runtime's
-  blocked (NCHWc) conv kernels need a multiple of 16 input channels (or fewer than 8), so
-  35 or 99 channels fell back to im2col + GEMM, with layout reorders around the concat;
+- a conv reading [features, image] with at least 16 feature channels becomes
+  conv(features) + conv(image): ONNX Runtime's blocked (NCHWc) conv kernels take a multiple
+  of 16 input channels or fewer than 16, so the official 35 or 99 fell back to im2col +
+  GEMM, with layout reorders around the concat. With fewer feature channels (pruned
+  students) the joint conv already runs blocked, and a second full-resolution conv measured
+  slower (conv_f.0 of a 25 %-MACs student: 90 ms apart vs 35 ms joint);
 - up(lr8x), which the detail and fusion branches both read, is computed once; the SE
   block's Linear layers become 1x1 convs on the pooled tensor (no Flatten/Unsqueeze).
 
@@ -37,6 +40,7 @@ from ..model.modnet import MODNet
 
 Parts = list[torch.Tensor]  # one layer's output as channel blocks, in order
 IMAGE_CHANNELS = 3
+IMAGE_APART_MIN_FEATURES = 16  # see the module docstring
 
 
 def _resize(x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -61,7 +65,8 @@ class FoldedIBNormConv(nn.Module):
     """conv -> IBNorm -> ReLU with the BatchNorm folded into the conv; returns the parts.
 
     `image_first` / `image_last`: the conv's first / last 3 input channels are the raw
-    image, given to `forward` apart and convolved by a conv of their own.
+    image, given to `forward` apart; they get a conv of their own when `image_apart`, else
+    they are concatenated to the features here.
     """
 
     def __init__(self, block: Conv2dIBNormReLU, image_first: bool = False,
@@ -84,13 +89,23 @@ class FoldedIBNormConv(nn.Module):
                  slice(weight.shape[1] - IMAGE_CHANNELS, None) if image_last else None)
         features = (slice(IMAGE_CHANNELS, None) if image_first else
                     slice(0, weight.shape[1] - IMAGE_CHANNELS) if image_last else slice(None))
-        self.conv = _conv(conv, weight[:, features], bias.float())
-        self.image_conv = None if image is None else _conv(conv, weight[:, image], None)
+        self.image_first = image_first
+        self.image_apart = image is not None and (
+            weight.shape[1] - IMAGE_CHANNELS >= IMAGE_APART_MIN_FEATURES)
+        if self.image_apart:
+            self.conv = _conv(conv, weight[:, features], bias.float())
+            self.image_conv = _conv(conv, weight[:, image], None)
+        else:
+            self.conv = _conv(conv, weight, bias.float())
 
-    def forward(self, x: torch.Tensor, image: torch.Tensor | None = None) -> Parts:
-        z = self.conv(x)
-        if self.image_conv is not None:
-            z = z + self.image_conv(image)
+    def forward(self, x: Parts, image: torch.Tensor | None = None) -> Parts:
+        """`x`: the input's parts (joined here, with the image unless it is convolved apart)."""
+        if image is None:
+            z = self.conv(_join(x))
+        elif self.image_apart:
+            z = self.conv(_join(x)) + self.image_conv(image)
+        else:
+            z = self.conv(torch.cat((image, *x) if self.image_first else (*x, image), dim=1))
         if self.split == self.channels:
             return [F.relu(z)]
         if self.split == 0:
@@ -145,20 +160,20 @@ class InferenceMODNet(nn.Module):
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         enc2x, enc4x, enc32x = self.backbone(img)
-        lr16x = self.lr16x(_resize(self.se(enc32x), 2))
-        lr8x_up = _resize(_join(self.lr8x(_resize(_join(lr16x), 2))), 2)  # read twice below
+        lr16x = self.lr16x([_resize(self.se(enc32x), 2)])
+        lr8x_up = _resize(_join(self.lr8x([_resize(_join(lr16x), 2)])), 2)  # read twice below
 
-        enc2x = self.tohr_enc2x(enc2x)
-        hr4x = self.conv_enc2x(_join(enc2x), _resize(img, 1 / 2))
-        hr4x = self.conv_enc4x(torch.cat((*hr4x, *self.tohr_enc4x(enc4x)), dim=1))
-        hr4x = self.hr4x[0](torch.cat((*hr4x, lr8x_up), dim=1), _resize(img, 1 / 4))
+        enc2x = self.tohr_enc2x([enc2x])
+        hr4x = self.conv_enc2x(enc2x, _resize(img, 1 / 2))
+        hr4x = self.conv_enc4x(hr4x + self.tohr_enc4x([enc4x]))
+        hr4x = self.hr4x[0](hr4x + [lr8x_up], _resize(img, 1 / 4))
         for layer in self.hr4x[1:]:
-            hr4x = layer(_join(hr4x))
-        hr2x = [torch.cat((*(_resize(p, 2) for p in hr4x), *enc2x), dim=1)]
+            hr4x = layer(hr4x)
+        hr2x = [_resize(p, 2) for p in hr4x] + enc2x
         for layer in self.hr2x:
-            hr2x = layer(_join(hr2x))
+            hr2x = layer(hr2x)
 
-        lr2x = [_resize(p, 2) for p in self.lr4x(lr8x_up)]
-        f2x = self.f2x(torch.cat((*lr2x, *hr2x), dim=1))
-        f = self.f0(_join([_resize(p, 2) for p in f2x]), img)
+        lr2x = [_resize(p, 2) for p in self.lr4x([lr8x_up])]
+        f2x = self.f2x(lr2x + hr2x)
+        f = self.f0([_resize(p, 2) for p in f2x], img)
         return torch.sigmoid(self.f1(_join(f)))
