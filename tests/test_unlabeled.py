@@ -1,0 +1,223 @@
+"""Unlabeled data (photo trees, video frames, slices, weighted mixtures), training on the
+teacher's targets alone, and agreement metrics against another model's mattes."""
+import json
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import modnet_prune as mp
+from modnet_prune.cli import main
+from modnet_prune.data import open_dataset, open_source
+from modnet_prune.data.images import read_alpha
+from modnet_prune.errors import UserError
+from modnet_prune.metrics import METRICS, all_metrics, boundary, evaluate, iou
+from modnet_prune.train import TrainConfig, fit
+from tiny import tiny_arch, tiny_model
+
+
+def _photo(path, level, size=(40, 56)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(level)
+    image = np.clip(level + rng.integers(-20, 20, (*size, 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(image).save(path)
+
+
+def _video(path, frames=30, rate=10):
+    """A clip whose frame k is flat grey 8k: the frame a sample came from is readable."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for k in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 8 * k, np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+@pytest.fixture
+def photos(tmp_path):
+    root = tmp_path / "photos"
+    for i, rel in enumerate(["a.jpg", "b.png", "trip/c.webp", "trip/day2/d.jpeg"]):
+        _photo(root / rel, 40 * i + 20)
+    (root / ".cache").mkdir()
+    _photo(root / ".cache" / "thumb.jpg", 0)   # hidden: left out
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# --------------------------------------------------------------------------- loading
+
+def test_image_tree_loads_as_unlabeled_images(photos):
+    source = open_source(str(photos))
+    assert not source.labeled and len(source) == 4
+    assert [source.sample(i).name for i in range(4)] == ["a", "b", "trip/c", "trip/day2/d"]
+    sample = source.sample(2)
+    assert sample.alpha is None and sample.trimap is None and sample.image.shape == (40, 56, 3)
+    for train in (True, False):
+        data = open_dataset(str(photos), size=64, train=train)
+        item = data[1]
+        assert not data.labeled and set(item) == {"image", "name"}
+        assert item["image"].shape == (3, 64, 64) and -1 <= item["image"].min() <= item["image"].max() <= 1
+    batch = next(iter(torch.utils.data.DataLoader(data, batch_size=2)))
+    assert batch["image"].shape == (2, 3, 64, 64)
+
+
+def test_video_frames_are_sampled_at_the_given_rate(tmp_path):
+    _video(tmp_path / "clips" / "call.mp4")   # 30 frames at 10 fps: 3 s
+    source = open_source(f"{tmp_path / 'clips' / 'call.mp4'}@2fps")
+    assert not source.labeled and len(source) == 6  # t = 0, 0.5, ..., 2.5
+    levels = [source.sample(i).image.mean() for i in range(6)]
+    assert levels == pytest.approx([8 * k for k in (0, 5, 10, 15, 20, 25)], abs=3)
+    assert source.sample(3).name == "call/000003"
+    assert len(open_source(str(tmp_path / "clips" / "call.mp4"))) == 3   # default 1 fps
+    _photo(tmp_path / "clips" / "still.png", 100)
+    mixed = open_source(f"{tmp_path / 'clips'}@0.5fps")   # a folder of videos and images
+    assert len(mixed) == 2 + 1 and "2 frames of 1 videos at 0.5 fps" in mixed.description
+    item = open_dataset(f"{tmp_path / 'clips'}@2fps", size=32, train=True)[0]
+    assert set(item) == {"image", "name"}
+
+
+def test_a_dataset_with_an_unrecognised_layout_is_not_read_as_photos(tmp_path):
+    _photo(tmp_path / "pics" / "a.jpg", 50)
+    _photo(tmp_path / "mask" / "a.png", 50)
+    with pytest.raises(UserError, match="holds mattes"):
+        open_source(str(tmp_path))
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(UserError, match="nor any image or video"):
+        open_source(str(tmp_path / "empty"))
+
+
+def test_slices_cut_a_spec_in_order(photos):
+    train, held_out = open_source(f"{photos}[:75%]"), open_source(f"{photos}[75%:]")
+    names = lambda s: [s.sample(i).name for i in range(len(s))]  # noqa: E731
+    assert names(train) == ["a", "b", "trip/c"] and names(held_out) == ["trip/day2/d"]
+    assert names(open_source("synthetic:10@64[20%:40%]")) == names(open_source("synthetic:2@64+seed2"))
+    with pytest.raises(UserError, match="selects no sample"):
+        open_source(f"{photos}[50%:60%]")
+
+
+def test_mixtures_sample_in_the_given_proportion(photos):
+    mix = open_source(f"3*{photos} + 1*synthetic:20@64")
+    assert len(mix) == 24 and not mix.labeled           # one unlabeled part: all unlabeled
+    parts = [mix.part_of(i) for i in range(len(mix))]
+    assert parts.count(0) == 18 and parts.count(1) == 6  # 3/4 of 24, 1/4 of 24
+    photo_names = [mix.sample(i).name for i in range(18)]
+    assert sorted({photo_names.count(n) for n in set(photo_names)}) in ([4, 5], [5, 4])
+    assert all(mix.sample(i).alpha is None for i in (0, 20))
+    synthetic_names = {mix.sample(i).name for i in range(18, 24)}
+    assert len(synthetic_names) == 6                     # 6 of the 20, spread, none twice
+    # a shuffled epoch draws the parts in that proportion too
+    data = open_dataset(f"3*{photos} + 1*synthetic:20@64", size=32, train=False)
+    order = list(torch.utils.data.RandomSampler(data, generator=torch.Generator().manual_seed(0)))
+    assert sum(mix.part_of(i) == 0 for i in order[:12]) in range(6, 12)
+    concat = open_source("synthetic:3@64 + synthetic:2@64+seed7")  # unweighted: concatenation
+    assert concat.labeled and len(concat) == 5 and concat.sample(4).name == open_source(
+        "synthetic:1@64+seed8").sample(0).name
+    with pytest.raises(UserError, match="weight every part"):
+        open_source(f"2*{photos} + synthetic:4@64")
+
+
+# --------------------------------------------------------------------------- training
+
+def _cfg(**kw):
+    base = dict(size=64, batch_size=2, steps=2, lr=1e-3, optimizer="adamw", workers=0,
+                log_every=1, checkpoint_every=2, schedule="constant")
+    return TrainConfig(**{**base, **kw})
+
+
+def test_ground_truth_terms_on_unlabeled_data_are_refused(photos, tmp_path, capsys):
+    data = open_dataset(str(photos), size=64, train=True)
+    teacher, student = tiny_model(), mp.MODNet(tiny_arch())
+    with pytest.raises(UserError, match="no ground-truth mattes.*supervised"):
+        fit(student, data, _cfg(supervised=1.0, distill={"matte": 1.0}), tmp_path / "a",
+            teacher=teacher, progress=False)
+    with pytest.raises(UserError, match="teacher must provide the targets"):
+        fit(student, data, _cfg(), tmp_path / "b", progress=False)
+    t = mp.save(teacher, tmp_path / "t.safetensors")
+    s = mp.save(student, tmp_path / "s.safetensors")
+    code, _, err = run_cli(capsys, "finetune", "--student", s, "--teacher", t, "--data", photos,
+                           "--size", 64, "--batch-size", 2, "--steps", 1, "--supervised", 1,
+                           "--workers", 0, "--out", tmp_path / "c", "--no-progress")
+    assert code == 2 and "no ground-truth mattes" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(capsys, "train", "--data", photos, "--size", 64, "--batch-size", 2,
+                           "--steps", 1, "--workers", 0, "--out", tmp_path / "d")
+    assert code == 2 and "teacher must provide" in err
+
+
+def test_finetune_on_unlabeled_photos_distils_and_scores_agreement(photos, tmp_path, capsys):
+    t = mp.save(tiny_model(), tmp_path / "t.safetensors")
+    s = mp.save(mp.MODNet(tiny_arch()), tmp_path / "s.safetensors")
+    out = tmp_path / "ft"
+    code, _, err = run_cli(capsys, "finetune", "--student", s, "--teacher", t,
+                           "--data", f"{photos}[:75%]", "--eval-data", f"{photos}[75%:]",
+                           "--size", 64, "--batch-size", 2, "--steps", 2, "--log-every", 1,
+                           "--workers", 0, "--out", out, "--json", "--no-progress")
+    assert code == 0, err
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r["kind"] == "train"]
+    assert all(r["kd_matte"] > 0 and "matte" not in r and "semantic" not in r for r in train)
+    (evaluation,) = [r for r in rows if r["kind"] == "eval"]
+    assert evaluation["reference"] == "teacher" and 0 <= evaluation["iou"] <= 1
+    assert json.loads((out / "config.json").read_text())["supervised"] == 0.0
+    assert (out / "best.safetensors").exists()
+
+
+# --------------------------------------------------------------------------- agreement
+
+def test_iou_and_boundary_by_hand():
+    ref = np.array([[0.0, 0.2, 0.6], [1.0, 0.96, 0.5]])
+    pred = np.array([[0.0, 0.5, 0.4], [1.0, 1.0, 0.5]])
+    # masks >= 0.5: ref {(0,2), (1,0), (1,1), (1,2)}, pred {(0,1), (1,0), (1,1), (1,2)}
+    assert iou(pred, ref) == pytest.approx(3 / 5)
+    # band 0.05 <= ref <= 0.95: 0.2, 0.6, 0.5 -> |0.3|, |0.2|, 0
+    assert boundary(pred, ref) == pytest.approx(0.5 / 3)
+    assert iou(np.zeros((2, 2)), np.zeros((2, 2))) == 1.0
+    assert np.isnan(boundary(np.ones((2, 2)), np.ones((2, 2))))
+
+
+def test_agreement_with_itself_is_perfect_and_with_another_model_is_not(photos, tmp_path):
+    torch.manual_seed(3)
+    model, other = tiny_model(), tiny_model()
+    same = evaluate(model, str(photos), size=64, reference=model)
+    assert all(same[m] == 0 for m in METRICS) and same["iou"] == 1.0
+    assert same["boundary"] == 0 or np.isnan(same["boundary"])
+    diff = evaluate(other, str(photos), size=64, reference=model,
+                    save_predictions=tmp_path / "other")
+    evaluate(model, "synthetic:2@64", size=64, reference=model)  # labeled data works too
+    evaluate(model, str(photos), size=64, reference=model, save_predictions=tmp_path / "ref")
+    assert diff["mad"] > 0
+    source = open_source(str(photos))
+    by_hand = []
+    for i in range(len(source)):
+        name = source.sample(i).name
+        p, r = read_alpha(tmp_path / "other" / f"{name}.png"), read_alpha(tmp_path / "ref" / f"{name}.png")
+        by_hand.append({**all_metrics(p, r), "iou": iou(p, r), "boundary": boundary(p, r)})
+    for m in METRICS + ("iou",):
+        assert diff[m] == pytest.approx(np.mean([row[m] for row in by_hand]), rel=1e-9, abs=1e-15)
+    assert diff["boundary"] == pytest.approx(np.nanmean([row["boundary"] for row in by_hand]))
+    with pytest.raises(UserError, match="no ground-truth mattes.*--reference"):
+        evaluate(model, str(photos), size=64)
+
+
+def test_evaluate_cli_with_a_reference_model(photos, tmp_path, capsys):
+    a = mp.save(tiny_model(), tmp_path / "a.safetensors")
+    code, out, err = run_cli(capsys, "evaluate", "--checkpoint", a, "--reference", a,
+                             "--data", photos, "--size", 64, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["count"] == 4 and result["mad"] == 0 and result["iou"] == 1.0
+    assert result["reference"] == str(a)
+    code, out, _ = run_cli(capsys, "evaluate", "--checkpoint", a, "--reference", a,
+                           "--data", photos, "--size", 64)
+    assert code == 0 and "IoU" in out and "boundary" in out
+    code, _, err = run_cli(capsys, "evaluate", "--checkpoint", a, "--data", photos)
+    assert code == 2 and "--reference" in err
