@@ -2,11 +2,15 @@
 teacher's targets alone, and agreement metrics against another model's mattes."""
 import json
 
+from pathlib import Path
+
 import av
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
+from pipeline_helpers import make_teacher
 
 import modnet_prune as mp
 from modnet_prune.cli import main
@@ -14,6 +18,7 @@ from modnet_prune.data import open_dataset, open_source
 from modnet_prune.data.images import read_alpha
 from modnet_prune.errors import UserError
 from modnet_prune.metrics import METRICS, all_metrics, boundary, evaluate, iou
+from modnet_prune.pipeline.recipe import load_recipe
 from modnet_prune.train import TrainConfig, fit
 from tiny import tiny_arch, tiny_model
 
@@ -221,3 +226,43 @@ def test_evaluate_cli_with_a_reference_model(photos, tmp_path, capsys):
     assert code == 0 and "IoU" in out and "boundary" in out
     code, _, err = run_cli(capsys, "evaluate", "--checkpoint", a, "--data", photos)
     assert code == 2 and "--reference" in err
+
+
+# --------------------------------------------------------------------------- the template
+
+@pytest.mark.slow
+def test_official_unlabeled_template_runs_end_to_end(tmp_path, monkeypatch, capsys):
+    """recipes/official-unlabeled.yaml as a user runs it, from a folder holding photos/,
+    with a tiny teacher and a tiny budget: the held-out tenth is scored by agreement."""
+    template = Path(__file__).parents[1] / "recipes" / "official-unlabeled.yaml"
+    recipe = load_recipe(template).to_dict()
+    assert (recipe["data"]["train"], recipe["data"]["eval"]) == ("photos/[:90%]", "photos/[90%:]")
+    assert recipe["finetune"]["supervised"] is None and recipe["prune"]["target_macs"] == 0.5
+    for i in range(10):
+        _photo(tmp_path / "photos" / f"img{i:02d}.jpg", 20 * i + 10)
+    teacher = make_teacher(tmp_path)
+    recipe.update(teacher=str(teacher), recalibrate_bn=1,
+                  sizes={"train": 64, "eval": 64, "benchmark": 64},
+                  benchmark={"repeat": 2, "warmup": 1, "threads": 1},
+                  report={"samples": 1})
+    recipe["finetune"].update(samples=32, batch_size=8, workers=0, warmup_samples=0)
+    recipe["prune"].update(round_to=4, min_channels=8, iterations=2)  # the teacher is narrow
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(recipe))
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "pipeline", "--recipe", "mine.yaml", "--out", "run",
+                             "--no-progress")
+    assert code == 0, err
+    assert "no ground truth; scoring agreement with the teacher" in out
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["evaluation"]["reference"] == "teacher" and summary["evaluation"]["count"] == 1
+    teacher_entry, student_entry = summary["models"]
+    assert teacher_entry["metrics"]["whole"]["mad"] == 0 and teacher_entry["metrics"]["whole"]["iou"] == 1
+    assert student_entry["macs_fraction"] <= 0.5
+    again = evaluate(mp.load(tmp_path / "run" / "student.safetensors"), "photos/[90%:]",
+                     size=64, reference=mp.load(teacher))
+    for metric in ("mad", "iou", "grad"):
+        assert student_entry["metrics"]["whole"][metric] == pytest.approx(again[metric], rel=1e-6)
+    assert summary["training"]["official-unlabeled"]["samples"] == 32
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "agreement with the teacher" in report
+    assert (tmp_path / "run" / "figures" / "samples.png").is_file()

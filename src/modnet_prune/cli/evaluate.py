@@ -10,10 +10,12 @@ from rich.console import Console
 from rich.table import Table
 
 from ..data import open_source
+from ..data.datasets import is_synthetic
 from ..data.protocol import MULTIPLE
 from ..errors import UserError
 from ..deploy.runtime import RUNTIMES, open_runtime
 from ..metrics import METRICS, SCALING, evaluate
+from ..model.shipped import synthetic_teacher_note, trained_on_synthetic
 from ..files import write_atomic
 from .common import output_path, print_json
 
@@ -73,6 +75,9 @@ def run(args) -> int:
         source = open_source(_spec(args), size=args.size, train=False)
     for warning in caught:
         print(f"modnet-prune evaluate: warning: {warning.message}", file=sys.stderr)
+    if not is_synthetic(_spec(args)):
+        for path in filter(trained_on_synthetic, filter(None, (args.checkpoint, args.reference))):
+            print(f"modnet-prune evaluate: {synthetic_teacher_note(path)}", file=sys.stderr)
     save_dir = _check_prediction_dir(args.save_predictions, source) if args.save_predictions else None
     runtime, reference = (open_runtime(path, runtime=args.runtime, threads=args.threads,
                                        device=args.device) if path else None

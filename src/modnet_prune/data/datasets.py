@@ -315,14 +315,24 @@ def _mixture(parts: list[str], **options) -> MixtureSource:
     return MixtureSource([open_source(s, **options) for s in specs], weights)
 
 
+def spec_parts(spec: str) -> list[tuple[str, tuple[float, float]]]:
+    """(base spec, (A, B) percent cut) of each part of a spec, weights and @fps left out;
+    parses only, opens nothing (for checks such as held-out data being disjoint)."""
+    parts = []
+    for part in _MIXTURE.split(spec.strip()):
+        weighted = _WEIGHT.fullmatch(part.strip())
+        part = (weighted[2] if weighted else part).strip()
+        sliced = _SLICE.fullmatch(part)
+        cut = (float(sliced[2] or 0), float(sliced[3] or 100)) if sliced else (0.0, 100.0)
+        base = sliced[1].strip() if sliced else part
+        rate = None if base.startswith("synthetic") else _FPS.fullmatch(base)
+        parts.append((rate[1] if rate else base, cut))
+    return parts
+
+
 def is_synthetic(spec: str) -> bool:
     """True when every part of a spec is synthetic portraits."""
-    def base(part: str) -> str:
-        weighted = _WEIGHT.fullmatch(part.strip())
-        part = weighted[2] if weighted else part
-        sliced = _SLICE.fullmatch(part.strip())
-        return (sliced[1] if sliced else part).strip()
-    return all(base(p).startswith("synthetic") for p in _MIXTURE.split(spec.strip()))
+    return all(base.startswith("synthetic") for base, _ in spec_parts(spec))
 
 
 def _explicit_source(spec: str) -> FolderSource:
