@@ -266,3 +266,49 @@ def test_official_unlabeled_template_runs_end_to_end(tmp_path, monkeypatch, caps
     report = (tmp_path / "run" / "report.md").read_text()
     assert "agreement with the teacher" in report
     assert (tmp_path / "run" / "figures" / "samples.png").is_file()
+
+
+# --------------------------------------------------------------------------- recipes and the shipped teacher
+
+def test_recipe_held_out_data_must_be_disjoint_from_every_training_part(tmp_path):
+    from modnet_prune.pipeline.recipe import RecipeError, recipe_from_dict
+    photos = str(tmp_path / "photos")
+
+    def check(train, held_out):
+        return recipe_from_dict({"data": {"train": train, "eval": held_out}})
+    check(f"{photos}[:90%]", f"{photos}[90%:]")
+    check("synthetic:100@64[:50%]", "synthetic:100@64[50%:]")
+    with pytest.raises(RecipeError, match=r"overlaps the training part \[0%:90%\]"):
+        check(f"{photos}[:90%]", f"{photos}[80%:]")
+    with pytest.raises(RecipeError, match="is the training folder"):
+        check(f"{photos}@2fps", photos)
+    with pytest.raises(RecipeError, match="seeds 5..9 overlap the training seeds 0..9"):
+        check(f"synthetic:10@64 + {photos}", "synthetic:5@64+seed5")
+    with pytest.raises(RecipeError, match="expected synthetic:N@S"):
+        check(f"{photos} + synthetic:lots", "synthetic:5@64+seed50")
+
+
+def test_the_shipped_teacher_says_it_knows_synthetic_portraits_only(photos, tmp_path, capsys):
+    from modnet_prune.model.shipped import SYNTHETIC_TEACHER_SHA256, trained_on_synthetic
+    shipped = Path(__file__).parents[1] / "models" / "modnet-synthetic.safetensors"
+    assert trained_on_synthetic(shipped)
+    plain = mp.save(tiny_model(), tmp_path / "plain.safetensors")
+    alike = mp.save(tiny_model(), tmp_path / "alike.safetensors",
+                    description="MODNet trained on synthetic portraits at 64x64")
+    student = mp.save(tiny_model(), tmp_path / "student.safetensors",
+                      teacher_sha256=next(iter(SYNTHETIC_TEACHER_SHA256)))
+    assert not trained_on_synthetic(plain)
+    assert trained_on_synthetic(alike) and trained_on_synthetic(student)
+    note = "trained on synthetic portraits only"
+    code, _, err = run_cli(capsys, "evaluate", "--checkpoint", alike, "--reference", plain,
+                           "--data", photos, "--size", 64, "--json")
+    assert code == 0 and err.count(note) == 1 and "official MODNet checkpoint" in err
+    code, _, err = run_cli(capsys, "evaluate", "--checkpoint", alike, "--data", "synthetic:2@64",
+                           "--json")
+    assert code == 0 and note not in err
+    code, _, err = run_cli(capsys, "evaluate", "--checkpoint", plain, "--reference", plain,
+                           "--data", photos, "--size", 64, "--json")
+    assert code == 0 and note not in err
+    code, _, err = run_cli(capsys, "matte", "--checkpoint", alike, photos / "a.jpg",
+                           "--out", tmp_path / "mattes", "--no-progress", "--size", 64)
+    assert code == 0 and note in err and (tmp_path / "mattes" / "a_alpha.png").is_file()
