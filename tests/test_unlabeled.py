@@ -312,3 +312,11 @@ def test_the_shipped_teacher_says_it_knows_synthetic_portraits_only(photos, tmp_
     code, _, err = run_cli(capsys, "matte", "--checkpoint", alike, photos / "a.jpg",
                            "--out", tmp_path / "mattes", "--no-progress", "--size", 64)
     assert code == 0 and note in err and (tmp_path / "mattes" / "a_alpha.png").is_file()
+
+
+def test_predictions_are_never_written_into_the_photo_folder(photos, tmp_path, capsys):
+    a = mp.save(tiny_model(), tmp_path / "a.safetensors")
+    code, _, err = run_cli(capsys, "evaluate", "--checkpoint", a, "--reference", a, "--data",
+                           photos, "--size", 64, "--save-predictions", photos / "trip")
+    assert code == 2 and "input folder" in err
+    assert sorted(p.name for p in (photos / "trip").iterdir()) == ["c.webp", "day2"]

@@ -60,6 +60,7 @@ def _check_prediction_dir(save_dir: str, source) -> Path:
     out = Path(save_dir)
     inputs = {d.resolve() for p in getattr(source, "pairs", ())
               for d in (p.image.parent, p.alpha.parent, p.trimap.parent if p.trimap else None) if d}
+    inputs |= {item.path.parent.resolve() for item in getattr(source, "items", ())}  # unlabeled
     if out.resolve() in inputs:
         raise UserError(f"{out}: is an input folder of the dataset; refusing to write into it")
     out.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,10 @@
 A video of duration D sampled at R frames per second gives the times 0, 1/R, 2/R, ... < D
 (measured from the stream's first timestamp); each time reads the first frame shown at or
 after it, so 2 fps of a 10 fps clip are frames 0, 5, 10, ...
+
+Every read seeks to the keyframe before its time and decodes from there, so it costs up to
+one keyframe interval of decoding (for long runs on long, high-resolution videos, frames
+extracted once, e.g. with `ffmpeg -vf fps=2`, load faster as an image folder).
 """
 from __future__ import annotations
 
@@ -52,6 +56,7 @@ def read_frame(path: str | Path, seconds: float) -> np.ndarray:
     """uint8 RGB (H, W, 3): the first frame shown at or after `seconds` (the last frame
     when the video ends before it)."""
     container, stream = _open(Path(path))
+    stream.thread_type = "AUTO"
     with container:
         start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
         rate = float(stream.average_rate or stream.guessed_rate or 25)
