@@ -320,3 +320,18 @@ def test_predictions_are_never_written_into_the_photo_folder(photos, tmp_path, c
                            photos, "--size", 64, "--save-predictions", photos / "trip")
     assert code == 2 and "input folder" in err
     assert sorted(p.name for p in (photos / "trip").iterdir()) == ["c.webp", "day2"]
+
+
+def test_shifted_synthetic_portraits_differ_in_kind_and_leave_the_standard_ones_alone():
+    from modnet_prune.data.synthetic import render_portrait
+    standard = open_source("synthetic:40@64+seed100")
+    shifted = open_source("synthetic-shifted:40@64+seed100")
+    assert standard.labeled and shifted.labeled and "(shifted)" in shifted.description
+    s_img, s_alpha = render_portrait(100, 64)
+    assert np.array_equal(standard.sample(0).image, s_img)          # the standard generator
+    assert np.array_equal(standard.sample(0).alpha, s_alpha.astype(np.float32) / 255)  # untouched
+    coverage = lambda src: np.mean([(src.sample(i).alpha > 0.5).mean() for i in range(40)])  # noqa: E731
+    assert coverage(shifted) > 1.3 * coverage(standard)            # close-ups (0.60 vs 0.40)
+    brightness = [abs(shifted.sample(i).image.mean() - standard.sample(i).image.mean())
+                  for i in range(40)]
+    assert np.median(brightness) > 10                              # exposure off 0.8..1.2

@@ -5,6 +5,9 @@ Dataset specs (every `--data` option accepts them):
   synthetic:N@S[+seedK]          N synthetic portraits generated at S x S from seeds K..K+N-1
                                  (`synthetic:N` generates at the requested size; K defaults
                                  to open_dataset's `seed`, 0)
+  synthetic-shifted:N@S[+seedK]  the same with generator settings the standard portraits
+                                 never have (close-ups, bad exposure, noise: `synthetic`),
+                                 a second distribution to measure imitation on
   DIR                            a folder whose layout is recognised by its folder names:
                                  PPM-100 (image/ + matte/), P3M-10k (blurred_image/ or
                                  original_image/ + mask/ [+ trimap/]), AM-2k (original/ +
@@ -64,7 +67,7 @@ LAYOUTS = (
 )
 TRAIN_SPLITS, EVAL_SPLITS = ("train", "training"), ("validation", "val", "test", "testing")
 MATTE_FOLDERS = frozenset(d for _, _, mattes, trimaps in LAYOUTS for d in mattes + trimaps)
-_SYNTHETIC = re.compile(r"synthetic:(\d+)(?:@(\d+))?(?:\+seed(\d+))?")
+_SYNTHETIC = re.compile(r"synthetic(?:-(shifted))?:(\d+)(?:@(\d+))?(?:\+seed(\d+))?")
 _MIXTURE = re.compile(r"\s+\+\s+")
 _WEIGHT = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*\*\s*(.+)", re.S)
 _SLICE = re.compile(r"(.+?)\[\s*(?:(\d+(?:\.\d+)?)%)?\s*:\s*(?:(\d+(?:\.\d+)?)%)?\s*\]")
@@ -88,13 +91,13 @@ class RawSample:
 class SyntheticSource:
     """`count` synthetic portraits at `size`, sample i from seed `seed + i`."""
 
-    def __init__(self, count: int, size: int, seed: int = 0):
+    def __init__(self, count: int, size: int, seed: int = 0, variant: str = "standard"):
         if count < 1 or size < 32 or seed < 0:
             raise UserError(f"synthetic:{count}@{size}+seed{seed}: need N >= 1, S >= 32, K >= 0")
-        self.count, self.size, self.seed = count, size, seed
+        self.count, self.size, self.seed, self.variant = count, size, seed, variant
         self.has_trimaps, self.native_size, self.labeled = True, size, True
-        self.description = (f"synthetic portraits: {count} at {size}x{size}, "
-                            f"seeds {seed}..{seed + count - 1}")
+        kind = "synthetic portraits" + (f" ({variant})" if variant != "standard" else "")
+        self.description = f"{kind}: {count} at {size}x{size}, seeds {seed}..{seed + count - 1}"
 
     def __len__(self) -> int:
         return self.count
@@ -102,7 +105,7 @@ class SyntheticSource:
     def sample(self, index: int) -> RawSample:
         if not 0 <= index < self.count:
             raise IndexError(index)
-        image, alpha8 = render_portrait(self.seed + index, self.size)
+        image, alpha8 = render_portrait(self.seed + index, self.size, self.variant)
         alpha = alpha8.astype(np.float32) / 255.0
         return RawSample(sample_name(self.seed + index), image, alpha, trimap_from_alpha(alpha))
 
@@ -289,10 +292,11 @@ def open_source(spec: str, *, size: int | None = None, train: bool = False, seed
         m = _SYNTHETIC.fullmatch(spec)
         if not m:
             raise UserError(f"{spec!r}: expected synthetic:N@S or synthetic:N@S+seedK")
-        gen_size = int(m[2]) if m[2] else size
+        gen_size = int(m[3]) if m[3] else size
         if gen_size is None:
-            raise UserError(f"{spec!r}: give the size, as in synthetic:{m[1]}@128")
-        return SyntheticSource(int(m[1]), gen_size, int(m[3]) if m[3] else seed)
+            raise UserError(f"{spec!r}: give the size, as in synthetic:{m[2]}@128")
+        return SyntheticSource(int(m[2]), gen_size, int(m[4]) if m[4] else seed,
+                               m[1] or "standard")
     if "=" in spec:
         return _explicit_source(spec)
     m = _FPS.fullmatch(spec)
@@ -328,6 +332,16 @@ def spec_parts(spec: str) -> list[tuple[str, tuple[float, float]]]:
         rate = None if base.startswith("synthetic") else _FPS.fullmatch(base)
         parts.append((rate[1] if rate else base, cut))
     return parts
+
+
+def synthetic_seeds(spec: str) -> range | None:
+    """Seeds a `synthetic[-shifted]:N@S+seedK` spec draws from (K defaults to 0); None for
+    any other spec."""
+    m = _SYNTHETIC.fullmatch(spec.strip())
+    if not m:
+        return None
+    start = int(m[4] or 0)
+    return range(start, start + int(m[2]))
 
 
 def is_synthetic(spec: str) -> bool:

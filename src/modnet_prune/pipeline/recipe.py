@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from ..data.datasets import spec_parts
+from ..data.datasets import spec_parts, synthetic_seeds
 from ..errors import UserError
 from ..deploy.onnx_export import MAX_OPSET, MIN_OPSET
 from ..prune import CRITERIA
@@ -30,7 +30,6 @@ from ..train.schedule import LR_SCHEDULES, PRUNE_SCHEDULES
 DEFAULT_TEACHER = "models/modnet-synthetic.safetensors"
 PRUNE_METHODS = ("target_macs", "plan", "ratio", "none")
 RUNTIMES = ("torch", "onnxruntime")
-_SYNTHETIC = re.compile(r"synthetic:(\d+)(?:@(\d+))?(?:\+seed(\d+))?")
 
 
 class RecipeError(UserError):
@@ -342,15 +341,6 @@ def _validate_finetune(f: FinetuneSpec) -> None:
         _need(scale >= 0, f"finetune.scales.{name}", "must be >= 0")
     _need(f.eval_every_samples >= 0, "finetune.eval_every_samples", "must be >= 0")
     _need(f.workers >= 0, "finetune.workers", "must be >= 0")
-
-
-def synthetic_seeds(spec: str) -> range | None:
-    """Seeds a `synthetic:N@S+seedK` spec draws from (K defaults to 0); None for folders."""
-    m = _SYNTHETIC.fullmatch(spec.strip())
-    if not m:
-        return None
-    start = int(m[3] or 0)
-    return range(start, start + int(m[1]))
 
 
 def _validate_data(d: DataSpec) -> None:
