@@ -240,7 +240,8 @@ def test_official_unlabeled_template_runs_end_to_end(tmp_path, monkeypatch, caps
     assert recipe["finetune"]["supervised"] is None and recipe["prune"]["target_macs"] == 0.5
     for i in range(10):
         _photo(tmp_path / "photos" / f"img{i:02d}.jpg", 20 * i + 10)
-    teacher = make_teacher(tmp_path)
+    teacher = make_teacher(tmp_path)  # said to be trained on synthetic portraits, like ours:
+    mp.save(mp.load(teacher), teacher, description="trained on synthetic portraits")
     recipe.update(teacher=str(teacher), recalibrate_bn=1,
                   sizes={"train": 64, "eval": 64, "benchmark": 64},
                   benchmark={"repeat": 2, "warmup": 1, "threads": 1},
@@ -253,6 +254,7 @@ def test_official_unlabeled_template_runs_end_to_end(tmp_path, monkeypatch, caps
                              "--no-progress")
     assert code == 0, err
     assert "no ground truth; scoring agreement with the teacher" in out
+    assert out.count("trained on synthetic portraits only") == 1  # photos: the note, once
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["evaluation"]["reference"] == "teacher" and summary["evaluation"]["count"] == 1
     teacher_entry, student_entry = summary["models"]
