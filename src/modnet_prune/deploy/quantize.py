@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 from tqdm import tqdm
 
-from ..data import open_images
+from ..data import open_source
 from ..data.protocol import MULTIPLE
 from ..errors import UserError
 from ..files import sha256_file, write_atomic
@@ -103,7 +103,7 @@ def _channels(value) -> int | None:
 def _images(spec: str, count: int, holdout: int, matter: Matter, progress: bool):
     """(calibration batches, held-out batches, sha256 of both) from the first count+holdout
     images of `spec`, preprocessed as `matte` does."""
-    source = open_images(spec, size=matter.ref)
+    source = open_source(spec, size=matter.ref)
     if len(source) < count + holdout:
         raise UserError(f"--count {count} calibration + {holdout} held-out images: "
                         f"{spec} has only {len(source)} ({source.description})")
@@ -111,7 +111,7 @@ def _images(spec: str, count: int, holdout: int, matter: Matter, progress: bool)
     batches = []
     for index in tqdm(range(count + holdout), desc="calibration images", unit="img",
                       disable=not progress):
-        x = matter.network_input(source.image(index))
+        x = matter.network_input(source.sample(index).image)
         digest.update(np.ascontiguousarray(x).tobytes())
         batches.append(x)
     return batches[:count], batches[count:], digest.hexdigest()
