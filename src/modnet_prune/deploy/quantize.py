@@ -119,6 +119,10 @@ def _images(spec: str, count: int, holdout: int, matter: Matter, progress: bool)
 
 # --------------------------------------------------------------------------- quantizing
 
+class BudgetError(UserError):
+    """The int8 graph stays above the fidelity budget however many nodes are kept float."""
+
+
 @dataclass
 class QuantizeReport:
     out: str
@@ -361,7 +365,7 @@ def quantize_model(model: str | Path, calibration: str, out: str | Path, *,
         kept, delta, int8 = search.run(fp32)
     rounds = search.rounds
     if delta[0] > budget:
-        raise UserError(f"int8 cannot meet --budget {budget:g}: the best mean |delta alpha| "
+        raise BudgetError(f"int8 cannot meet --budget {budget:g}: the best mean |delta alpha| "
                         f"reached is {delta[0]:.3g} (with {len(kept)} nodes kept float, at "
                         f"{size}x{size} on {holdout} held-out images); nothing written")
     proto = onnx.load_from_string(int8)
