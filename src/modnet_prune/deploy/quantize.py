@@ -158,19 +158,19 @@ def _quiet_ort_quantization():
         logging.disable(logging.NOTSET)
 
 
-class _Batches:
-    def __init__(self, input_name: str, batches: list[np.ndarray]):
-        from onnxruntime.quantization import CalibrationDataReader
+def _calibration_reader(input_name: str, batches: list[np.ndarray]):
+    """ORT's calibration interface over the preprocessed batches."""
+    from onnxruntime.quantization import CalibrationDataReader  # slow to import: on use
 
-        class Reader(CalibrationDataReader):
-            def __init__(self):
-                self.items = iter(batches)
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter(batches)
 
-            def get_next(self):
-                x = next(self.items, None)
-                return None if x is None else {input_name: x}
+        def get_next(self):
+            x = next(self.items, None)
+            return None if x is None else {input_name: x}
 
-        self.reader = Reader()
+    return Reader()
 
 
 class _Quantizer:
@@ -190,7 +190,7 @@ class _Quantizer:
         self.method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                        "percentile": CalibrationMethod.Percentile}[method]
         self.reduce_range = reduce_range
-        self.reader = _Batches(self.proto.graph.input[0].name, batches).reader
+        self.reader = _calibration_reader(self.proto.graph.input[0].name, batches)
 
     def __call__(self, kept_float: list[str]) -> bytes:
         from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
