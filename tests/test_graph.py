@@ -110,8 +110,8 @@ def test_shared_backbone_is_analysed_once(modnet_graph):
 def test_ibnorm_halves_are_remembered_per_channel(modnet_graph):
     group = modnet_graph.group("hr_branch.conv_hr2x.1.layers.0")
     norm = _member(group, "hr_branch.conv_hr2x.1.layers.1", "norm")
-    assert norm.kind == "ibnorm" and norm.split == 16
-    assert [norm.part(k) for k in range(32)] == ["bn"] * 16 + ["in"] * 16
+    assert norm.kind == "ibnorm" and norm.splits == (16,)
+    assert [norm.part(k) for k in range(32)] == [0] * 16 + [1] * 16  # BatchNorm, then IN
     assert group.min_keep == 2
 
 
@@ -122,7 +122,7 @@ def test_pruned_widths_and_unequal_ibnorm_split_are_read_from_the_model():
     graph = analyze(mp.MODNet(arch), torch.randn(1, 3, 64, 64), concrete_args={"inference": False})
     group = graph.group("hr_branch.conv_hr2x.1.layers.0")
     norm = _member(group, "hr_branch.conv_hr2x.1.layers.1", "norm")
-    assert group.width == 24 and [norm.part(k) for k in range(24)].count("bn") == 5
+    assert group.width == 24 and [norm.part(k) for k in range(24)].count(0) == 5
     assert graph.group(F_ + "18.0").width == 640 and len(graph.prunable) == 43
 
 

@@ -23,7 +23,7 @@ import yaml
 from torch import nn
 
 from ..errors import UserError
-from ..graph import ChannelGraph, Group
+from ..graph import ChannelGraph, Group, kind_of
 from ..graph.macs import MacModel
 
 Keep = dict[str, int]
@@ -111,7 +111,8 @@ def by_macs(graph: ChannelGraph, scores: Mapping[str, torch.Tensor], macs: MacMo
 
 
 def select(group: Group, scores: torch.Tensor, keep: int) -> list[int]:
-    """Classes to remove: lowest scores first, never emptying either half of an IBNorm."""
+    """Classes to remove: lowest scores first, never emptying a part of a layer (either
+    half of an IBNorm)."""
     parts = group.parts()
     left = [len(p) for p in parts]
     removed: list[int] = []
@@ -126,7 +127,7 @@ def select(group: Group, scores: torch.Tensor, keep: int) -> list[int]:
         removed.append(k)
     if len(removed) < group.width - keep:
         raise UserError(f"{group.name}: cannot keep only {keep} channels without emptying "
-                        "one half of an IBNorm")
+                        f"a part of {_divided(group)} (each keeps a channel)")
     return sorted(removed)
 
 
@@ -177,9 +178,10 @@ def _plan_group(graph: ChannelGraph, model: nn.Module, aliases: dict, layer: str
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise UserError(f"plan: no module named {layer!r} in the model{hint}")
     module = model.get_submodule(aliases[layer])
-    if not isinstance(module, (nn.Conv2d, nn.Linear)):
-        raise UserError(f"plan: {layer} is a {type(module).__name__}; name the Conv2d or "
-                        "Linear whose output channels you want to prune")
+    kind = kind_of(module)
+    if kind is None or "out" not in kind.roles:
+        raise UserError(f"plan: {layer} is a {type(module).__name__}; name the layer (Conv2d, "
+                        "Linear, ...) whose output channels you want to prune")
     group = graph.group_of(aliases[layer])
     if group is None:
         raise UserError(f"plan: {layer} does not run in the forward pass")
@@ -203,7 +205,13 @@ def _plan_keep(group: Group, layer: str, decision, widths: Widths) -> int:
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= group.width:
         raise UserError(f"plan: {layer}: keep {k!r} must be an integer in [1, {group.width}]")
     if k < group.min_keep:
-        raise UserError(f"plan: {layer}: keep {k} would empty one half of an IBNorm; "
+        raise UserError(f"plan: {layer}: keep {k} would empty a part of {_divided(group)}; "
                         f"keep at least {group.min_keep}")
     return k
+
+
+def _divided(group: Group) -> str:
+    """The layer of `group` whose parts each keep a channel, e.g. "ibnorm `a.layers.1`"."""
+    m = next(m for m in group.members if m.splits)
+    return f"{m.kind} `{m.module}`"
 

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..graph import ChannelGraph, Group, Member
+from ..graph import ChannelGraph, Group, Member, kind_of
 from .harness import Harness
 
 CRITERIA = ("l1", "l2", "bn", "fpgm", "taylor", "random")
@@ -41,39 +41,12 @@ def member_matrix(module: nn.Module, member: Member,
                   weight: torch.Tensor | None = None) -> torch.Tensor:
     """The member's weights owned by each class, one row per class: (width, D).
 
-    Conv/linear members read `weight` (default: the layer's own; pass e.g. grad x weight).
-    Norm members give their scale, 1 where the channel has none. Depthwise inputs give an
-    empty row: their weights are the output rows of the same conv.
+    What a position owns is its layer kind's `owned` (graph/kinds.py): conv/linear read
+    `weight` (default: the layer's own; pass e.g. grad x weight), norms give their scale.
     """
     rows = torch.tensor([p for ps in member.positions for p in ps], dtype=torch.long)
-    width = len(member.positions)
-    if member.kind in ("conv", "linear"):
-        weight = module.weight if weight is None else weight
-        if member.role == "out":
-            return weight[rows].reshape(width, -1)
-        return _input_columns(module, weight, rows).reshape(width, -1)
-    return _norm_scales(module, member)[rows].reshape(width, -1)
-
-
-def _input_columns(module: nn.Module, weight: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    groups = getattr(module, "groups", 1)
-    if groups == 1:
-        return weight.transpose(0, 1)[rows]
-    if groups == module.in_channels:
-        return weight.new_zeros(len(rows), 0)
-    per_in, per_out = module.in_channels // groups, module.out_channels // groups
-    cols = [weight[(p // per_in) * per_out:(p // per_in + 1) * per_out, p % per_in]
-            for p in rows.tolist()]
-    return torch.stack(cols)
-
-
-def _norm_scales(module: nn.Module, member: Member) -> torch.Tensor:
-    if member.kind == "ibnorm":
-        ones = torch.ones(member.size - member.split)
-        bn = module.bnorm.weight
-        return torch.cat([bn.detach().cpu(), ones]) if bn is not None else ones
-    weight = module.weight
-    return weight.detach() if weight is not None else torch.ones(member.size)
+    owned = kind_of(module).owned(module, member.role, weight)
+    return owned[rows.to(owned.device)].reshape(len(member.positions), -1)
 
 
 # --- criteria -----------------------------------------------------------------------------
