@@ -105,7 +105,7 @@ def test_run_folder_rules(tmp_path):
         fit(mp.MODNet(tiny_arch()), data, cfg(batch_size=16), tmp_path / "b", progress=False)
     with pytest.raises(UserError, match="exactly one of"):
         fit(mp.MODNet(tiny_arch()), data, cfg(epochs=1.0), tmp_path / "c", progress=False)
-    with pytest.raises(UserError, match="must be > 0"):
+    with pytest.raises(UserError, match="--steps 0: must be an integer >= 1"):
         fit(mp.MODNet(tiny_arch()), data, cfg(steps=0), tmp_path / "c", progress=False)
     # epochs: 8 samples / batch 4 = 2 steps per epoch
     r = fit(mp.MODNet(tiny_arch()), data, cfg(steps=None, epochs=1.5), tmp_path / "d",

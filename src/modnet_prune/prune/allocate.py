@@ -22,6 +22,7 @@ import torch
 import yaml
 from torch import nn
 
+from ..checks import AT_LEAST_ONE, KEEP_FRACTION, RATIO
 from ..errors import UserError
 from ..graph import ChannelGraph, Group, kind_of
 from ..graph.macs import MacModel
@@ -37,8 +38,8 @@ class Widths:
     min_channels: int = 1
 
     def __post_init__(self):
-        if self.round_to < 1 or self.min_channels < 1:
-            raise UserError("round_to and min_channels must be at least 1")
+        AT_LEAST_ONE.check(self.round_to, "round_to")
+        AT_LEAST_ONE.check(self.min_channels, "min_channels")
 
     def options(self, group: Group) -> list[int]:
         """Allowed kept widths, ascending; the last is the full width (nothing removed)."""
@@ -53,13 +54,13 @@ class Widths:
 
 
 def uniform(graph: ChannelGraph, ratio: float, widths: Widths) -> Keep:
-    check_ratio(ratio)
+    RATIO.check(ratio, "ratio")
     return {g.name: widths.nearest(g, g.width * (1 - ratio)) for g in graph.prunable}
 
 
 def global_ranking(graph: ChannelGraph, scores: Mapping[str, torch.Tensor], ratio: float,
                    widths: Widths) -> Keep:
-    check_ratio(ratio)
+    RATIO.check(ratio, "ratio")
     groups = [g for g in graph.prunable if len(widths.options(g)) > 1]
     ranked = sorted((float(s), g.name) for g in groups for s in scores[g.name])
     cut = ranked[:round(ratio * len(ranked))]
@@ -72,7 +73,7 @@ def global_ranking(graph: ChannelGraph, scores: Mapping[str, torch.Tensor], rati
 def by_macs(graph: ChannelGraph, scores: Mapping[str, torch.Tensor], macs: MacModel,
             fraction: float, widths: Widths) -> Keep:
     """Greedy: remove the step with the least importance per MAC saved until under target."""
-    check_fraction(fraction)
+    KEEP_FRACTION.check(fraction, "target MACs")
     groups = {g.name: g for g in graph.prunable}
     keep = {name: g.width for name, g in groups.items()}
     order = {name: torch.argsort(scores[name], stable=True) for name in groups}
@@ -131,16 +132,6 @@ def select(group: Group, scores: torch.Tensor, keep: int) -> list[int]:
     return sorted(removed)
 
 
-def check_ratio(ratio: float) -> None:
-    if not 0 <= ratio < 1:
-        raise UserError(f"ratio {ratio}: must be in [0, 1)")
-
-
-def check_fraction(fraction: float) -> None:
-    if not 0 < fraction <= 1:
-        raise UserError(f"target MACs {fraction}: must be a fraction in (0, 1]")
-
-
 # --- plans ----------------------------------------------------------------------------
 def read_plan(path: str | Path) -> dict:
     """A plan file: YAML or JSON mapping a Conv2d/Linear path to {keep: N} or {ratio: r}."""
@@ -197,9 +188,7 @@ def _plan_keep(group: Group, layer: str, decision, widths: Widths) -> int:
             and set(decision) <= {"keep", "ratio"}):
         raise UserError(f"plan: {layer}: expected {{keep: N}} or {{ratio: r}}, got {decision!r}")
     if "ratio" in decision:
-        ratio = decision["ratio"]
-        if not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
-            raise UserError(f"plan: {layer}: ratio {ratio!r} must be a number in [0, 1)")
+        ratio = RATIO.check(decision["ratio"], f"plan: {layer}: ratio")
         return widths.nearest(group, group.width * (1 - ratio))
     k = decision["keep"]
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= group.width:

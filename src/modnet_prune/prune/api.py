@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..checks import KEEP_FRACTION, RATIO
 from ..errors import UserError
 from ..graph import ChannelGraph, analyze
 from ..graph.cost import count_params, layer_costs
@@ -84,7 +85,7 @@ def prune(model: nn.Module, *, ratio: float | None = None, target_macs: float | 
     if criterion not in CRITERIA:
         raise UserError(f"unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
     harness = harness_for(model, inputs)
-    size = harness.check_size((size, size) if isinstance(size, int) else size)
+    size = harness.check_size(size)
     widths = allocate.Widths(round_to, min_channels)
     graph = analyze_model(model, harness)
     macs = MacModel(graph, model, inference_macs(model, harness, size))
@@ -117,10 +118,10 @@ def _allocation(ratio, target_macs, plan, allocation: str) -> dict:
         raise UserError(f"allocation {allocation!r} applies to a ratio; target_macs and plan "
                         "allocate by themselves")
     if ratio is not None:
-        allocate.check_ratio(ratio)
+        RATIO.check(ratio, "ratio")
         return {"mode": allocation, "ratio": float(ratio)}
     if target_macs is not None:
-        allocate.check_fraction(target_macs)
+        KEEP_FRACTION.check(target_macs, "target MACs")
         return {"mode": "target_macs", "target_macs": float(target_macs)}
     if isinstance(plan, (str, Path)):
         return {"mode": "plan", "file": str(plan), "plan": allocate.read_plan(plan)}
@@ -152,7 +153,7 @@ def describe_groups(model: nn.Module, size: tuple[int, int] | int = (512, 512),
     """Every channel group: width, members, blockers, inference MACs saved per removed
     channel at `size`. A member's `span` is its [start, end) channels when contiguous."""
     harness = harness_for(model, inputs)
-    size = harness.check_size((size, size) if isinstance(size, int) else size)
+    size = harness.check_size(size)
     graph = analyze_model(model, harness)
     macs = MacModel(graph, model, inference_macs(model, harness, size))
     return [{"name": g.name, "width": g.width, "prunable": g.prunable,

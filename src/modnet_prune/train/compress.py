@@ -21,9 +21,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..checks import AT_LEAST_ONE
 from ..errors import UserError
 from ..graph.cost import count_params, layer_costs
 from ..metrics import evaluate
+from ..model.inputs import check_size
 from ..model.io import load, save
 from ..files import write_atomic, write_json
 from .distributed import Context, barrier
@@ -46,6 +48,9 @@ class CompressConfig:
         macs_targets(self.target_macs, self.iterations, self.schedule)  # raises UserError
         if self.schedule not in PRUNE_SCHEDULES:
             raise UserError(f"--schedule-prune must be one of {', '.join(PRUNE_SCHEDULES)}")
+        AT_LEAST_ONE.check(self.round_to, "--round-to")
+        AT_LEAST_ONE.check(self.min_channels, "--min-channels")
+        check_size(self.cost_size, "--cost-size")
 
 
 @dataclass

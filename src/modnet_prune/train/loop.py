@@ -21,8 +21,10 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ..data.transforms import resize_batch
+from ..checks import AT_LEAST_ONE, COUNT, NON_NEGATIVE, POSITIVE, Range
 from ..errors import UserError
 from ..metrics import METRICS, evaluate
+from ..model.inputs import check_size
 from .bn import recalibrate_bn
 from .distill import FEATURE_TAPS, FeatureTaps, Student, teacher_widths
 from .distributed import (Context, all_gather_objects, all_reduce_mean, any_rank, barrier,
@@ -68,25 +70,22 @@ class TrainConfig:
     recalibrate_bn: int = 0         # batches for BN re-estimation before training
 
     def validate(self, has_teacher: bool) -> None:
+        """Every value in its range (`RANGES`), then the combinations; one line each."""
         def need(ok: bool, msg: str) -> None:
             if not ok:
                 raise UserError(msg)
 
         need((self.steps is None) != (self.epochs is None), "give exactly one of --steps, --epochs")
-        need((self.steps is None or self.steps >= 1) and (self.epochs is None or self.epochs > 0),
-             "--steps/--epochs must be > 0")
-        need(self.warmup >= 0 and self.workers >= 0, "--warmup and --workers must be >= 0")
-        need(self.size % 32 == 0 and self.size >= 32,
-             f"--size must be a multiple of 32, got {self.size}")
-        need(all(s % 32 == 0 and 32 <= s <= self.size for s in self.multi_size),
+        check_ranges(dataclasses.asdict(self), flag)
+        check_size(self.size, "--size")
+        for s in self.multi_size:
+            check_size(s, "--multi-size entry")
+        need(all(s <= self.size for s in self.multi_size),
              f"--multi-size entries must be multiples of 32 and <= --size {self.size}")
-        need(self.batch_size >= 1, "--batch-size must be >= 1")
-        need(self.lr > 0 and math.isfinite(self.lr), "--lr must be > 0")
+        need(self.min_lr <= self.lr, f"--min-lr {self.min_lr:g}: must be <= --lr {self.lr:g}")
         need(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
         need(self.schedule in LR_SCHEDULES, f"--schedule must be one of {', '.join(LR_SCHEDULES)}")
         need(self.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}")
-        need(min(self.log_every, self.checkpoint_every) >= 1 and self.eval_every >= 0,
-             "--log-every and --checkpoint-every must be >= 1, --eval-every >= 0")
         unknown = set(self.distill) - set(DistillWeights().as_dict())
         need(not unknown, f"unknown distillation terms {sorted(unknown)}")
         wants_kd = any(self.distill.values())
@@ -95,6 +94,42 @@ class TrainConfig:
              "SOC adaptation needs a frozen reference model")
         need(self.objective == "soc" or self.supervised > 0 or wants_kd,
              "nothing to train: supervised weight is 0 and no distillation term is on")
+
+
+# The range of every numeric TrainConfig field; the CLI and the recipe loader check with it.
+RANGES = {
+    "steps": Range(1, integer=True), "epochs": POSITIVE, "batch_size": AT_LEAST_ONE,
+    "lr": POSITIVE, "momentum": Range(0, 1, high_open=True), "weight_decay": NON_NEGATIVE,
+    "warmup": COUNT, "step_size": Range(1, integer=True), "gamma": Range(0, 1, low_open=True),
+    "min_lr": NON_NEGATIVE, "seed": COUNT, "workers": COUNT, "log_every": AT_LEAST_ONE,
+    "eval_every": COUNT, "checkpoint_every": AT_LEAST_ONE, "supervised": NON_NEGATIVE,
+    "recalibrate_bn": COUNT,
+}
+WEIGHT = NON_NEGATIVE  # every supervised scale and distillation weight
+
+
+def check_ranges(values: dict, name) -> None:
+    """Check TrainConfig-named `values` (None: unset) against RANGES, and the `scales` and
+    `distill` weights in them; `name(field, term)` says how to call a value in an error."""
+    for key, value in values.items():
+        if key in RANGES and value is not None:
+            RANGES[key].check(value, name(key, None))
+        elif key in ("scales", "distill"):
+            for term, weight in value.items():
+                WEIGHT.check(weight, name(key, term))
+
+
+def flag(key: str, term: str | None = None) -> str:
+    """The command-line option that sets TrainConfig field `key` (`term`: of scales/distill)."""
+    if key == "scales":
+        return f"--{term}-scale"
+    if key == "distill":
+        return f"--kd-{term}"
+    return "--" + key.replace("_", "-")
+
+
+# The defaults of fine-tuning (`finetune`, `compress`, recipes): AdamW at 1e-3, cosine decay.
+FINETUNE = TrainConfig(lr=1e-3, optimizer="adamw", schedule="cosine")
 
 
 @dataclass

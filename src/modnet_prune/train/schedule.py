@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 
+from ..checks import AT_LEAST_ONE, KEEP_FRACTION
 from ..errors import UserError
 
 LR_SCHEDULES = ("cosine", "step", "constant")
@@ -39,10 +40,8 @@ def macs_targets(final: float, iterations: int, kind: str = "cubic") -> list[flo
     (r_f * (1 - (1 - i/K)^3), Zhu & Gupta 2017), which cuts most while the model is
     still redundant and takes small steps near the target.
     """
-    if not 0 < final <= 1:
-        raise UserError(f"target MACs fraction must be in (0, 1], got {final}")
-    if iterations < 1:
-        raise UserError(f"--iterations must be >= 1, got {iterations}")
+    KEEP_FRACTION.check(final, "target MACs fraction")
+    AT_LEAST_ONE.check(iterations, "--iterations")
     if kind not in PRUNE_SCHEDULES:
         raise UserError(f"unknown prune schedule {kind!r}; choose linear or cubic")
     removed = 1.0 - final
