@@ -13,9 +13,9 @@ from modnet_prune.errors import UserError
 from modnet_prune.deploy import onnx_export as exporter
 from modnet_prune.deploy.onnx_export import export_onnx
 from modnet_prune.deploy.runtime import OnnxRuntime
-from tiny import tiny_arch
+from helpers import tiny_arch
 
-OFFICIAL_MACS_512 = 15_465_971_712  # matte-only, MODNET.md
+OFFICIAL_MACS_512 = 15_465_971_712  # matte-only, docs/origin.md
 OFFICIAL_PARAMS, TRAINING_HEAD_PARAMS = 6_487_075, 10_466
 
 

@@ -4,7 +4,7 @@ import dataclasses
 import math
 
 import pytest
-from tiny import tiny_model
+from helpers import tiny_model
 
 import modnet_prune as mp
 from modnet_prune.checks import KEEP_FRACTION, RATIO, Range

@@ -15,7 +15,7 @@ from modnet_prune.prune.allocate import Widths, from_plan, select
 from modnet_prune.prune.harness import MODNET, harness_for
 from modnet_prune.prune.surgery import shrink
 from modnet_prune.prune.verify import max_difference
-from test_graph import GroupedCNN, ResidualCNN, SECNN, UNet
+from helpers import GroupedCNN, ResidualCNN, SECNN, UNet
 
 TOL = 1e-4
 N_MODNET_GROUPS = 43

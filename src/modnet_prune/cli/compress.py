@@ -71,7 +71,7 @@ def run(args) -> int:
 def _report(result, as_json: bool) -> None:
     summary = {"out": str(result.out), "stopped": result.stopped, "teacher": result.teacher,
                "iterations": result.rows,
-               "model": None if result.stopped else str(result.out / "model.safetensors")}
+               "model": None if result.stopped else str(result.model_path)}
     if as_json:
         print_json(summary)
         return

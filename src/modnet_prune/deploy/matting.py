@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from ..data.images import IMAGE_SUFFIXES, alpha_to_uint8, read_image, write_png
 from ..data.protocol import protocol_size, to_original_size
-from ..model.inputs import normalise
+from ..model.inputs import MULTIPLE, normalise
 from ..errors import UserError
 from ..files import write_atomic
 from .runtime import Runtime
@@ -46,8 +46,8 @@ class Matter:
     """
 
     def __init__(self, runtime: Runtime, ref: int = 512):
-        if ref < 32:
-            raise UserError(f"reference size {ref}: must be at least 32")
+        if ref < MULTIPLE:
+            raise UserError(f"reference size {ref}: must be at least {MULTIPLE}")
         self.runtime, self.ref = runtime, ref
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:

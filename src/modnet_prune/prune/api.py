@@ -62,9 +62,12 @@ def analyze_model(model: nn.Module, harness: Harness | None = None) -> ChannelGr
     return analyze(model, *inputs, concrete_args=harness.full or None)
 
 
-def inference_macs(model: nn.Module, harness: Harness, size: tuple[int, int]) -> dict[str, int]:
-    """Conv/linear MACs per layer of the plain forward (MODNet: the matte only) at `size`."""
-    return {c.name: c.macs for c in layer_costs(model, *harness.make(model, size))}
+def mac_model(graph: ChannelGraph, model: nn.Module, harness: Harness,
+              size: tuple[int, int]) -> MacModel:
+    """MACs of the plain forward (MODNet: the matte only) at `size`, as a function of the
+    channels removed."""
+    layers = {c.name: c.macs for c in layer_costs(model, *harness.make(model, size))}
+    return MacModel(graph, model, layers)
 
 
 def prune(model: nn.Module, *, ratio: float | None = None, target_macs: float | None = None,
@@ -88,7 +91,7 @@ def prune(model: nn.Module, *, ratio: float | None = None, target_macs: float | 
     size = harness.check_size(size)
     widths = allocate.Widths(round_to, min_channels)
     graph = analyze_model(model, harness)
-    macs = MacModel(graph, model, inference_macs(model, harness, size))
+    macs = mac_model(graph, model, harness, size)
     scores = importance(model, graph, criterion, harness=harness, data=data, seed=seed)
     keep = _decide(how, graph, model, scores, macs, widths)
     removal = {name: allocate.select(graph.group(name), scores[name], k)
@@ -155,7 +158,7 @@ def describe_groups(model: nn.Module, size: tuple[int, int] | int = (512, 512),
     harness = harness_for(model, inputs)
     size = harness.check_size(size)
     graph = analyze_model(model, harness)
-    macs = MacModel(graph, model, inference_macs(model, harness, size))
+    macs = mac_model(graph, model, harness, size)
     return [{"name": g.name, "width": g.width, "prunable": g.prunable,
              "blockers": list(g.blockers), "members": [_member_dict(m) for m in g.members],
              "macs_per_channel": macs.per_channel(g.name)}

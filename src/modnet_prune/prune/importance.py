@@ -23,6 +23,7 @@ its siblings' typical importance, not raw magnitudes of layers of different shap
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from itertools import islice
 
 import torch
@@ -32,7 +33,6 @@ from ..errors import UserError
 from ..graph import ChannelGraph, Group, Member, kind_of
 from .harness import Harness
 
-CRITERIA = ("l1", "l2", "bn", "fpgm", "taylor", "random")
 Scores = dict[str, torch.Tensor]
 
 
@@ -132,22 +132,45 @@ def _batches(model: nn.Module, harness: Harness, data: Iterable | None):
         yield ((image if image.dim() == 4 else image[None]).to(device),)
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """What data-driven criteria may use: how to call the model, data, batches, a seed."""
+
+    harness: Harness
+    data: Iterable | None
+    batches: int
+    seed: int
+
+
+def _per_group(score):
+    return lambda model, graph, inputs: {g.name: score(model, g) for g in graph.prunable}
+
+
+def _random(model: nn.Module, graph: ChannelGraph, inputs: Inputs) -> Scores:
+    generator = torch.Generator().manual_seed(inputs.seed)
+    return {g.name: torch.rand(g.width, generator=generator) for g in graph.prunable}
+
+
+# Every criterion: (model, graph, inputs) -> raw scores of each prunable group. A new
+# criterion is one entry here; the CLI, recipes and `prune` take their choices from it.
+_CRITERIA = {
+    "l1": _per_group(lambda model, g: _magnitude(model, g, 1)),
+    "l2": _per_group(lambda model, g: _magnitude(model, g, 2)),
+    "bn": _per_group(_bn),
+    "fpgm": _per_group(_fpgm),
+    "taylor": lambda model, graph, i: _taylor(model, graph, i.harness, i.data, i.batches),
+    "random": _random,
+}
+CRITERIA = tuple(_CRITERIA)
+
+
 def importance(model: nn.Module, graph: ChannelGraph, criterion: str = "l1", *,
                harness: Harness | None = None, data: Iterable | None = None,
                batches: int = 4, seed: int = 0) -> Scores:
     """Normalised scores (mean 1 per group) for every prunable group, keyed by group name."""
     if criterion not in CRITERIA:
         raise UserError(f"unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
-    groups = graph.prunable
-    if criterion == "taylor":
-        raw = _taylor(model, graph, harness or Harness(), data, batches)
-    elif criterion == "random":
-        generator = torch.Generator().manual_seed(seed)
-        raw = {g.name: torch.rand(g.width, generator=generator) for g in groups}
-    else:
-        score = {"l1": lambda g: _magnitude(model, g, 1), "l2": lambda g: _magnitude(model, g, 2),
-                 "bn": lambda g: _bn(model, g), "fpgm": lambda g: _fpgm(model, g)}[criterion]
-        raw = {g.name: score(g) for g in groups}
+    raw = _CRITERIA[criterion](model, graph, Inputs(harness or Harness(), data, batches, seed))
     return {name: _normalise(s) for name, s in raw.items()}
 
 

@@ -187,7 +187,9 @@ class _Trainer:
         self.step = 0
 
     # --- set-up ---------------------------------------------------------------------
-    def restore_or_init(self, resume: bool) -> None:
+    def restore_or_init(self, resume: bool) -> dict | None:
+        """Continue from the run's last checkpoint, or start fresh (BN re-estimation,
+        adapter initialisation); returns the optimizer state to continue from, if any."""
         state = self.run.load_state() if resume else None
         if state is not None:
             self.student.load_state_dict(state["module"])
@@ -199,11 +201,10 @@ class _Trainer:
             rngs = state["rng"]
             if len(rngs) == self.ctx.world_size:
                 set_rng_state(rngs[self.ctx.rank])
-            self._optimizer_state = state["optimizer"]
-        else:
-            torch.manual_seed(self.cfg.seed + self.ctx.rank)
-            self._optimizer_state = None
-            self._prepare_fresh()
+            return state["optimizer"]
+        torch.manual_seed(self.cfg.seed + self.ctx.rank)
+        self._prepare_fresh()
+        return None
 
     def _prepare_fresh(self) -> None:
         cfg = self.cfg
@@ -217,15 +218,15 @@ class _Trainer:
                 self.teacher(img, inference=False)
             self.student.fit_adapters(img, self.teacher_taps.pop())
 
-    def build_optimizer(self) -> torch.optim.Optimizer:
+    def build_optimizer(self, state: dict | None) -> torch.optim.Optimizer:
         cfg, params = self.cfg, self.student.parameters()
         if cfg.optimizer == "sgd":
             opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                   weight_decay=cfg.weight_decay)
         else:
             opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        if self._optimizer_state is not None:
-            opt.load_state_dict(self._optimizer_state)
+        if state is not None:
+            opt.load_state_dict(state)
         return opt
 
     def wrap(self) -> nn.Module:
@@ -270,8 +271,8 @@ class _Trainer:
         cfg = self.cfg
         batch = {k: v.to(self.ctx.device, non_blocking=True) if torch.is_tensor(v) else v
                  for k, v in batch.items()}
-        lr = lr_at(self.step, self.total, cfg.lr, cfg.schedule, cfg.warmup, cfg.step_size,
-                   cfg.gamma, cfg.min_lr)
+        lr = lr_at(self.step, self.total, lr=cfg.lr, schedule=cfg.schedule, warmup=cfg.warmup,
+                   step_size=cfg.step_size, gamma=cfg.gamma, min_lr=cfg.min_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
         if cfg.multi_size:
@@ -283,10 +284,10 @@ class _Trainer:
         optimizer.step()
         return terms, lr
 
-    def train(self) -> bool:
+    def train(self, optimizer_state: dict | None) -> bool:
         """Train from self.step to self.total; True if stopped early by a signal."""
         cfg, ctx = self.cfg, self.ctx
-        module, optimizer = self.wrap(), self.build_optimizer()
+        module, optimizer = self.wrap(), self.build_optimizer(optimizer_state)
         sums: dict[str, torch.Tensor] = {}
         window_steps, window_start = 0, time.perf_counter()
         bar = tqdm(total=self.total, initial=self.step, unit="step", dynamic_ncols=True,
@@ -305,8 +306,8 @@ class _Trainer:
                 if boundary:
                     self._log(sums, window_steps, window_start, lr, bar)
                     sums, window_steps = {}, 0
-                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < self.total:
-                    self.evaluate()
+                if self.step == self.total or cfg.eval_every and self.step % cfg.eval_every == 0:
+                    self.evaluate()  # the final evaluation too: best_mad goes in the checkpoint
                 if self.step % cfg.checkpoint_every == 0 or self.step == self.total or stop_now:
                     self.checkpoint(optimizer)
                 if boundary:
@@ -347,8 +348,6 @@ class _Trainer:
         return metrics
 
     def checkpoint(self, optimizer) -> None:
-        if self.step == self.total:
-            self.evaluate()
         rngs = all_gather_objects(rng_state(), self.ctx)
         if self.ctx.distributed:
             self._check_ranks_agree()
@@ -395,10 +394,10 @@ def fit(model: nn.Module, train_set: Dataset, cfg: TrainConfig, out: str | Path,
     barrier(ctx)
     trainer = _Trainer(model, train_set, cfg, run, eval_set, teacher, ctx, progress)
     try:
-        trainer.restore_or_init(resume)
+        optimizer_state = trainer.restore_or_init(resume)
         if ctx.is_main:
             run.truncate_log(trainer.step)
-        stopped = trainer.train() if trainer.step < trainer.total else False
+        stopped = trainer.train(optimizer_state) if trainer.step < trainer.total else False
     finally:
         trainer.close()
     model.eval()

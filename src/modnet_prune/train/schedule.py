@@ -12,24 +12,25 @@ LR_SCHEDULES = ("cosine", "step", "constant")
 PRUNE_SCHEDULES = ("linear", "cubic")
 
 
-def lr_at(step: int, total: int, base_lr: float, schedule: str = "cosine", warmup: int = 0,
+def lr_at(step: int, total: int, *, lr: float, schedule: str = "cosine", warmup: int = 0,
           step_size: int | None = None, gamma: float = 0.1, min_lr: float = 0.0) -> float:
-    """LR for optimizer step `step` (0-based) of `total`.
+    """LR for optimizer step `step` (0-based) of `total`, peaking at `lr` (TrainConfig's
+    fields of the same names).
 
-    Linear warm-up from base_lr/warmup to base_lr over `warmup` steps, then:
+    Linear warm-up from lr/warmup to lr over `warmup` steps, then:
     cosine decay towards `min_lr` (reached after the last step); `step`: x`gamma` every
     `step_size` steps (default total/4, the official 40 epochs with x0.1 every 10); or constant.
     """
     if step < warmup:
-        return base_lr * (step + 1) / warmup
+        return lr * (step + 1) / warmup
     if schedule == "constant":
-        return base_lr
+        return lr
     if schedule == "step":
         size = step_size or max(1, total // 4)
-        return base_lr * gamma ** (step // size)
+        return lr * gamma ** (step // size)
     if schedule == "cosine":  # reaches min_lr just after the last step, which still learns
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * progress))
+        return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
     raise UserError(f"unknown schedule {schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
 
 
