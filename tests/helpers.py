@@ -52,6 +52,17 @@ def small_arch() -> mp.Arch:
                    heads={k: max(8, w // 2) for k, w in official.heads.items()})
 
 
+def randomise_bn(model: mp.MODNet) -> mp.MODNet:
+    """Non-trivial BN statistics, so a mis-exported BN cannot pass as identity."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.8, 1.2)
+            m.bias.data.uniform_(-0.1, 0.1)
+    return model.eval()
+
+
 # --- generic CNNs: residual adds, a U-Net with the image concatenated, grouped convs, SE --
 class ResidualCNN(nn.Module):
     def __init__(self):

@@ -21,8 +21,8 @@ def add_distill_args(p) -> None:
         g.add_argument(f"--kd-{name}", type=float, default=default,
                        help=f"{_KD_HELP[name]} (default {default:g})")
     g.add_argument("--supervised", type=float, default=FINETUNE.supervised,
-                   help="weight of the official supervised loss (0: pure distillation, "
-                        "for unlabeled data)")
+                   help="weight of the official supervised loss (default: 1 with ground-truth "
+                        "mattes; 0, pure distillation, on unlabeled data, where > 0 is refused)")
     g.add_argument("--recalibrate-bn", type=int, default=FINETUNE.recalibrate_bn, metavar="N",
                    help="re-estimate BatchNorm statistics on N batches before training")
 

@@ -26,7 +26,10 @@ def add_training_args(p, *, defaults: TrainConfig = TrainConfig(), length: bool 
     (`length`: --steps/--epochs). Each option sets the TrainConfig field of its name."""
     d = defaults
     g = p.add_argument_group("data")
-    g.add_argument("--data", required=True, help="training set: synthetic:N@S[+seedK] or a folder")
+    g.add_argument("--data", required=True,
+                   help="training set: synthetic:N@S[+seedK], a dataset folder, a folder of "
+                        "unlabeled photos/videos (VIDEO@2fps), SPEC[:90%%], or a mixture "
+                        "'3*photos/ + 1*synthetic:20000@128' (see recipes/README.md)")
     g.add_argument("--size", type=int, default=d.size, help="training crop size (multiple of 32)")
     g.add_argument("--multi-size", type=_sizes, default=list(d.multi_size),
                    help="multi-scale training: each step's batch is resized to one of these "
