@@ -19,22 +19,11 @@ from modnet_prune.deploy.matting import Matter
 from modnet_prune.deploy.runtime import OnnxRuntime, TorchRuntime
 from modnet_prune.errors import UserError
 from modnet_prune.report.benchmark import environment
-from tiny import tiny_model
+from helpers import randomise_bn, tiny_model
 
 SIZE = 64
 DATA = "synthetic:8@64+seed3"
 VNNI = q.Int8Capability(arch="x86_64", vnni=True, dot_product=False, reduce_range=False)
-
-
-def randomised(model):
-    """Distinct, non-trivial BN statistics and biases, as a trained model has."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.8, 1.2)
-            m.bias.data.uniform_(-0.1, 0.1)
-    return model.eval()
 
 
 def conv_net(path, in_channels=3):
@@ -69,7 +58,7 @@ def tiny(tmp_path_factory):
     """A tiny MODNet checkpoint, its int8 file and the report (one quantization for all)."""
     folder = tmp_path_factory.mktemp("int8")
     torch.manual_seed(0)
-    model = randomised(tiny_model())
+    model = randomise_bn(tiny_model())
     save(model, folder / "tiny.safetensors")
     report = q.quantize_model(folder / "tiny.safetensors", DATA, folder / "tiny.int8.onnx",
                               count=4, holdout=2, size=SIZE, budget=0.1, capability=VNNI)

@@ -29,7 +29,7 @@ from ..files import package_version
 from ..errors import UserError
 from ..deploy.cpu import int8_capability
 from ..deploy.runtime import ONNX_RUNTIMES, open_runtime
-from .analysis import Size, parse_size
+from ..model.inputs import Size, parse_size
 
 Infer = Callable[[np.ndarray], object]
 
