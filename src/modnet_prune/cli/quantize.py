@@ -1,7 +1,6 @@
 """`modnet-prune quantize`: an int8 ONNX (static QDQ) that stays within a fidelity budget."""
 from __future__ import annotations
 
-
 from rich.console import Console
 
 from ..deploy.quantize import (DEFAULT_BUDGET, DEFAULT_COUNT, DEFAULT_HOLDOUT, DEFAULT_METHOD,
