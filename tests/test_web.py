@@ -22,11 +22,6 @@ from modnet_prune.deploy.runtime import OnnxRuntime
 from modnet_prune.errors import UserError
 from tiny import tiny_model
 
-CHROMIUM = "/usr/bin/chromium"
-# Without the background-networking flags Chromium keeps dialling out, and this network is closed.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
 PAGE_TIMEOUT_MS = 120_000  # a busy 2-core machine compiles the 14 MB WASM slowly
 HEIGHT, WIDTH = 90, 130  # not multiples of 32, not square: the protocol resizes both ways
 
@@ -62,9 +57,9 @@ def browser():
         pytest.fail("playwright is not installed: `pip install -e .[dev]` (or run .ci/run)")
     with sync_playwright() as p:
         try:
-            chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            chromium = p.chromium.launch(executable_path=web.CHROMIUM, args=list(web.CHROMIUM_ARGS))
         except Exception as e:  # Playwright's launch errors have no narrower public type
-            pytest.fail(f"cannot start {CHROMIUM} (install it: `apt-get install -y chromium`, "
+            pytest.fail(f"cannot start {web.CHROMIUM} (install it: `apt-get install -y chromium`, "
                         f"or run .ci/run): {str(e).splitlines()[0]}")
         yield chromium
         chromium.close()

@@ -37,6 +37,12 @@ ORT_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-th
              "ort.webgpu.min.mjs", "ort-wasm-simd-threaded.asyncify.mjs",
              "ort-wasm-simd-threaded.asyncify.wasm")
 SITE_JSON = "site.json"
+# Headless Chromium for driving the page (tests/test_web.py, benchmarks/web_page.py); without
+# the background-networking flags Chromium keeps dialling out, and a closed network refuses it.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync")
 SAMPLE_SEEDS = (7_000_003, 7_000_011, 7_000_027)  # synthetic portraits, outside training seeds
 SAMPLE_SIZE = 512
 
@@ -49,12 +55,19 @@ class SiteReport:
     bytes: int  # everything in the folder; a browser downloads the page, one ORT pair, models
 
 
-def _ort_dist() -> tuple[Path, str]:
-    """onnxruntime-web's dist folder and version, or one line saying how to install it."""
+def ort_missing() -> str | None:
+    """One line on how to install onnxruntime-web when its files are not here, else None."""
     missing = [f for f in ORT_FILES if not (ORT_PACKAGE / "dist" / f).is_file()]
-    if missing:
-        raise UserError(f"onnxruntime-web is not installed ({missing[0]} missing): run "
-                        f"`npm ci --prefix {STATIC}` (or `make venv`)")
+    if not missing:
+        return None
+    return (f"onnxruntime-web is not installed ({missing[0]} missing): run "
+            f"`npm ci --prefix {STATIC}` (or `make venv`)")
+
+
+def _ort_dist() -> tuple[Path, str]:
+    """onnxruntime-web's dist folder and version."""
+    if reason := ort_missing():
+        raise UserError(reason)
     version = json.loads((ORT_PACKAGE / "package.json").read_text())["version"]
     return ORT_PACKAGE / "dist", version
 

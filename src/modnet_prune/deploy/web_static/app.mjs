@@ -224,6 +224,9 @@ async function matteAll(runtime, image, { runs, warmup, keep }) {
   }
   page.image = image;
   draw();
+  page.mattes++;
+  if (page.firstMatteMs === null) page.firstMatteMs = performance.now();
+  showStatus();
 }
 
 // ---------------------------------------------------------------- drawing
@@ -269,9 +272,6 @@ function draw() {
       `(median of ${model.latencies.length}) · ${model.frameMs.toFixed(1)} ms per frame · ` +
       `<strong class="speedup">${speedup}</strong>`;
   }
-  page.mattes++;
-  if (page.firstMatteMs === null) page.firstMatteMs = performance.now();
-  showStatus();
 }
 
 function showFacts(model) {
