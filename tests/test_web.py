@@ -3,7 +3,10 @@
 Chromium is Debian's (/usr/bin/chromium, installed by .ci/run), driven by Playwright without
 a browser download. A missing browser fails these tests with the reason; it never skips.
 """
+import json
 import re
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -13,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from modnet_prune.cli import main
 from modnet_prune.data.images import alpha_to_uint8, write_png
 from modnet_prune.data.synthetic import render_portrait
 from modnet_prune.deploy import web
@@ -74,8 +78,9 @@ def matted(site, browser):
     page.goto(url)
     page.wait_for_function("window.modnetPage.loaded && window.modnetPage.mattes >= 1")
     page.set_input_files("#photo", str(root / "photo.png"))
-    page.wait_for_function(f"window.modnetPage.image?.width === {WIDTH}"
-                           f" && window.modnetPage.image?.height === {HEIGHT}")
+    page.wait_for_function(f"window.modnetPage.mattes === 2"  # the sample's, then the photo's
+                           f" && window.modnetPage.image.width === {WIDTH}"
+                           f" && window.modnetPage.image.height === {HEIGHT}")
     yield page
     page.close()
 
@@ -159,3 +164,25 @@ def test_build_site_refuses_and_replaces(site, tmp_path, monkeypatch):
     monkeypatch.setattr(web, "ORT_PACKAGE", tmp_path / "nowhere")
     with pytest.raises(UserError, match=r"onnxruntime-web is not installed .* run `npm ci --prefix"):
         web.build_site([model], tmp_path / "other")
+
+
+def test_cli_web_and_serve(site, tmp_path, capsys):
+    root = site[0]
+    assert main(["web", "--models", str(root / "tiny_a.onnx"), "--out", str(tmp_path / "s"),
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["models"] == [{"name": "tiny_a", "file": "models/tiny_a.onnx",
+                                 "bytes": (root / "tiny_a.onnx").stat().st_size}]
+    assert main(["web", "--models", str(tmp_path / "missing.onnx"), "--out", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"modnet-prune web: error: {tmp_path / 'missing.onnx'}: no such file"]
+    # serve: prints its URL, then serves the site until stopped
+    server = subprocess.Popen([sys.executable, "-m", "modnet_prune", "serve", str(tmp_path / "s"),
+                               "--port", "0"], stdout=subprocess.PIPE, text=True)
+    try:
+        url = re.search(r"http://127\.0\.0\.1:\d+/", server.stdout.readline()).group(0)
+        with urllib.request.urlopen(url + "site.json") as response:
+            assert json.loads(response.read())["models"][0]["name"] == "tiny_a"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import shutil
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -194,6 +195,12 @@ class SiteServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/"
+
+    def handle_error(self, request, client_address) -> None:
+        """A browser that leaves mid-download is normal; anything else gets socketserver's
+        report."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
     def process_request(self, request, client_address) -> None:
         self._slots.acquire()

@@ -186,23 +186,11 @@ async function predict(runtime, model, input, size) {
 
 // Every model mattes `image` (ImageData): `warmup` + `runs` runs each, interleaved across
 // models so that a busy machine slows all of them alike; the last `keep` timings are kept.
+// The mattes appear after the first round; the latencies when every round has run.
 async function matteAll(runtime, image, { runs, warmup, keep }) {
-  const { width, height, data: rgba } = image;
-  const ready = page.models.filter((m) => m.session);
-  const inputs = new Map(), jobs = [];
-  for (const model of ready) {
-    const p = model.protocol;
-    const size = model.staticSize ?? protocolSize(height, width, p.ref, p.multiple);
-    const key = JSON.stringify([size, p.scale, p.mean, p.std]);
-    if (!inputs.has(key)) {
-      const start = performance.now();
-      const input = areaResize(normalise(rgba, height, width, p), 3, height, width, size[0], size[1]);
-      inputs.set(key, { input, ms: performance.now() - start });
-    }
-    jobs.push({ model, size, ...inputs.get(key), times: [] });
-  }
+  const jobs = prepare(image);
   for (let r = 0; r < warmup + runs; r++) {
-    for (const job of jobs) {
+    for (const job of jobs.filter((j) => j.model.session)) {
       try {
         const { data, ms } = await predict(runtime, job.model, job.input, job.size);
         if (r >= warmup) job.times.push(ms);
@@ -213,20 +201,47 @@ async function matteAll(runtime, image, { runs, warmup, keep }) {
         showFacts(job.model);
       }
     }
+    if (r === 0) show(jobs, image);
   }
   for (const job of jobs.filter((j) => j.model.session)) {
-    const start = performance.now();
-    const alpha = areaResize(job.matte, 1, job.size[0], job.size[1], height, width);
-    job.model.alpha = alpha;
-    job.model.inputSize = job.size;
     job.model.latencies = job.model.latencies.concat(job.times).slice(-keep);
-    job.model.frameMs = job.ms + median(job.times) + (performance.now() - start);
+    job.model.frameMs = job.preMs + median(job.times) + job.postMs;
+  }
+  showLatencies();
+  page.mattes++;
+  showStatus();
+}
+
+// One job per loaded model: its input size and normalised input (shared by equal protocols).
+function prepare(image) {
+  const { width, height, data: rgba } = image;
+  const inputs = new Map(), jobs = [];
+  for (const model of page.models.filter((m) => m.session)) {
+    const p = model.protocol;
+    const size = model.staticSize ?? protocolSize(height, width, p.ref, p.multiple);
+    const key = JSON.stringify([size, p.scale, p.mean, p.std]);
+    if (!inputs.has(key)) {
+      const start = performance.now();
+      const input = areaResize(normalise(rgba, height, width, p), 3, height, width, size[0], size[1]);
+      inputs.set(key, { input, preMs: performance.now() - start });
+    }
+    jobs.push({ model, size, ...inputs.get(key), times: [] });
+  }
+  return jobs;
+}
+
+// Each model's matte back at the image's size (area resize), drawn.
+function show(jobs, image) {
+  for (const job of jobs.filter((j) => j.model.session)) {
+    const start = performance.now();
+    job.model.alpha = areaResize(job.matte, 1, job.size[0], job.size[1], image.height, image.width);
+    job.model.inputSize = job.size;
+    job.postMs = performance.now() - start;
   }
   page.image = image;
   draw();
-  page.mattes++;
   if (page.firstMatteMs === null) page.firstMatteMs = performance.now();
-  showStatus();
+  showStatus('timing…');
 }
 
 // ---------------------------------------------------------------- drawing
@@ -250,7 +265,6 @@ function draw() {
   if (!image) return;
   const { width, height, data: rgba } = image;
   const back = backgroundPixels(width, height);
-  const first = page.models.find((m) => m.alpha && m.session);
   for (const model of page.models.filter((m) => m.alpha && m.session)) {
     const matte = new ImageData(width, height), comp = new ImageData(width, height);
     for (let i = 0; i < width * height; i++) {
@@ -265,8 +279,15 @@ function draw() {
       canvas.height = height;
       canvas.getContext('2d').putImageData(pixels, 0, 0);
     }
+  }
+}
+
+function showLatencies() {
+  const shown = page.models.filter((m) => m.alpha && m.session && m.latencies.length);
+  for (const model of shown) {
     const ms = median(model.latencies);
-    const speedup = model === first ? 'reference' : `${(median(first.latencies) / ms).toFixed(2)}× vs ${first.name}`;
+    const speedup = model === shown[0] ? 'reference'
+      : `${(median(shown[0].latencies) / ms).toFixed(2)}× vs ${shown[0].name}`;
     model.card.querySelector('.latency').innerHTML =
       `<strong>${ms.toFixed(1)} ms</strong> per inference at ${model.inputSize.join('×')} ` +
       `(median of ${model.latencies.length}) · ${model.frameMs.toFixed(1)} ms per frame · ` +
