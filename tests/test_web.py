@@ -27,6 +27,8 @@ from modnet_prune.errors import UserError
 from tiny import tiny_model
 
 PAGE_TIMEOUT_MS = 120_000  # a busy 2-core machine compiles the 14 MB WASM slowly
+# a synthetic camera (640x480 test pattern), and no permission prompt
+FAKE_WEBCAM_ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 HEIGHT, WIDTH = 90, 130  # not multiples of 32, not square: the protocol resizes both ways
 
 
@@ -61,7 +63,8 @@ def browser():
         pytest.fail("playwright is not installed: `pip install -e .[dev]` (or run .ci/run)")
     with sync_playwright() as p:
         try:
-            chromium = p.chromium.launch(executable_path=web.CHROMIUM, args=list(web.CHROMIUM_ARGS))
+            chromium = p.chromium.launch(executable_path=web.CHROMIUM, args=[
+                *web.CHROMIUM_ARGS, *FAKE_WEBCAM_ARGS])
         except Exception as e:  # Playwright's launch errors have no narrower public type
             pytest.fail(f"cannot start {web.CHROMIUM} (install it: `apt-get install -y chromium`, "
                         f"or run .ci/run): {str(e).splitlines()[0]}")
@@ -129,6 +132,18 @@ def test_page_reports_bad_models(matted):
     for index in (2, 3):  # nothing drawn for them
         assert matted.evaluate(f"window.modnetPage.models[{index}].alpha") is None
     assert not cards.nth(0).locator(".error").is_visible()
+
+
+def test_webcam_frames_are_matted(matted):
+    done = matted.evaluate("window.modnetPage.mattes")
+    matted.click("#webcam")
+    matted.wait_for_function(f"window.modnetPage.mattes >= {done + 2}")  # two frames at least
+    matted.click("#webcam")
+    assert matted.evaluate("[window.modnetPage.image.width, window.modnetPage.image.height]") == \
+        [640, 480]
+    latency = matted.locator(".model").nth(1).locator(".latency").inner_text()
+    assert re.search(r"ms per inference at 480×640 \(median of \d+\)", latency)
+    assert matted.locator("#webcam").inner_text() == "Use the webcam"
 
 
 def test_server_sends_isolation_headers_and_no_listings(site):

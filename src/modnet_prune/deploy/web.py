@@ -33,7 +33,7 @@ STATIC = Path(__file__).with_name("web_static")
 PAGE_FILES = ("index.html", "app.mjs", "style.css")
 ORT_PACKAGE = STATIC / "node_modules" / "onnxruntime-web"
 # The WASM build (SIMD + threads), and the WebGPU build with its own WASM fallback: the page
-# downloads one of the two pairs, by what the browser supports.
+# fetches one of the two builds, by what the browser supports.
 ORT_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm",
              "ort.webgpu.min.mjs", "ort-wasm-simd-threaded.asyncify.mjs",
              "ort-wasm-simd-threaded.asyncify.wasm")
@@ -53,7 +53,7 @@ class SiteReport:
     out: str
     models: list[dict]
     onnxruntime_web: str
-    bytes: int  # everything in the folder; a browser downloads the page, one ORT pair, models
+    bytes: int  # the whole folder; a browser fetches the page, one ORT build and the models
 
 
 def ort_missing() -> str | None:

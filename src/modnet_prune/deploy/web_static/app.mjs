@@ -363,6 +363,9 @@ async function toggleWebcam(runtime) {
   await video.play();
   page.models.forEach((m) => { m.latencies = []; });
   while (webcam) {
+    // a new frame each time, and a real task boundary: a chain of promises alone that resolve
+    // at once would starve the page's event loop
+    await new Promise((resolve) => video.requestVideoFrameCallback(resolve));
     const frame = await imageDataOf(await createImageBitmap(video));
     await enqueue(() => matteAll(runtime, frame, { runs: 1, warmup: 0, keep: WEBCAM_WINDOW }));
   }
