@@ -88,6 +88,7 @@ def matted(site, browser):
     page.close()
 
 
+@pytest.mark.slow  # the page: one site, browser and load for all (~1 min on 2 busy cores)
 def test_page_mattes_equal_onnxruntime(site, matted):
     root, _, image = site
     for index, name in enumerate(("tiny_a", "tiny_b")):
@@ -103,6 +104,7 @@ def test_page_mattes_equal_onnxruntime(site, matted):
         assert np.abs(shown - alpha_to_uint8(expected)).max() <= 1
 
 
+@pytest.mark.slow
 def test_page_shows_latency_speedup_and_download_size(site, matted):
     cards = matted.locator(".model")
     latency_a, latency_b = cards.nth(0).locator(".latency").inner_text(), \
@@ -123,6 +125,7 @@ def test_page_shows_latency_speedup_and_download_size(site, matted):
     assert downloaded >= wasm + sum((root / f"tiny_{k}.onnx").stat().st_size for k in "ab")
 
 
+@pytest.mark.slow
 def test_page_reports_bad_models(matted):
     cards = matted.locator(".model")
     corrupt, foreign = cards.nth(2).locator(".error"), cards.nth(3).locator(".error")
@@ -134,6 +137,7 @@ def test_page_reports_bad_models(matted):
     assert not cards.nth(0).locator(".error").is_visible()
 
 
+@pytest.mark.slow
 def test_webcam_frames_are_matted(matted):
     done = matted.evaluate("window.modnetPage.mattes")
     matted.click("#webcam")
