@@ -24,7 +24,7 @@ from modnet_prune.deploy.matting import Matter
 from modnet_prune.deploy.onnx_export import export_onnx
 from modnet_prune.deploy.runtime import OnnxRuntime
 from modnet_prune.errors import UserError
-from tiny import tiny_model
+from helpers import tiny_model
 
 PAGE_TIMEOUT_MS = 120_000  # a busy 2-core machine compiles the 14 MB WASM slowly
 # a synthetic camera (640x480 test pattern), and no permission prompt
