@@ -61,6 +61,19 @@ def _conv(like: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None) -> n
     return conv
 
 
+def _fold_batchnorm(conv: nn.Conv2d, ibn: IBNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of `conv` with IBNorm's eval-mode BatchNorm folded into its first rows
+    (y = (x - mean) * gamma / sqrt(var + eps) + beta), computed in float64, and a zero bias
+    on the IN rows (InstanceNorm removes any per-channel constant)."""
+    weight, bias = conv.weight.detach().double(), conv.bias.detach().double().clone()
+    scale, split, bn = torch.ones_like(bias), ibn.bn_channels, ibn.bnorm
+    if split:
+        scale[:split] = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+        bias[:split] = (bias[:split] - bn.running_mean.double()) * scale[:split] + bn.bias.double()
+    bias[split:] = 0
+    return (weight * scale.view(-1, 1, 1, 1)).float(), bias.float()
+
+
 class FoldedIBNormConv(nn.Module):
     """conv -> IBNorm -> ReLU with the BatchNorm folded into the conv; returns the parts.
 
@@ -74,29 +87,19 @@ class FoldedIBNormConv(nn.Module):
         super().__init__()
         conv, ibn = block.layers[0], block.layers[1]
         assert isinstance(ibn, IBNorm), "only a conv followed by an IBNorm is folded"
-        self.split, self.eps = ibn.bn_channels, ibn.inorm.eps
-        self.channels = ibn.channels
-        weight, bias = conv.weight.detach().double(), conv.bias.detach().double().clone()
-        scale = torch.ones_like(bias)
-        if self.split:  # eval-mode BN: y = (x - mean) * gamma / sqrt(var + eps) + beta
-            bn = ibn.bnorm
-            scale[:self.split] = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
-            bias[:self.split] = ((bias[:self.split] - bn.running_mean.double())
-                                 * scale[:self.split] + bn.bias.double())
-        bias[self.split:] = 0  # InstanceNorm removes a per-channel constant
-        weight = (weight * scale.view(-1, 1, 1, 1)).float()
-        image = (slice(0, IMAGE_CHANNELS) if image_first else
-                 slice(weight.shape[1] - IMAGE_CHANNELS, None) if image_last else None)
-        features = (slice(IMAGE_CHANNELS, None) if image_first else
-                    slice(0, weight.shape[1] - IMAGE_CHANNELS) if image_last else slice(None))
+        self.split, self.channels, self.eps = ibn.bn_channels, ibn.channels, ibn.inorm.eps
+        weight, bias = _fold_batchnorm(conv, ibn)
+        cin = weight.shape[1]
         self.image_first = image_first
-        self.image_apart = image is not None and (
-            weight.shape[1] - IMAGE_CHANNELS >= IMAGE_APART_MIN_FEATURES)
+        self.image_apart = (image_first or image_last) and (
+            cin - IMAGE_CHANNELS >= IMAGE_APART_MIN_FEATURES)
         if self.image_apart:
-            self.conv = _conv(conv, weight[:, features], bias.float())
+            image = slice(0, IMAGE_CHANNELS) if image_first else slice(cin - IMAGE_CHANNELS, cin)
+            features = slice(IMAGE_CHANNELS, cin) if image_first else slice(0, cin - IMAGE_CHANNELS)
+            self.conv = _conv(conv, weight[:, features], bias)
             self.image_conv = _conv(conv, weight[:, image], None)
         else:
-            self.conv = _conv(conv, weight, bias.float())
+            self.conv = _conv(conv, weight, bias)
 
     def forward(self, x: Parts, image: torch.Tensor | None = None) -> Parts:
         """`x`: the input's parts (joined here, with the image unless it is convolved apart)."""
