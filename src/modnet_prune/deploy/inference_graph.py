@@ -21,7 +21,9 @@ real arithmetic (float32 parity ~1e-6):
   students) the joint conv already runs blocked, and a second full-resolution conv measured
   slower (conv_f.0 of a 25 %-MACs student: 90 ms apart vs 35 ms joint);
 - up(lr8x), which the detail and fusion branches both read, is computed once; the SE
-  block's Linear layers become 1x1 convs on the pooled tensor (no Flatten/Unsqueeze).
+  block's Linear layers become 1x1 convs on the pooled tensor (no Flatten/Unsqueeze);
+- the last conv (1x1 to the one matte channel) reads conv_f.0's parts by MatMuls
+  (`PartsProjection`), with no full-resolution concat before it.
 
 Measured against the other obvious rewrite, two convs per IBNorm (BN rows fused with
 their ReLU, IN rows apart): reading the input twice cost more than the Split it saves.
@@ -88,6 +90,7 @@ class FoldedIBNormConv(nn.Module):
         conv, ibn = block.layers[0], block.layers[1]
         assert isinstance(ibn, IBNorm), "only a conv followed by an IBNorm is folded"
         self.split, self.channels, self.eps = ibn.bn_channels, ibn.channels, ibn.inorm.eps
+        self.part_sizes = [n for n in (self.split, self.channels - self.split) if n]
         weight, bias = _fold_batchnorm(conv, ibn)
         cin = weight.shape[1]
         self.image_first = image_first
@@ -133,6 +136,30 @@ class ConvSE(nn.Module):
         return x * torch.sigmoid(self.excite(F.relu(self.squeeze(pooled))))
 
 
+class PartsProjection(nn.Module):
+    """The 1x1 conv to one channel at the end, over a layer's parts: a MatMul per part, summed.
+
+    Reading the parts where they are saves a full-resolution concat, and a MatMul does not
+    pad its one output channel to the 16 of a blocked conv (ONNX Runtime's NCHWc kernels).
+    """
+
+    def __init__(self, conv: nn.Conv2d, sizes: list[int]):
+        super().__init__()
+        assert conv.kernel_size == (1, 1) and conv.out_channels == 1, "a 1x1 conv to 1 channel"
+        rows = torch.split(conv.weight.detach()[:, :, 0, 0].float(), sizes, dim=1)
+        self.weights = nn.ParameterList(nn.Parameter(w.clone(), requires_grad=False) for w in rows)
+        self.bias = nn.Parameter(conv.bias.detach().float().view(1, 1, 1).clone(),
+                                 requires_grad=False)
+
+    def forward(self, parts: Parts) -> torch.Tensor:
+        n, _, h, w = parts[0].shape
+        out = self.bias
+        for weight, part in zip(self.weights, parts):
+            # a MatMul: ONNX Runtime's Einsum measured 20x slower for the same product
+            out = out + torch.matmul(weight, part.reshape(n, weight.shape[1], -1))  # N, 1, HW
+        return out.view(n, 1, h, w)
+
+
 class InferenceMODNet(nn.Module):
     """image -> matte, equal to `model(image)` (matte only), for a MODNet of any widths.
 
@@ -158,7 +185,7 @@ class InferenceMODNet(nn.Module):
         self.hr2x = nn.ModuleList(fold(block) for block in hr.conv_hr2x)
         self.lr4x, self.f2x = fold(f.conv_lr4x), fold(f.conv_f2x)
         self.f0 = fold(f.conv_f[0], image_last=True)  # cat(up(f2x), img)
-        self.f1 = f.conv_f[1].layers[0]  # the 1-channel output conv, no norm
+        self.f1 = PartsProjection(f.conv_f[1].layers[0], self.f0.part_sizes)
         self.eval()
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
@@ -178,5 +205,8 @@ class InferenceMODNet(nn.Module):
 
         lr2x = [_resize(p, 2) for p in self.lr4x([lr8x_up])]
         f2x = self.f2x(lr2x + hr2x)
-        f = self.f0([_resize(p, 2) for p in f2x], img)
-        return torch.sigmoid(self.f1(_join(f)))
+        if self.f0.image_apart:  # a conv reads up(f2x) alone: join at half resolution, then resize
+            f2x_up = [_resize(_join(f2x), 2)]
+        else:  # joined with the image at full resolution anyway
+            f2x_up = [_resize(p, 2) for p in f2x]
+        return torch.sigmoid(self.f1(self.f0(f2x_up, img)))
