@@ -15,7 +15,7 @@ from pathlib import Path
 from ..files import write_atomic
 from . import figures
 
-# The origin write-up's published numbers (ORIGIN.md): 512x512, training-graph MACs, their
+# The origin write-up's published numbers (docs/origin.md): 512x512, training-graph MACs, their
 # hardware and runtime, three timed runs each. They published no accuracy ("not good").
 ORIGIN_ROWS = (
     {"name": "origin: original (theirs)", "params": 6.45e6, "macs_train": 18117e6,
