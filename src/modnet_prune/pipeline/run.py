@@ -43,6 +43,7 @@ from ..errors import UserError
 from ..deploy.onnx_export import export_onnx
 from ..deploy.quantize import DEFAULT_SIZE as INT8_DEFAULT_SIZE, BudgetError, quantize_model
 from ..deploy.runtime import OnnxRuntime
+from ..deploy.web import build_site, ort_missing
 from ..metrics import AGREEMENT, evaluate, reference_mattes
 from ..model.io import load, save
 from ..model.shipped import synthetic_teacher_note, trained_on_synthetic
@@ -62,7 +63,7 @@ RECIPE_FILE, STAGE_DIR = "recipe.json", "stages"
 TEACHER_ONNX, STUDENT_ONNX, STUDENT = "teacher.onnx", "student.onnx", "student.safetensors"
 INT8_FILES = {"teacher": "teacher.int8.onnx", "student": "student.int8.onnx"}
 PRUNED, RECALIBRATED = "pruned.safetensors", "recalibrated.safetensors"
-FINETUNE_DIR, COMPRESS_DIR = "finetune", "compress"
+FINETUNE_DIR, COMPRESS_DIR, WEB_DIR = "finetune", "compress", "web"
 
 
 class PipelineStopped(Exception):
@@ -377,7 +378,17 @@ def stage_export(run: Run) -> dict:
                              metadata={"source": str(checkpoint),
                                        "source_sha256": sha256_file(checkpoint)})
         reports[role] = {**report.as_dict(), "out": onnx_name}
-    return {"models": reports}
+    return {"models": reports, "web": _write_site(run)}
+
+
+def _write_site(run: Run) -> dict:
+    """The browser page for teacher and student; a run without onnxruntime-web goes on."""
+    if reason := ort_missing():
+        run.echo(f"  no web page: {reason}")
+        return {"dir": None, "reason": reason}
+    build_site([run.path(TEACHER_ONNX), run.path(STUDENT_ONNX)], run.path(WEB_DIR))
+    run.echo(f"  web page -> {WEB_DIR}/ (see it run: `modnet-prune serve {run.path(WEB_DIR)}`)")
+    return {"dir": WEB_DIR}
 
 
 def stage_quantize(run: Run) -> dict:
