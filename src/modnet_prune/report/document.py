@@ -24,6 +24,9 @@ ORIGIN_ROWS = (
      "file_kb": 7213, "latency_s": (0.54, 0.56, 0.54)},
 )
 METRIC_NAMES = ("mse", "mad", "sad", "grad", "conn")
+# The figures of both reports, in order: (figure key, section title).
+FIGURE_SECTIONS = (("pareto", "Accuracy vs compute"), ("samples", "Sample mattes (held-out)"),
+                   ("curves", "Training"), ("widths", "Per-layer widths"))
 
 
 @dataclass
@@ -252,9 +255,7 @@ def render_markdown(summary: dict, figure_paths: dict[str, str]) -> str:
     out += [*(f"- {line}" for line in _headline(summary)), *([f"- {web}"] if web else []), "",
             "## Results", "",
             f"*{caption}.*", "", markdown_table(table), "", *(f"- {n}" for n in _notes(summary)), ""]
-    sections = (("pareto", "Accuracy vs compute"), ("samples", "Sample mattes (held-out)"),
-                ("curves", "Training"), ("widths", "Per-layer widths"))
-    for key, title in sections:
+    for key, title in FIGURE_SECTIONS:
         if key in figure_paths:
             out += [f"## {title}", "", f"![{title}]({figure_paths[key]})", ""]
             if key == "pareto":
@@ -365,9 +366,7 @@ def render_html(summary: dict, figure_files: dict[str, Path]) -> str:
         parts.append(f'<p class="lede">{esc(web)}</p>')
     parts += ["<h2>Results</h2>", _html_table(main_table(summary)),
               '<ul class="notes">' + "".join(f"<li>{esc(n)}</li>" for n in _notes(summary)) + "</ul>"]
-    sections = (("pareto", "Accuracy vs compute"), ("samples", "Sample mattes (held-out)"),
-                ("curves", "Training"), ("widths", "Per-layer widths"))
-    for key, title in sections:
+    for key, title in FIGURE_SECTIONS:
         if key in figure_files:
             parts += [f"<h2>{esc(title)}</h2>", _img(figure_files[key], title)]
             if key == "pareto":
