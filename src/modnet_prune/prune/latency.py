@@ -29,7 +29,7 @@ from ..graph import ChannelGraph
 KINDS = ("dense", "pointwise", "depthwise", "linear")
 TERMS = ("macs", "out", "in")
 FEATURES = tuple(f"{kind}.{term}" for kind in KINDS for term in TERMS) + ("constant",)
-FORMAT = 1  # bump when the features change: cached models of another format are rebuilt
+FORMAT = 2  # bump when the features or the measuring change: older caches are rebuilt
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,10 @@ latency of a prune beside its prediction.
 
 A profile (`measure`, then `fit`) times random-width prunes of the official MODNet (random
 weights: latency depends on the widths only) in ONNX Runtime, each chunk interleaved with
-the unpruned model in one process, so a busy machine slows all alike. Each prune's milliseconds are its median
-per-round ratio to the unpruned model times the unpruned model's median. The per-layer cost
+the unpruned model in one process, so a busy machine slows all alike. Models are exported
+as `modnet-prune export` writes them (dynamic shapes) and run on ONNX Runtime's CPU
+provider. Each prune's milliseconds are its median per-round ratio to the unpruned model
+times the unpruned model's median. The per-layer cost
 model of `prune.latency` is fitted to the first `samples` prunes and its error measured on
 `held_out` further ones, beside the error of "latency is proportional to MACs".
 
@@ -149,7 +151,7 @@ def time_against_reference(models: Sequence[nn.Module], target: Target, folder: 
     the reference times the reference's median over all chunks."""
     reference, others = models[0], list(models[1:])
     ref_path = folder / "reference.onnx"
-    export_onnx(reference, ref_path, static_hw=target.size, check=False)
+    export_onnx(reference, ref_path, check=False)
     input_ = np.random.default_rng(0).uniform(-1, 1, (1, 3, *target.size)).astype(np.float32)
     ratios, ref_times = [], []
     chunks = [others[i:i + CHUNK] for i in range(0, len(others), CHUNK)]
@@ -158,8 +160,8 @@ def time_against_reference(models: Sequence[nn.Module], target: Target, folder: 
         paths = []
         for j, model in enumerate(chunk):
             paths.append(folder / f"chunk{index}-{j}.onnx")
-            export_onnx(model, paths[-1], static_hw=target.size, check=False)
-        runtimes = [OnnxRuntime(p, threads=target.threads) for p in [ref_path, *paths]]
+            export_onnx(model, paths[-1], check=False)
+        runtimes = [_cpu_session(p, target) for p in [ref_path, *paths]]
         times = interleaved_times(runtimes, input_, repeat, warmup=1, progress=False)
         ref_times += times[0]
         ratios += [pair_ratio(t, times[0]) for t in times[1:]]
@@ -167,6 +169,12 @@ def time_against_reference(models: Sequence[nn.Module], target: Target, folder: 
             p.unlink()
     ref_ms = float(np.median(ref_times))
     return [ref_ms] + [r * ref_ms for r in ratios]
+
+
+def _cpu_session(path: Path, target: Target) -> OnnxRuntime:
+    """The file as `modnet-prune export` writes it (dynamic shapes), on the CPU provider: the
+    target is a CPU even where a GPU provider exists."""
+    return OnnxRuntime(path, threads=target.threads, providers=["CPUExecutionProvider"])
 
 
 def _held_out_error(model: LatencyModel, xs, measured, macs_fractions, reference_ms) -> dict:
@@ -191,8 +199,8 @@ def measured_latency(teacher: nn.Module, students: Sequence[nn.Module], target: 
     with tempfile.TemporaryDirectory(prefix="modnet-prune-latency-") as tmp:
         paths = [Path(tmp) / f"model{i}.onnx" for i in range(len(students) + 1)]
         for model, path in zip([teacher, *students], paths):
-            export_onnx(model, path, static_hw=target.size, check=False)
-        runtimes = [OnnxRuntime(p, threads=target.threads) for p in paths]
+            export_onnx(model, path, check=False)
+        runtimes = [_cpu_session(p, target) for p in paths]
         x = np.random.default_rng(0).uniform(-1, 1, (1, 3, *target.size)).astype(np.float32)
         times = interleaved_times(runtimes, x, repeat, warmup=2, progress=progress)
     return {"teacher_ms": float(np.median(times[0])),
