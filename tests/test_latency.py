@@ -240,3 +240,20 @@ def test_damaged_cache_is_measured_again(cached_target, monkeypatch):
     model, measured_now = profiling.latency_model(cached_target.target, progress=False)
     assert measured_now and model.error["held_out"] == 1
     assert json.loads(path.read_text())["measurements"] == rows
+
+
+def test_pipeline_prune_stage_targets_the_benchmarked_latency(tmp_path, cached_target):
+    from modnet_prune.pipeline.recipe import recipe_from_dict
+    from modnet_prune.pipeline.run import Run, stage_prune
+    from pipeline_helpers import make_teacher, tiny_recipe
+
+    data = tiny_recipe(make_teacher(tmp_path), recalibrate_bn=0)  # benchmark: 1 thread, 64x64
+    data["prune"] = {"method": "target_latency", "target_latency": 0.7, "round_to": 4}
+    out = tmp_path / "run"
+    out.mkdir()
+    record = stage_prune(Run(recipe_from_dict(data), out, progress=False))
+    predicted = record["prune"]["latency"]["predicted_ms"]
+    assert predicted["after"] <= 0.7 * predicted["before"]
+    pruned = mp.load(out / record["pruned"])
+    assert cached_target.predict_model(pruned, torch.zeros(1, 3, 64, 64)) == \
+        pytest.approx(predicted["after"], rel=1e-9)
