@@ -30,7 +30,8 @@ def add_target_args(p) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--threads", type=int, default=None,
                    help="intra-op threads (default: all CPUs this process may use)")
-    p.add_argument("--size", type=int, default=512, help="input size (default 512)")
+    p.add_argument("--size", type=int, default=512,
+                   help="input size, square (default 512; for prune also where MACs count)")
 
 
 def target_of(args):

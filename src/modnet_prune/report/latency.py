@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -81,6 +82,9 @@ def latency_model(target: Target, rebuild: bool = False, progress: bool = True,
             model = None  # another format or a damaged file: measure again
         if model is not None and model.target == target:
             return model, False
+    if progress:
+        tqdm.write(f"measuring the latency model of {target.label()} (minutes; cached in "
+                   f"{path.parent})", file=sys.stderr)
     rows = measure(target, progress=progress, **options)
     model = fit(target, rows)
     path.parent.mkdir(parents=True, exist_ok=True)
