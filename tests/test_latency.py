@@ -16,7 +16,7 @@ from modnet_prune.prune import allocate, api
 from modnet_prune.prune.latency import (FEATURES, LatencyCost, LatencyModel, Target, features,
                                         layer_shapes)
 from modnet_prune.report import latency as profiling
-from tiny import tiny_model
+from helpers import tiny_model
 
 SIZE = (16, 16)
 # ms per unit of each term; the names are the model's (kind.term)
@@ -245,7 +245,7 @@ def test_damaged_cache_is_measured_again(cached_target, monkeypatch):
 def test_pipeline_prune_stage_targets_the_benchmarked_latency(tmp_path, cached_target):
     from modnet_prune.pipeline.recipe import recipe_from_dict
     from modnet_prune.pipeline.run import Run, stage_prune
-    from pipeline_helpers import make_teacher, tiny_recipe
+    from helpers import make_teacher, tiny_recipe
 
     data = tiny_recipe(make_teacher(tmp_path), recalibrate_bn=0)  # benchmark: 1 thread, 64x64
     data["prune"] = {"method": "target_latency", "target_latency": 0.7, "round_to": 4}

@@ -4,6 +4,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from ..deploy.onnx_export import GRAPHS
 from ..prune.latency import FEATURES
 from ..report.benchmark import default_threads
 from ..report.latency import PRECISIONS, PROFILED_RUNTIMES, cache_path, latency_model, target_for
@@ -28,6 +29,8 @@ def add_target_args(p) -> None:
     p.add_argument("--runtime", choices=PROFILED_RUNTIMES, default="onnxruntime",
                    help="runtime the latency is of")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    p.add_argument("--graph", choices=GRAPHS, default="fused",
+                   help="exported graph the latency is of (as `export --graph`)")
     p.add_argument("--threads", type=int, default=None,
                    help="intra-op threads (default: all CPUs this process may use)")
     p.add_argument("--size", type=int, default=512,
@@ -36,7 +39,7 @@ def add_target_args(p) -> None:
 
 def target_of(args):
     threads = default_threads() if args.threads is None else args.threads
-    return target_for(args.runtime, args.precision, threads, args.size)
+    return target_for(args.runtime, args.precision, threads, args.size, args.graph)
 
 
 def run(args) -> int:

@@ -3,7 +3,7 @@
 On a CPU runtime a conv's time is not proportional to its multiply-adds: thin convs at high
 resolution, norms, resizes and concats are priced by the memory they touch. The model is
 
-    ms = constant + sum over conv/linear layers L of
+    ms = constant + sum over MAC-counting layers L (conv, linear) of
          a[kind L] * MACs(L) + b[kind L] * output elements(L) + c[kind L] * input elements(L)
 
 with kinds dense (k x k), pointwise (1 x 1), depthwise and linear. The element terms stand for
@@ -24,18 +24,18 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..graph import ChannelGraph
+from ..graph import ChannelGraph, kind_of
 
 KINDS = ("dense", "pointwise", "depthwise", "linear")
 TERMS = ("macs", "out", "in")
 FEATURES = tuple(f"{kind}.{term}" for kind in KINDS for term in TERMS) + ("constant",)
-FORMAT = 2  # bump when the features or the measuring change: older caches are rebuilt
+FORMAT = 3  # bump when the features or the measuring change: older caches are rebuilt
 
 
 @dataclass(frozen=True)
 class Target:
-    """What a latency model describes: one runtime, precision and thread count on one CPU
-    model, at one input size (batch 1)."""
+    """What a latency model describes: one runtime, precision, exported graph and thread
+    count on one CPU model, at one input size (batch 1)."""
 
     runtime: str
     version: str
@@ -43,43 +43,49 @@ class Target:
     threads: int
     size: tuple[int, int]
     cpu: str
+    graph: str = "fused"          # which exported graph runs (deploy.onnx_export's `graph`)
 
     def label(self) -> str:
-        return (f"{self.runtime} {self.version} {self.precision}, {self.threads} thread(s), "
-                f"{self.size[0]}x{self.size[1]}, {self.cpu}")
+        return (f"{self.runtime} {self.version} {self.precision}, {self.graph} graph, "
+                f"{self.threads} thread(s), {self.size[0]}x{self.size[1]}, {self.cpu}")
 
 
 @dataclass(frozen=True)
 class LayerShape:
-    """A conv/linear layer's cost terms at full width (summed over its calls, batch 1)."""
+    """A MAC-counting layer's cost terms at full width (summed over its calls, batch 1)."""
 
-    kind: str
+    kind: str                       # one of KINDS
     macs: int
     out_elements: int
     in_elements: int
-    out_channels: int
-    in_channels: int
+    widths: dict[str, int]          # role ("in", "out") -> channels
+    macs_scale_with: tuple[str, ...]  # the roles the MACs are proportional to
 
 
-def layer_kind(module: nn.Module) -> str:
+def latency_kind(module: nn.Module) -> str:
+    """Which coefficients price `module`: linear, depthwise, pointwise (1x1) or dense (any
+    other MAC-counting layer, priced like a k x k conv)."""
     if isinstance(module, nn.Linear):
         return "linear"
-    if module.groups > 1 and module.groups == module.in_channels:
-        return "depthwise"
-    return "pointwise" if tuple(module.kernel_size) == (1, 1) else "dense"
+    if isinstance(module, nn.Conv2d):
+        if 1 < module.groups == module.in_channels:
+            return "depthwise"
+        if tuple(module.kernel_size) == (1, 1):
+            return "pointwise"
+    return "dense"
 
 
 @torch.no_grad()
 def layer_shapes(model: nn.Module, *inputs, **kwargs) -> dict[str, LayerShape]:
-    """Cost terms of every Conv2d/Linear that runs in `model(*inputs, **kwargs)`."""
-    names = {m: n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    """Cost terms of every MAC-counting layer (its kind counts MACs: conv, linear, ...)
+    that runs in `model(*inputs, **kwargs)`."""
+    kinds = {m: kind_of(m) for _, m in model.named_modules()}
+    names = {m: n for n, m in model.named_modules() if kinds[m] and kinds[m].macs}
     seen: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
 
     def hook(module, args, out):
-        kernel = module.in_features if isinstance(module, nn.Linear) else (
-            module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1])
         row = seen[names[module]]
-        row[0] += out[0].numel() * kernel
+        row[0] += kinds[module].macs(module, out)
         row[1] += out[0].numel()
         row[2] += args[0][0].numel()
 
@@ -92,13 +98,17 @@ def layer_shapes(model: nn.Module, *inputs, **kwargs) -> dict[str, LayerShape]:
         model.train(was_training)
         for h in handles:
             h.remove()
-    shapes = {}
-    for m, name in names.items():
-        if name in seen:
-            out_ch, in_ch = ((m.out_features, m.in_features) if isinstance(m, nn.Linear)
-                             else (m.out_channels, m.in_channels))
-            shapes[name] = LayerShape(layer_kind(m), *seen[name], out_ch, in_ch)
-    return shapes
+    return {name: LayerShape(latency_kind(m), *seen[name], _widths(m, *seen[name][1:]),
+                             tuple(kinds[m].macs_scale_with(m)))
+            for m, name in names.items() if name in seen}
+
+
+def _widths(module: nn.Module, out_elements: int, in_elements: int) -> dict[str, int]:
+    """Channels of the layer's output and input (dim 1, or the last dim of a linear's)."""
+    if isinstance(module, nn.Linear):
+        return {"out": module.out_features, "in": module.in_features}
+    weight = module.weight
+    return {"out": weight.shape[0], "in": weight.shape[1] * getattr(module, "groups", 1)}
 
 
 def features(shapes: Mapping[str, LayerShape],
@@ -111,12 +121,10 @@ def features(shapes: Mapping[str, LayerShape],
     x[-1] = 1.0
     for name in shapes if layers is None else layers:
         s = shapes[name]
-        out_kept = (s.out_channels - lost.get((name, "out"), 0)) / s.out_channels
-        in_lost = lost.get((name, "out" if s.kind == "depthwise" else "in"), 0)
-        in_kept = (s.in_channels - in_lost) / s.in_channels
+        kept = {role: (w - lost.get((name, role), 0)) / w for role, w in s.widths.items()}
+        macs = s.macs * float(np.prod([kept[role] for role in s.macs_scale_with]))
         base = KINDS.index(s.kind) * len(TERMS)
-        macs = s.macs * out_kept * (1.0 if s.kind == "depthwise" else in_kept)
-        x[base:base + 3] += (macs, s.out_elements * out_kept, s.in_elements * in_kept)
+        x[base:base + 3] += (macs, s.out_elements * kept["out"], s.in_elements * kept["in"])
     return x
 
 

@@ -4,8 +4,8 @@ latency of a prune beside its prediction.
 A profile (`measure`, then `fit`) times random-width prunes of the official MODNet (random
 weights: latency depends on the widths only) in ONNX Runtime, each chunk interleaved with
 the unpruned model in one process, so a busy machine slows all alike. Models are exported
-as `modnet-prune export` writes them (dynamic shapes) and run on ONNX Runtime's CPU
-provider. Each prune's milliseconds are its median per-round ratio to the unpruned model
+as `modnet-prune export` writes them (dynamic shapes; the target's graph, fused by default)
+and run on ONNX Runtime's CPU provider. Each prune's milliseconds are its median per-round ratio to the unpruned model
 times the unpruned model's median. The per-layer cost
 model of `prune.latency` is fitted to the first `samples` prunes and its error measured on
 `held_out` further ones, beside the error of "latency is proportional to MACs".
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..deploy.onnx_export import export_onnx
+from ..deploy.onnx_export import GRAPHS, export_onnx
 from ..deploy.runtime import OnnxRuntime
 from ..errors import UserError
 from ..files import package_version, write_json
@@ -46,7 +46,7 @@ CHUNK = 8  # prunes timed per interleaved session with the unpruned model
 
 
 def target_for(runtime: str = "onnxruntime", precision: str = "fp32", threads: int = 2,
-               size: int = 512) -> Target:
+               size: int = 512, graph: str = "fused") -> Target:
     """The target this machine offers for these settings (its CPU, the installed runtime)."""
     if runtime not in PROFILED_RUNTIMES:
         raise UserError(f"runtime {runtime!r}: latency models exist for "
@@ -57,8 +57,10 @@ def target_for(runtime: str = "onnxruntime", precision: str = "fp32", threads: i
         raise UserError(f"threads {threads}: must be at least 1")
     if size < 32 or size % 32:
         raise UserError(f"size {size}: must be a positive multiple of 32")
+    if graph not in GRAPHS:
+        raise UserError(f"graph {graph!r}: choose from {', '.join(GRAPHS)}")
     return Target(runtime, package_version(runtime) or "unknown", precision, threads,
-                  (size, size), cpu_model())
+                  (size, size), cpu_model(), graph)
 
 
 def cache_path(target: Target) -> Path:
@@ -155,7 +157,7 @@ def time_against_reference(models: Sequence[nn.Module], target: Target, folder: 
     the reference times the reference's median over all chunks."""
     reference, others = models[0], list(models[1:])
     ref_path = folder / "reference.onnx"
-    export_onnx(reference, ref_path, check=False)
+    export_onnx(reference, ref_path, check=False, graph=target.graph)
     input_ = np.random.default_rng(0).uniform(-1, 1, (1, 3, *target.size)).astype(np.float32)
     ratios, ref_times = [], []
     chunks = [others[i:i + CHUNK] for i in range(0, len(others), CHUNK)]
@@ -164,7 +166,7 @@ def time_against_reference(models: Sequence[nn.Module], target: Target, folder: 
         paths = []
         for j, model in enumerate(chunk):
             paths.append(folder / f"chunk{index}-{j}.onnx")
-            export_onnx(model, paths[-1], check=False)
+            export_onnx(model, paths[-1], check=False, graph=target.graph)
         runtimes = [_cpu_session(p, target) for p in [ref_path, *paths]]
         times = interleaved_times(runtimes, input_, repeat, warmup=1, progress=False)
         ref_times += times[0]
@@ -203,7 +205,7 @@ def measured_latency(teacher: nn.Module, students: Sequence[nn.Module], target: 
     with tempfile.TemporaryDirectory(prefix="modnet-prune-latency-") as tmp:
         paths = [Path(tmp) / f"model{i}.onnx" for i in range(len(students) + 1)]
         for model, path in zip([teacher, *students], paths):
-            export_onnx(model, path, check=False)
+            export_onnx(model, path, check=False, graph=target.graph)
         runtimes = [_cpu_session(p, target) for p in paths]
         x = np.random.default_rng(0).uniform(-1, 1, (1, 3, *target.size)).astype(np.float32)
         times = interleaved_times(runtimes, x, repeat, warmup=2, progress=progress)
