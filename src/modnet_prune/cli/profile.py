@@ -57,10 +57,10 @@ def run(args) -> int:
 
 def _print(summary: dict, console: Console) -> None:
     error = summary["error"]
-    console.print(f"latency model: {summary['target']['runtime']} "
-                  f"{summary['target']['version']} {summary['target']['precision']}, "
-                  f"{summary['target']['threads']} thread(s), "
-                  f"{'x'.join(map(str, summary['target']['size']))}, {summary['target']['cpu']}")
+    t = summary["target"]
+    console.print(f"latency model: {t['runtime']} {t['version']} {t['precision']}, "
+                  f"{t['graph']} graph, {t['threads']} thread(s), "
+                  f"{'x'.join(map(str, t['size']))}, {t['cpu']}")
     console.print(f"{'measured now' if summary['measured_now'] else 'cached'}: {summary['cache']}"
                   f" (fit on {summary['samples']} timed models)")
     table = Table(title=f"held-out random prunes (unpruned: {error['reference_ms']:.1f} ms)")
