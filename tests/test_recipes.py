@@ -21,7 +21,9 @@ def test_shipped_recipes_load_and_share_one_budget():
     recipes = {n: load_recipe(RECIPES / f"{n}.yaml") for n in (*BENCHMARK_RECIPES, "demo")}
     budgets = {recipes[n].finetune.samples for n in BENCHMARK_RECIPES}
     assert len(budgets) == 1 and budgets.pop() > recipes["demo"].finetune.samples > 0
-    assert recipes["ours-50"].prune.target_macs == 0.5 and recipes["ours-25"].prune.target_macs <= 0.25
+    assert recipes["ours-50"].prune.target_macs == 0.5
+    assert recipes["ours-25"].prune.method == "target_latency"
+    assert recipes["ours-25"].prune.target_latency <= 1 / 3 and recipes["ours-25"].prune.iterations > 1
     assert recipes["seed-v2"].prune.method == "plan" and not recipes["seed-v2"].distill.enabled
     assert recipes["ours-50"].distill.enabled and recipes["ours-50"].recalibrate_bn > 0
     assert {recipes[n].data.eval for n in BENCHMARK_RECIPES} == {recipes["seed-v2"].data.eval}
@@ -59,6 +61,10 @@ def test_seed_v2_widths_reproduce_the_write_up_costs():
      "prune.plan.hr_branch.conv_enc2x.layers.0: keep 0"),
     ({"prune": {"method": "plan", "plan": {"x": {"drop": 3}}}}, "prune.plan.x: expected {keep: N}"),
     ({"prune": {"method": "ratio", "ratio": 0.5, "iterations": 3}}, "prune.iterations: iterative"),
+    ({"prune": {"method": "target_latency", "target_latency": 1.2}},
+     "prune.target_latency 1.2: must be in (0, 1]"),
+    ({"prune": {"method": "target_latency", "target_macs": 0.5}},
+     "prune.target_latency: method target_latency needs this key"),
     ({"finetune": {"samples": "many"}}, "finetune.samples: expected int, got str 'many'"),
     ({"finetune": {"samples": 100, "lr": -1}}, "finetune.lr -1.0: must be > 0"),
     ({"finetune": {"samples": 8, "batch_size": 16}}, "finetune.samples: 8 is less than one batch"),

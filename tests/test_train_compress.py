@@ -6,6 +6,7 @@ import torch
 
 import modnet_prune as mp
 from modnet_prune.data import open_dataset
+from modnet_prune.errors import UserError
 from modnet_prune.train.compress import CompressConfig, compress, inference_macs
 from modnet_prune.train.rundir import RunDir
 
@@ -83,3 +84,26 @@ def test_torchrun_two_processes_compress(tmp_path):
         assert [x["step"] for x in rows] == [1, 2] and {x["world_size"] for x in rows} == {2}
         assert rows[0]["kd_lr8x"] > 0
     assert json.loads(r.stdout)["iterations"][-1]["fraction"] <= 0.6
+
+
+def test_compress_by_predicted_latency(tmp_path):
+    from modnet_prune.prune.latency import LatencyModel, Target
+    from test_latency import TABLE
+
+    latency = LatencyModel(Target("onnxruntime", "1.0", "fp32", 1, (64, 64), "cpu"), dict(TABLE))
+    teacher = mp.MODNet(divided_arch(2)).eval()
+    data = open_dataset("synthetic:4@64", size=64, train=True)
+    cc = CompressConfig(target_latency=0.8, iterations=2, schedule="linear", round_to=2)
+    result = compress(teacher, data, cc, cfg(steps=1), tmp_path / "c", progress=False,
+                      latency=latency)
+    x = torch.zeros(1, 3, 64, 64)
+    full = latency.predict_model(teacher, x)
+    for row, target in zip(result.rows, (0.9, 0.8)):
+        assert row["target_fraction"] == pytest.approx(target)
+        assert row["fraction"] <= target + 1e-9
+    final = mp.load(tmp_path / "c" / "model.safetensors")
+    assert latency.predict_model(final, x) / full == pytest.approx(result.rows[-1]["fraction"])
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert summary["teacher_latency_ms"] == pytest.approx(full)
+    with pytest.raises(UserError, match="go together"):
+        compress(teacher, data, cc, cfg(steps=1), tmp_path / "d", progress=False)

@@ -15,7 +15,7 @@ import sys
 from .. import __version__
 from ..errors import UserError
 
-COMMANDS = ("convert", "analyze", "prune", "benchmark", "synth", "evaluate", "train",
+COMMANDS = ("convert", "analyze", "prune", "profile", "benchmark", "synth", "evaluate", "train",
             "finetune", "compress", "export", "quantize", "matte", "web", "serve", "pipeline")
 
 

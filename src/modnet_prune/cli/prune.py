@@ -12,6 +12,7 @@ from ..model.io import load, save, stored_dtype
 from ..files import sha256_file
 from ..prune import CRITERIA, prune
 from .common import output_path, print_json
+from .profile import add_target_args, target_of
 
 
 def register(sub) -> None:
@@ -22,6 +23,9 @@ def register(sub) -> None:
     how.add_argument("--ratio", type=float, help="remove this fraction of channels")
     how.add_argument("--target-macs", type=float, metavar="F",
                      help="keep at most this fraction of the inference MACs at --size")
+    how.add_argument("--target-latency", type=float, metavar="F",
+                     help="keep at most this fraction of the predicted latency on the target "
+                          "(--runtime, --precision, --threads at --size; see `profile`)")
     how.add_argument("--plan", metavar="FILE", help="YAML/JSON: layer -> {keep: N} or {ratio: r}")
     p.add_argument("--allocation", choices=("uniform", "global"), default="uniform",
                    help="with --ratio: per group (uniform) or one ranking of all channels")
@@ -30,7 +34,9 @@ def register(sub) -> None:
                    help="images for --criterion taylor (dataset spec, e.g. synthetic:8@128)")
     p.add_argument("--round-to", type=int, default=8, help="kept widths are multiples of N")
     p.add_argument("--min-channels", type=int, default=1, help="never keep fewer channels")
-    p.add_argument("--size", type=int, default=512, help="input size for MACs (default 512)")
+    add_target_args(p)
+    p.add_argument("--repeat", type=int, default=15,
+                   help="with --target-latency: timed rounds of the measured latency")
     p.add_argument("--verify", action="store_true", help="check the surgery is exact")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=run)
@@ -40,10 +46,22 @@ def run(args) -> int:
     out = output_path(args.out, (args.checkpoint,))
     data = _data(args.data, args.criterion) if args.data else None
     model = load(args.checkpoint)
-    result = prune(model, ratio=args.ratio, target_macs=args.target_macs, plan=args.plan,
+    latency = None
+    if args.target_latency is not None:
+        from ..report.latency import latency_model
+        latency, _ = latency_model(target_of(args), progress=not args.json)
+    result = prune(model, ratio=args.ratio, target_macs=args.target_macs,
+                   target_latency=args.target_latency, plan=args.plan,
                    allocation=args.allocation, criterion=args.criterion,
                    round_to=args.round_to, min_channels=args.min_channels,
-                   size=(args.size, args.size), data=data, verify=args.verify)
+                   size=(args.size, args.size), data=data, verify=args.verify, latency=latency)
+    if latency is not None:
+        from ..report.latency import measured_latency
+        measured = measured_latency(model, [result.model], latency.target, repeat=args.repeat,
+                                    progress=not args.json)
+        result.latency["measured_ms"] = {"before": measured["teacher_ms"],
+                                         "after": measured["students_ms"][0]}
+        result.latency["measured_fraction"] = measured["fractions"][0]
     digest = sha256_file(args.checkpoint)
     # Removing channels changes no value: an fp16-stored input stays fp16, losslessly.
     save(result.model, out, dtype=stored_dtype(args.checkpoint), prune=result.to_dict(),
@@ -83,6 +101,18 @@ def _print(summary: dict, console: Console) -> None:
         before, after = summary[key]["before"], summary[key]["after"]
         table.add_row(label, f"{before / scale:.3f} {unit}", f"{after / scale:.3f} {unit}",
                       f"{after / before:.3f}")
+    if "latency" in summary:
+        latency = summary["latency"]
+        t = latency["target"]
+        where = f"{t['runtime']} {t['precision']} {t['threads']} thr"
+        predicted = latency["predicted_ms"]
+        table.add_row(f"latency {where}, predicted", f"{predicted['before']:.1f} ms",
+                      f"{predicted['after']:.1f} ms",
+                      f"{predicted['after'] / predicted['before']:.3f}")
+        if "measured_ms" in latency:
+            measured = latency["measured_ms"]
+            table.add_row(f"latency {where}, measured", f"{measured['before']:.1f} ms",
+                          f"{measured['after']:.1f} ms", f"{latency['measured_fraction']:.3f}")
     console.print(table)
     print_widths(summary["widths"], console)
     if summary["max_abs_diff"] is not None:

@@ -33,7 +33,7 @@ from ..train.losses import DistillWeights
 from ..train.schedule import LR_SCHEDULES, PRUNE_SCHEDULES
 
 DEFAULT_TEACHER = "models/modnet-synthetic.safetensors"
-PRUNE_METHODS = ("target_macs", "plan", "ratio", "none")
+PRUNE_METHODS = ("target_macs", "target_latency", "plan", "ratio", "none")
 RUNTIMES = ("torch", "onnxruntime")
 
 
@@ -43,8 +43,9 @@ class RecipeError(UserError):
 
 @dataclass(frozen=True)
 class PruneSpec:
-    method: str = "none"                  # target_macs | plan | ratio | none (fine-tune only)
+    method: str = "none"                  # target_macs | target_latency | plan | ratio | none
     target_macs: float | None = None      # keep at most this fraction of inference MACs
+    target_latency: float | None = None   # ... of the latency predicted where it is benchmarked
     plan: dict | str | None = None        # {module path: {keep: N} | {ratio: r}} or a file
     ratio: float | None = None            # remove this fraction of every group
     criterion: str = "l1"
@@ -52,7 +53,7 @@ class PruneSpec:
     round_to: int = 8
     min_channels: int = 1
     iterations: int = 1                   # > 1: iterative compress (prune a little, fine-tune)
-    schedule: str = "cubic"               # MACs fraction after each iteration: linear | cubic
+    schedule: str = "cubic"               # MACs/latency fraction per iteration: linear | cubic
     calibration_batches: int = 4          # data batches for the taylor criterion
 
 
@@ -313,15 +314,17 @@ def _validate_prune(p: PruneSpec) -> None:
     _one_of(p.criterion, CRITERIA, "prune.criterion")
     _one_of(p.allocation, ALLOCATIONS, "prune.allocation")
     _one_of(p.schedule, PRUNE_SCHEDULES, "prune.schedule")
-    given = {k: getattr(p, k) for k in ("target_macs", "plan", "ratio") if getattr(p, k) is not None}
+    given = {k: getattr(p, k) for k in ("target_macs", "target_latency", "plan", "ratio")
+             if getattr(p, k) is not None}
     if p.method == "none":
         _need(not given, f"prune.{next(iter(given), '')}", "prune.method none takes no amount")
     else:
         _need(p.method in given, f"prune.{p.method}", f"method {p.method} needs this key")
         extra = [k for k in given if k != p.method]
         _need(not extra, f"prune.{extra[0] if extra else ''}", f"does not go with method {p.method}")
-    if p.target_macs is not None:
-        KEEP_FRACTION.check(p.target_macs, "prune.target_macs")
+    for key in ("target_macs", "target_latency"):
+        if getattr(p, key) is not None:
+            KEEP_FRACTION.check(getattr(p, key), f"prune.{key}")
     if p.ratio is not None:
         RATIO.check(p.ratio, "prune.ratio")
     if isinstance(p.plan, dict):
@@ -329,8 +332,8 @@ def _validate_prune(p: PruneSpec) -> None:
     _need(p.round_to >= 1, "prune.round_to", "must be >= 1")
     _need(p.min_channels >= 1, "prune.min_channels", "must be >= 1")
     _need(p.iterations >= 1, "prune.iterations", "must be >= 1")
-    _need(p.iterations == 1 or p.method == "target_macs", "prune.iterations",
-          "iterative pruning (> 1) needs method target_macs")
+    _need(p.iterations == 1 or p.method in ("target_macs", "target_latency"), "prune.iterations",
+          "iterative pruning (> 1) needs method target_macs or target_latency")
     _need(p.calibration_batches >= 1, "prune.calibration_batches", "must be >= 1")
 
 

@@ -50,7 +50,8 @@ from ..model.shipped import synthetic_teacher_note, trained_on_synthetic
 from ..files import sha256_file, write_atomic, write_json
 from ..prune import prune
 from ..report.analysis import analyze
-from ..report.benchmark import benchmark_many
+from ..report.benchmark import benchmark_many, default_threads
+from ..report.latency import latency_model, target_for
 from ..report.document import render_report
 from ..train import Context, TrainConfig, fit, recalibrate_bn
 from ..train.compress import CompressConfig, compress, iteration_files
@@ -109,6 +110,17 @@ class Run:
         if "teacher" not in self._cache:
             self._cache["teacher"] = load(self.recipe.teacher)
         return self._cache["teacher"]
+
+    def latency(self):
+        """The latency model of where the student is benchmarked (ONNX Runtime, fp32, the
+        benchmark's threads and size), for the target_latency method; built once per machine."""
+        if self.recipe.prune.method != "target_latency":
+            return None
+        if "latency" not in self._cache:
+            b, size = self.recipe.benchmark, self.recipe.sizes.benchmark
+            target = target_for("onnxruntime", "fp32", b.threads or default_threads(), size)
+            self._cache["latency"], _ = latency_model(target, progress=self.progress)
+        return self._cache["latency"]
 
     def train_set(self):
         r = self.recipe
@@ -191,7 +203,8 @@ def stage_prune(run: Run) -> dict:
         return {"method": p.method, "iterative": p.iterations > 1}
     data = run.batches(p.calibration_batches) if p.criterion == "taylor" else None
     amount = {p.method: getattr(p, p.method)}
-    result = prune(run.teacher(), **amount, allocation=p.allocation, criterion=p.criterion,
+    result = prune(run.teacher(), **amount, latency=run.latency(), allocation=p.allocation,
+                   criterion=p.criterion,
                    round_to=p.round_to, min_channels=p.min_channels,
                    size=(r.sizes.benchmark, r.sizes.benchmark), data=data, seed=r.seed)
     details = result.to_dict()
@@ -253,14 +266,15 @@ def _info(r: Recipe) -> dict:
 def _compress(run: Run) -> dict:
     r, p = run.recipe, run.recipe.prune
     per_iteration = max(1, r.steps // p.iterations)
-    cc = CompressConfig(target_macs=p.target_macs, iterations=p.iterations, schedule=p.schedule,
+    cc = CompressConfig(target_macs=p.target_macs, target_latency=p.target_latency,
+                        iterations=p.iterations, schedule=p.schedule,
                         criterion=p.criterion, round_to=p.round_to,
                         min_channels=p.min_channels, cost_size=r.sizes.benchmark)
     folder = run.path(COMPRESS_DIR)
     result = compress(run.teacher(), run.train_set(), cc,
                       train_config(r, per_iteration, r.recalibrate_bn), folder,
                       eval_set=run.eval_set(), resume=(folder / "config.json").exists(),
-                      ctx=run.ctx, info=_info(r), progress=run.progress)
+                      ctx=run.ctx, info=_info(r), progress=run.progress, latency=run.latency())
     if result.stopped:
         raise PipelineStopped("compression stopped")
     save(result.model.eval(), run.path(STUDENT), recipe=r.name, teacher_sha256=sha256_file(r.teacher))

@@ -84,7 +84,7 @@ def _training(recipe: Recipe, out: Path, record: dict) -> dict:
     for k, (row, folder) in enumerate(folders):
         offset = k * per_iteration
         iterations.append({"index": k + 1, "start_samples": offset * batch,
-                           "macs_fraction": row["fraction"] if row else None})
+                           "macs_fraction": row.get("macs_fraction", row["fraction"]) if row else None})
         for log in _log_rows(folder):
             at = {"step": offset + log["step"], "samples": (offset + log["step"]) * batch}
             if log.get("kind") == "train":

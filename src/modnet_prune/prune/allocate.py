@@ -6,6 +6,7 @@ Four ways to decide the kept widths (all return {group name: kept width}):
 - `by_macs(fraction)`: channels go in steps of `round_to`, always the step with the least
   importance per inference MAC saved, until at most `fraction` of the MACs remain (groups
   that cost no inference MACs, like MODNet's training-only heads, are left alone);
+  `by_cost` is the same greedy in any currency, e.g. predicted milliseconds (`latency`);
 - `from_plan(plan)`: per-layer decisions keyed by the Conv2d/Linear producing the group.
 Kept widths are multiples of `round_to` (groups narrower than it are left alone) and at
 least `min_channels`. `select` then picks the lowest-scoring classes of each group.
@@ -17,6 +18,7 @@ import heapq
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 import yaml
@@ -70,10 +72,46 @@ def global_ranking(graph: ChannelGraph, scores: Mapping[str, torch.Tensor], rati
     return {g.name: widths.nearest(g, g.width - lost[g.name]) for g in groups}
 
 
+class Cost(Protocol):
+    """A currency the greedy allocation spends: `graph.macs.MacModel` (MACs) or
+    `latency.LatencyCost` (predicted milliseconds on one target)."""
+
+    full: float
+
+    def total(self, removed: Mapping[str, int]) -> float: ...
+
+    def saving(self, removed: Mapping[str, int], group: str, more: int) -> float: ...
+
+
 def by_macs(graph: ChannelGraph, scores: Mapping[str, torch.Tensor], macs: MacModel,
             fraction: float, widths: Widths) -> Keep:
     """Greedy: remove the step with the least importance per MAC saved until under target."""
     KEEP_FRACTION.check(fraction, "target MACs")
+    return by_cost(graph, scores, macs, fraction, widths, "the MACs")
+
+
+def smallest(graph: ChannelGraph, cost: Cost, widths: Widths) -> float:
+    """The lowest `cost.total` the widths allow: every group at its narrowest option (costs
+    never grow as channels go, so no other choice is cheaper)."""
+    return cost.total({g.name: g.width - widths.options(g)[0] for g in graph.prunable})
+
+
+def check_reachable(graph: ChannelGraph, cost: Cost, fraction: float, widths: Widths,
+                    what: str) -> None:
+    """Refuse a target below the smallest reachable cost, naming that cost."""
+    low = smallest(graph, cost, widths)
+    if low > fraction * cost.full:
+        raise UserError(f"cannot reach {fraction:.3f} of {what} with round_to={widths.round_to}, "
+                        f"min_channels={widths.min_channels}: the smallest reachable is "
+                        f"{low / cost.full:.3f}")
+
+
+def by_cost(graph: ChannelGraph, scores: Mapping[str, torch.Tensor], cost: Cost,
+            fraction: float, widths: Widths, what: str) -> Keep:
+    """Greedy: remove the step (`round_to` channels of one group) with the least importance
+    per unit of `cost` saved, until at most `fraction` of `cost.full` remains. `what` names
+    the currency in messages ("the MACs")."""
+    check_reachable(graph, cost, fraction, widths, what)
     groups = {g.name: g for g in graph.prunable}
     keep = {name: g.width for name, g in groups.items()}
     order = {name: torch.argsort(scores[name], stable=True) for name in groups}
@@ -84,13 +122,13 @@ def by_macs(graph: ChannelGraph, scores: Mapping[str, torch.Tensor], macs: MacMo
         if not lower:
             return None
         width, now, after = groups[name].width, keep[name], lower[-1]
-        cost = float(scores[name][order[name][width - now:width - after]].sum())
-        saved = macs.saving(removed, name, now - after)
-        return (cost / saved, after) if saved > 0 else None
+        lost = float(scores[name][order[name][width - now:width - after]].sum())
+        saved = cost.saving(removed, name, now - after)
+        return (lost / saved, after) if saved > 0 else None
 
     heap = [(step[0], name) for name in groups if (step := next_step(name))]
     heapq.heapify(heap)
-    goal, total = fraction * macs.full, macs.full
+    goal, total = fraction * cost.full, cost.full
     while total > goal and heap:
         _, name = heapq.heappop(heap)
         step = next_step(name)  # savings shrink as neighbours shrink: re-evaluate lazily
@@ -101,13 +139,9 @@ def by_macs(graph: ChannelGraph, scores: Mapping[str, torch.Tensor], macs: MacMo
             continue
         keep[name] = step[1]
         removed[name] = groups[name].width - step[1]
-        total = macs.total(removed)
+        total = cost.total(removed)
         if (following := next_step(name)):
             heapq.heappush(heap, (following[0], name))
-    if total > goal:
-        raise UserError(f"cannot reach {fraction:.3f} of the MACs with round_to="
-                        f"{widths.round_to}, min_channels={widths.min_channels}: the smallest "
-                        f"reachable is {total / macs.full:.3f}")
     return keep
 
 

@@ -1,6 +1,7 @@
 """`prune(model, ...)`: analyse, score, allocate, cut, (verify); and `describe_groups`."""
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from ..graph.macs import MacModel
 from . import allocate
 from .harness import Harness, InputFn, harness_for
 from .importance import CRITERIA, importance
+from .latency import LatencyCost, LatencyModel, layer_shapes
 from .surgery import shrink
 from .verify import check_exact
 
@@ -38,6 +40,7 @@ class PruneResult:
     allocation: dict                          # how the widths were decided
     settings: dict = field(default_factory=dict)
     max_abs_diff: float | None = None         # exactness check, when run
+    latency: dict | None = None               # predicted ms before/after, given a LatencyModel
 
     @property
     def plan(self) -> dict[str, dict[str, int]]:
@@ -52,6 +55,7 @@ class PruneResult:
             "params": {"before": self.params_before, "after": self.params_after},
             "macs": {"before": self.macs_before, "after": self.macs_after},
             "plan": self.plan, "max_abs_diff": self.max_abs_diff,
+            **({"latency": self.latency} if self.latency else {}),
         }
 
 
@@ -71,54 +75,78 @@ def mac_model(graph: ChannelGraph, model: nn.Module, harness: Harness,
 
 
 def prune(model: nn.Module, *, ratio: float | None = None, target_macs: float | None = None,
-          plan: Mapping | str | Path | None = None, allocation: str = "uniform",
-          criterion: str = "l1", round_to: int = 8, min_channels: int = 1,
-          size: tuple[int, int] | int = (512, 512), data: Iterable | None = None,
-          verify: bool = False, inputs: InputFn | None = None, seed: int = 0) -> PruneResult:
-    """Prune `model` structurally; exactly one of `ratio`, `target_macs`, `plan`.
+          target_latency: float | None = None, plan: Mapping | str | Path | None = None,
+          allocation: str = "uniform", criterion: str = "l1", round_to: int = 8,
+          min_channels: int = 1, size: tuple[int, int] | int = (512, 512),
+          data: Iterable | None = None, verify: bool = False, inputs: InputFn | None = None,
+          seed: int = 0, latency: LatencyModel | None = None) -> PruneResult:
+    """Prune `model` structurally; exactly one of `ratio`, `target_macs`, `target_latency`,
+    `plan`.
 
     `ratio` removes that fraction of channels, per group (`allocation="uniform"`) or over
     one ranking of all groups ("global"); `target_macs` keeps at most that fraction of the
-    inference MACs at `size`; `plan` is a mapping or a YAML/JSON file (see `allocate`).
+    inference MACs at `size`; `target_latency` at most that fraction of the latency that
+    `latency` (a fitted `LatencyModel`; `modnet-prune profile` builds one) predicts at its
+    target's size; `plan` is a mapping or a YAML/JSON file (see `allocate`).
+    Unreachable targets are refused before any channel is scored.
     `data` feeds the taylor criterion (image batches, or dicts with "image"). `inputs`
     makes inputs for models other than MODNet: (size, batch, generator) -> tuple.
     The input model is not modified.
     """
-    how = _allocation(ratio, target_macs, plan, allocation)
+    how = _allocation(ratio, target_macs, target_latency, plan, allocation)
     if criterion not in CRITERIA:
         raise UserError(f"unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
+    if target_latency is not None and latency is None:
+        raise UserError("target_latency needs a latency model of the target "
+                        "(build one with `modnet-prune profile`)")
     harness = harness_for(model, inputs)
     size = harness.check_size(size)
     widths = allocate.Widths(round_to, min_channels)
     graph = analyze_model(model, harness)
     macs = mac_model(graph, model, harness, size)
+    ms = latency_cost(model, graph, harness, latency) if latency else None
+    if how["mode"] in ("target_macs", "target_latency"):
+        cost, what = (macs, "the MACs") if how["mode"] == "target_macs" else (
+            ms, "the predicted latency")
+        allocate.check_reachable(graph, cost, how[how["mode"]], widths, what)
     scores = importance(model, graph, criterion, harness=harness, data=data, seed=seed)
-    keep = _decide(how, graph, model, scores, macs, widths)
+    keep = _decide(how, graph, model, scores, macs, ms, widths)
     removal = {name: allocate.select(graph.group(name), scores[name], k)
                for name, k in keep.items() if k < graph.group(name).width}
     pruned = harness.rebuild(shrink(model, graph, removal)).eval()
+    lost = {n: len(r) for n, r in removal.items()}
     result = PruneResult(
         model=pruned, kept=_kept(graph, removal),
         widths={g.name: (g.width, keep.get(g.name, g.width)) for g in graph.prunable},
         params_before=count_params(model), params_after=count_params(pruned),
-        macs_before=macs.full, macs_after=macs.total({n: len(r) for n, r in removal.items()}),
+        macs_before=macs.full, macs_after=macs.total(lost),
         size=size, criterion=criterion, allocation=how,
-        settings={"round_to": round_to, "min_channels": min_channels})
+        settings={"round_to": round_to, "min_channels": min_channels},
+        latency=None if ms is None else {
+            "target": dataclasses.asdict(latency.target),
+            "predicted_ms": {"before": ms.full, "after": ms.total(lost)}})
     if verify:
         result.max_abs_diff = check_exact(model, pruned, graph, removal, harness)
     return result
 
 
-def _allocation(ratio, target_macs, plan, allocation: str) -> dict:
-    given = [k for k, v in (("ratio", ratio), ("target_macs", target_macs), ("plan", plan))
-             if v is not None]
+def latency_cost(model: nn.Module, graph: ChannelGraph, harness: Harness,
+                 latency: LatencyModel) -> LatencyCost:
+    """Predicted milliseconds of `model` on `latency`'s target, by classes removed per group."""
+    size = harness.check_size(latency.target.size)
+    return LatencyCost(graph, layer_shapes(model, *harness.make(model, size)), latency)
+
+
+def _allocation(ratio, target_macs, target_latency, plan, allocation: str) -> dict:
+    given = [k for k, v in (("ratio", ratio), ("target_macs", target_macs),
+                            ("target_latency", target_latency), ("plan", plan)) if v is not None]
     if len(given) != 1:
-        raise UserError("give exactly one of ratio, target_macs, plan"
+        raise UserError("give exactly one of ratio, target_macs, target_latency, plan"
                         + (f" (got {', '.join(given)})" if given else ""))
     if allocation not in ALLOCATIONS:
         raise UserError(f"unknown allocation {allocation!r}; choose uniform or global")
     if allocation != "uniform" and ratio is None:
-        raise UserError(f"allocation {allocation!r} applies to a ratio; target_macs and plan "
+        raise UserError(f"allocation {allocation!r} applies to a ratio; targets and plans "
                         "allocate by themselves")
     if ratio is not None:
         RATIO.check(ratio, "ratio")
@@ -126,12 +154,16 @@ def _allocation(ratio, target_macs, plan, allocation: str) -> dict:
     if target_macs is not None:
         KEEP_FRACTION.check(target_macs, "target MACs")
         return {"mode": "target_macs", "target_macs": float(target_macs)}
+    if target_latency is not None:
+        KEEP_FRACTION.check(target_latency, "target latency")
+        return {"mode": "target_latency", "target_latency": float(target_latency)}
     if isinstance(plan, (str, Path)):
         return {"mode": "plan", "file": str(plan), "plan": allocate.read_plan(plan)}
     return {"mode": "plan", "plan": dict(plan)}
 
 
-def _decide(how: dict, graph, model, scores, macs: MacModel, widths) -> dict[str, int]:
+def _decide(how: dict, graph, model, scores, macs: MacModel, ms: LatencyCost | None,
+            widths) -> dict[str, int]:
     mode = how["mode"]
     if mode == "uniform":
         return allocate.uniform(graph, how["ratio"], widths)
@@ -139,6 +171,9 @@ def _decide(how: dict, graph, model, scores, macs: MacModel, widths) -> dict[str
         return allocate.global_ranking(graph, scores, how["ratio"], widths)
     if mode == "target_macs":
         return allocate.by_macs(graph, scores, macs, how["target_macs"], widths)
+    if mode == "target_latency":
+        return allocate.by_cost(graph, scores, ms, how["target_latency"], widths,
+                                "the predicted latency")
     return allocate.from_plan(graph, model, how["plan"], widths)
 
 

@@ -1,5 +1,6 @@
 """Iterative compression: prune a little, re-estimate BN, fine-tune with distillation from
-the original model, repeat until the MACs target (the origin write-up's wish: small steps).
+the original model, repeat until the MACs target (the origin write-up's wish: small steps),
+or the predicted-latency target when `compress` is given a latency model.
 
 DIR layout (resumable: finished iterations are skipped, an unfinished one resumes from
 its own last checkpoint, a pruned-but-untrained student is reused, not re-pruned):
@@ -16,6 +17,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -33,19 +35,29 @@ from .loop import TrainConfig, fit, labeled
 from .rundir import LAST, RunDir
 from .schedule import PRUNE_SCHEDULES, macs_targets
 
+if TYPE_CHECKING:
+    from ..prune.latency import LatencyModel
+
 
 @dataclass
 class CompressConfig:
-    target_macs: float              # fraction of the teacher's inference MACs to keep
+    target_macs: float | None = None     # fraction of the teacher's inference MACs to keep
     iterations: int = 4
-    schedule: str = "cubic"         # how the MACs shrink over the iterations
+    schedule: str = "cubic"         # how the MACs (or latency) shrink over the iterations
     criterion: str = "l1"           # as `modnet_prune.prune.prune`
     round_to: int = 8
     min_channels: int = 1
     cost_size: int = 512            # input size at which MACs are counted (ratios are size-free)
+    target_latency: float | None = None  # or: fraction of its predicted latency to keep
+
+    @property
+    def target(self) -> float:
+        return self.target_macs if self.target_latency is None else self.target_latency
 
     def validate(self) -> None:
-        macs_targets(self.target_macs, self.iterations, self.schedule)  # raises UserError
+        if (self.target_macs is None) == (self.target_latency is None):
+            raise UserError("compress: give exactly one of target_macs, target_latency")
+        macs_targets(self.target, self.iterations, self.schedule)  # raises UserError
         if self.schedule not in PRUNE_SCHEDULES:
             raise UserError(f"--schedule-prune must be one of {', '.join(PRUNE_SCHEDULES)}")
         AT_LEAST_ONE.check(self.round_to, "--round-to")
@@ -97,14 +109,25 @@ def inference_macs(model: nn.Module, size: int) -> int:
 
 
 
+def cost(model: nn.Module, cc: CompressConfig, latency: LatencyModel | None) -> float:
+    """What the targets are fractions of: inference MACs at cc.cost_size, or, with a
+    latency model, the predicted milliseconds on its target."""
+    if latency is None:
+        return inference_macs(model, cc.cost_size)
+    device = next(model.parameters()).device
+    return latency.predict_model(model, torch.zeros(1, 3, *latency.target.size, device=device))
+
+
 def _prune_step(model: nn.Module, keep_fraction: float, cc: CompressConfig, data: Dataset,
-                batch_size: int, seed: int) -> nn.Module:
-    """A pruned copy of `model` keeping `keep_fraction` of its inference MACs; widths are
-    allocated by MACs saved per importance lost. `model` is untouched (it may be the
-    teacher, on any device). `data` feeds data-driven criteria (taylor)."""
+                batch_size: int, seed: int, latency: LatencyModel | None) -> nn.Module:
+    """A pruned copy of `model` keeping `keep_fraction` of its inference MACs (or predicted
+    latency); widths are allocated by cost saved per importance lost. `model` is untouched
+    (it may be the teacher, on any device). `data` feeds data-driven criteria (taylor)."""
     from ..prune import prune  # train/ sits above prune/ in the data flow
     batches = DataLoader(data, batch_size=batch_size, shuffle=False)  # lazy: l1 reads none
-    result = prune(copy.deepcopy(model).cpu().eval(), target_macs=keep_fraction,
+    amount = ({"target_macs": keep_fraction} if latency is None else
+              {"target_latency": keep_fraction, "latency": latency})
+    result = prune(copy.deepcopy(model).cpu().eval(), **amount,
                    criterion=cc.criterion, round_to=cc.round_to, min_channels=cc.min_channels,
                    size=(cc.cost_size, cc.cost_size), data=batches, seed=seed)
     return result.model
@@ -112,12 +135,15 @@ def _prune_step(model: nn.Module, keep_fraction: float, cc: CompressConfig, data
 
 def compress(teacher: nn.Module, train_set: Dataset, cc: CompressConfig, tc: TrainConfig,
              out: str | Path, *, eval_set: Dataset | None = None, resume: bool = False,
-             ctx: Context | None = None, info: dict | None = None, progress: bool = True
-             ) -> CompressResult:
-    """Prune `teacher` to cc.target_macs of its MACs in cc.iterations steps, each followed
-    by `tc` (its `steps` per iteration) of fine-tuning with distillation from `teacher`."""
+             ctx: Context | None = None, info: dict | None = None, progress: bool = True,
+             latency: LatencyModel | None = None) -> CompressResult:
+    """Prune `teacher` to cc.target_macs of its MACs (or cc.target_latency of its latency
+    predicted by `latency`) in cc.iterations steps, each followed by `tc` (its `steps` per
+    iteration) of fine-tuning with distillation from `teacher`."""
     ctx, out = ctx or Context(), Path(out)
     cc.validate()
+    if (cc.target_latency is None) != (latency is None):
+        raise UserError("compress: target_latency and a latency model go together")
     tc = tc.for_data(labeled(train_set))
     tc.validate(has_teacher=True)
     if ctx.is_main:
@@ -125,8 +151,9 @@ def compress(teacher: nn.Module, train_set: Dataset, cc: CompressConfig, tc: Tra
                            **(info or {}), "world_size": ctx.world_size}, resume)
     barrier(ctx)
     teacher = teacher.eval()
-    original = inference_macs(teacher, cc.cost_size)
-    targets = macs_targets(cc.target_macs, cc.iterations, cc.schedule)
+    original = cost(teacher, cc, latency)
+    teacher_macs = inference_macs(teacher, cc.cost_size)
+    targets = macs_targets(cc.target, cc.iterations, cc.schedule)
     student, rows, files = teacher, [], []
     for index, target in enumerate(targets, start=1):
         at = iteration_files(out, index)
@@ -136,7 +163,7 @@ def compress(teacher: nn.Module, train_set: Dataset, cc: CompressConfig, tc: Tra
             student = load(at.trained)
             continue
         step_cfg = dataclasses.replace(tc, seed=tc.seed + index)
-        student = _pruned(student, target * original, at, cc, train_set, step_cfg, ctx)
+        student = _pruned(student, target * original, at, cc, train_set, step_cfg, ctx, latency)
         result = fit(student, train_set, step_cfg, at.folder, eval_set=eval_set, teacher=teacher,
                      resume=resume or (at.folder / "config.json").exists(), ctx=ctx,
                      info={"iteration": index, **(info or {})}, progress=progress)
@@ -144,8 +171,10 @@ def compress(teacher: nn.Module, train_set: Dataset, cc: CompressConfig, tc: Tra
             return CompressResult(result.model, rows, True, None, out, files, None)
         evals = [r for r in RunDir(at.folder).rows() if r.get("kind") == "eval"]
         macs = inference_macs(student, cc.cost_size)
-        row = {"iteration": index, "target_fraction": target, "fraction": macs / original,
-               "macs": macs, "params": count_params(student),
+        # fraction: of the teacher's MACs, or of its predicted latency with a latency model
+        row = {"iteration": index, "target_fraction": target,
+               "fraction": cost(student, cc, latency) / original,
+               "macs": macs, "macs_fraction": macs / teacher_macs, "params": count_params(student),
                "eval_mad": evals[-1]["mad"] if evals else None}  # of the model carried on
         rows.append(row)
         files.append(at)
@@ -154,28 +183,31 @@ def compress(teacher: nn.Module, train_set: Dataset, cc: CompressConfig, tc: Tra
         barrier(ctx)
     summary = None
     if ctx.is_main:
-        save(student, out / MODEL, teacher_macs=original, iterations=len(rows))
+        save(student, out / MODEL, teacher_macs=teacher_macs, iterations=len(rows))
         teacher_mad = (evaluate(teacher, eval_set, size=tc.size)["mad"]
                        if eval_set is not None and labeled(eval_set) else None)
-        summary = {"teacher_macs": original, "teacher_mad": teacher_mad,
+        summary = {"teacher_macs": teacher_macs, "teacher_mad": teacher_mad,
                    "teacher_params": count_params(teacher), "cost_size": cc.cost_size,
-                   "iterations": rows}
+                   **({"teacher_latency_ms": original} if latency else {}), "iterations": rows}
         write_json(out / "summary.json", summary)
     barrier(ctx)
-    teacher_row = summary and {"macs": original, "params": summary["teacher_params"],
+    teacher_row = summary and {"macs": teacher_macs, "params": summary["teacher_params"],
                                "mad": summary["teacher_mad"]}
     return CompressResult(student, rows, False, teacher_row, out, files, out / MODEL)
 
 
 def _pruned(model: nn.Module, target: float, at: IterationFiles, cc: CompressConfig, data,
-            tc: TrainConfig, ctx: Context) -> nn.Module:
+            tc: TrainConfig, ctx: Context, latency: LatencyModel | None) -> nn.Module:
     """The student for an iteration: reused from its folder if already pruned, else pruned
-    by rank 0 to `target` MACs and shared with the other ranks through the file."""
+    by rank 0 to `target` MACs (or predicted ms) and shared with the other ranks through
+    the file."""
     path = at.pruned
     if ctx.is_main and not path.exists():
         at.folder.mkdir(parents=True, exist_ok=True)
-        current = inference_macs(model, cc.cost_size)
-        pruned = _prune_step(model, min(1.0, target / current), cc, data, tc.batch_size, tc.seed)
-        save(pruned, path, target_macs=target)
+        current = cost(model, cc, latency)
+        pruned = _prune_step(model, min(1.0, target / current), cc, data, tc.batch_size, tc.seed,
+                             latency)
+        save(pruned, path, **({"target_macs": target} if latency is None
+                              else {"target_latency_ms": target}))
     barrier(ctx)
     return load(path)

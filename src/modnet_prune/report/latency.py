@@ -1,0 +1,215 @@
+"""Measuring a deployment target's latency model (`modnet-prune profile`) and the measured
+latency of a prune beside its prediction.
+
+A profile (`measure`, then `fit`) times random-width prunes of the official MODNet (random
+weights: latency depends on the widths only) in ONNX Runtime, each chunk interleaved with
+the unpruned model in one process, so a busy machine slows all alike. Models are exported
+as `modnet-prune export` writes them (dynamic shapes; the target's graph, fused by default)
+and run on ONNX Runtime's CPU provider. Each prune's milliseconds are its median per-round ratio to the unpruned model
+times the unpruned model's median. The per-layer cost
+model of `prune.latency` is fitted to the first `samples` prunes and its error measured on
+`held_out` further ones, beside the error of "latency is proportional to MACs".
+
+Models are cached per target under $XDG_CACHE_HOME/modnet-prune/latency (default
+~/.cache/modnet-prune/latency), one JSON file each, rebuilt on request.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..deploy.onnx_export import GRAPHS, export_onnx
+from ..deploy.runtime import OnnxRuntime
+from ..errors import UserError
+from ..files import package_version, write_json
+from ..model import Arch, MODNet
+from ..prune import analyze_model, prune
+from ..prune.allocate import Widths
+from ..prune.latency import LatencyModel, Target, features, layer_shapes
+from .benchmark import cpu_model, interleaved_times, pair_ratio
+
+PROFILED_RUNTIMES = ("onnxruntime",)
+PRECISIONS = ("fp32",)
+CHUNK = 8  # prunes timed per interleaved session with the unpruned model
+
+
+def target_for(runtime: str = "onnxruntime", precision: str = "fp32", threads: int = 2,
+               size: int = 512, graph: str = "fused") -> Target:
+    """The target this machine offers for these settings (its CPU, the installed runtime)."""
+    if runtime not in PROFILED_RUNTIMES:
+        raise UserError(f"runtime {runtime!r}: latency models exist for "
+                        f"{', '.join(PROFILED_RUNTIMES)}")
+    if precision not in PRECISIONS:
+        raise UserError(f"precision {precision!r}: latency models exist for {', '.join(PRECISIONS)}")
+    if threads < 1:
+        raise UserError(f"threads {threads}: must be at least 1")
+    if size < 32 or size % 32:
+        raise UserError(f"size {size}: must be a positive multiple of 32")
+    if graph not in GRAPHS:
+        raise UserError(f"graph {graph!r}: choose from {', '.join(GRAPHS)}")
+    return Target(runtime, package_version(runtime) or "unknown", precision, threads,
+                  (size, size), cpu_model(), graph)
+
+
+def cache_path(target: Target) -> Path:
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    cpu = re.sub(r"[^A-Za-z0-9]+", "-", target.cpu).strip("-")[:40]
+    digest = hashlib.sha256(repr(sorted(asdict(target).items())).encode()).hexdigest()[:10]
+    name = (f"{target.runtime}-{target.version}-{target.precision}-t{target.threads}-"
+            f"{target.size[0]}x{target.size[1]}-{cpu}-{digest}.json")
+    return root / "modnet-prune" / "latency" / name
+
+
+def latency_model(target: Target, rebuild: bool = False, progress: bool = True,
+                  **options) -> tuple[LatencyModel, bool]:
+    """The cached model of `target`, or a new one measured now (and cached with its raw
+    measurements); the flag says whether it was measured now. `options` go to `measure`."""
+    path = cache_path(target)
+    if path.is_file() and not rebuild:
+        try:
+            model = LatencyModel.from_dict(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError, UserError):
+            model = None  # another format or a damaged file: measure again
+        if model is not None and model.target == target:
+            return model, False
+    if progress:
+        tqdm.write(f"measuring the latency model of {target.label()} (minutes; cached in "
+                   f"{path.parent})", file=sys.stderr)
+    rows = measure(target, progress=progress, **options)
+    model = fit(target, rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, {**model.to_dict(), "measurements": rows})
+    return model, True
+
+
+def random_plans(count: int, seed: int, round_to: int = 8) -> list[dict[str, dict]]:
+    """`count` plans for the official MODNet: each top-level part (backbone, each branch)
+    draws a level in [0.05, 1], each group keeps about that share of its width (log-normal
+    jitter), rounded to an allowed width, so prunes range from lightly to very thin and
+    from even to lopsided."""
+    graph = analyze_model(MODNet(Arch()).eval())
+    widths, rng = Widths(round_to), np.random.default_rng(seed)
+    plans = []
+    for _ in range(count):
+        level: dict[str, float] = {}
+        plan = {}
+        for g in graph.prunable:
+            part = g.name.split(".")[0]
+            share = level.setdefault(part, rng.uniform(0.05, 1.0)) * rng.lognormal(0, 0.4)
+            keep = widths.nearest(g, min(1.0, share) * g.width)
+            if keep < g.width:
+                plan[g.name] = {"keep": keep}
+        plans.append(plan)
+    return plans
+
+
+def measure(target: Target, samples: int = 30, held_out: int = 10, repeat: int = 4,
+            seed: int = 0, progress: bool = True) -> list[dict]:
+    """Time the unpruned official MODNet and `samples + held_out` random prunes of it on
+    `target`: rows {"plan", "ms", "held_out"}, the unpruned model first (plan {})."""
+    if samples < 16 or held_out < 1 or repeat < 1:
+        raise UserError("profile needs samples >= 16, held_out >= 1 and repeat >= 1")
+    reference = MODNet(Arch()).eval()
+    plans = random_plans(samples + held_out, seed)
+    models = [reference] + [prune(reference, plan=plan, size=64).model
+                            for plan in tqdm(plans, desc="profile: prune", unit="model",
+                                             disable=not progress)]
+    with tempfile.TemporaryDirectory(prefix="modnet-prune-profile-") as tmp:
+        ms = time_against_reference(models, target, Path(tmp), repeat, progress)
+    return [{"plan": plan, "ms": t, "held_out": i > samples}
+            for i, (plan, t) in enumerate(zip([{}, *plans], ms))]
+
+
+def fit(target: Target, rows: Sequence[dict]) -> LatencyModel:
+    """The latency model fitted to the rows not held out, with its error on the others."""
+    reference = MODNet(Arch()).eval()
+    x = torch.zeros(1, 3, *target.size)
+    xs, macs = [], []
+    for row in rows:
+        model = prune(reference, plan=row["plan"], size=64).model if row["plan"] else reference
+        shapes = layer_shapes(model, x, inference=True)
+        xs.append(features(shapes))
+        macs.append(sum(s.macs for s in shapes.values()))
+    train = [i for i, row in enumerate(rows) if not row["held_out"]]
+    test = [i for i, row in enumerate(rows) if row["held_out"]]
+    model = LatencyModel.fit(target, [xs[i] for i in train], [rows[i]["ms"] for i in train])
+    model.error = _held_out_error(model, [xs[i] for i in test], [rows[i]["ms"] for i in test],
+                                  [macs[i] / macs[0] for i in test], rows[0]["ms"])
+    return model
+
+
+def time_against_reference(models: Sequence[nn.Module], target: Target, folder: Path,
+                           repeat: int, progress: bool = True) -> list[float]:
+    """Milliseconds of models[0] (the reference) and of every other model: each chunk of
+    CHUNK models runs interleaved with the reference; a model's time is its median ratio to
+    the reference times the reference's median over all chunks."""
+    reference, others = models[0], list(models[1:])
+    ref_path = folder / "reference.onnx"
+    export_onnx(reference, ref_path, check=False, graph=target.graph)
+    input_ = np.random.default_rng(0).uniform(-1, 1, (1, 3, *target.size)).astype(np.float32)
+    ratios, ref_times = [], []
+    chunks = [others[i:i + CHUNK] for i in range(0, len(others), CHUNK)]
+    for index, chunk in enumerate(tqdm(chunks, desc="profile: time", unit="chunk",
+                                       disable=not progress)):
+        paths = []
+        for j, model in enumerate(chunk):
+            paths.append(folder / f"chunk{index}-{j}.onnx")
+            export_onnx(model, paths[-1], check=False, graph=target.graph)
+        runtimes = [_cpu_session(p, target) for p in [ref_path, *paths]]
+        times = interleaved_times(runtimes, input_, repeat, warmup=1, progress=False)
+        ref_times += times[0]
+        ratios += [pair_ratio(t, times[0]) for t in times[1:]]
+        for p in paths:
+            p.unlink()
+    ref_ms = float(np.median(ref_times))
+    return [ref_ms] + [r * ref_ms for r in ratios]
+
+
+def _cpu_session(path: Path, target: Target) -> OnnxRuntime:
+    """The file as `modnet-prune export` writes it (dynamic shapes), on the CPU provider: the
+    target is a CPU even where a GPU provider exists."""
+    return OnnxRuntime(path, threads=target.threads, providers=["CPUExecutionProvider"])
+
+
+def _held_out_error(model: LatencyModel, xs, measured, macs_fractions, reference_ms) -> dict:
+    """Relative errors of `model`, and of latency proportional to MACs, on held-out prunes."""
+    predicted = [model.predict(x) for x in xs]
+    rel = np.array([p / m - 1 for p, m in zip(predicted, measured)])
+    rel_macs = np.array([reference_ms * f / m - 1 for f, m in zip(macs_fractions, measured)])
+    return {"held_out": len(xs), "reference_ms": reference_ms,
+            "mean_abs": float(np.abs(rel).mean()), "max_abs": float(np.abs(rel).max()),
+            "macs_proportional_mean_abs": float(np.abs(rel_macs).mean()),
+            "macs_proportional_max_abs": float(np.abs(rel_macs).max()),
+            "rows": [{"macs_fraction": f, "measured_ms": t, "predicted_ms": p,
+                      "relative_error": float(e)}
+                     for f, t, p, e in zip(macs_fractions, measured, predicted, rel)]}
+
+
+def measured_latency(teacher: nn.Module, students: Sequence[nn.Module], target: Target,
+                     repeat: int = 15, progress: bool = True) -> dict:
+    """Measured milliseconds of `teacher` and `students` on `target`, interleaved in one
+    process: {"teacher_ms", "students_ms": [...], "fractions": [student / teacher, ...]}
+    (each fraction the median per-round ratio)."""
+    with tempfile.TemporaryDirectory(prefix="modnet-prune-latency-") as tmp:
+        paths = [Path(tmp) / f"model{i}.onnx" for i in range(len(students) + 1)]
+        for model, path in zip([teacher, *students], paths):
+            export_onnx(model, path, check=False, graph=target.graph)
+        runtimes = [_cpu_session(p, target) for p in paths]
+        x = np.random.default_rng(0).uniform(-1, 1, (1, 3, *target.size)).astype(np.float32)
+        times = interleaved_times(runtimes, x, repeat, warmup=2, progress=progress)
+    return {"teacher_ms": float(np.median(times[0])),
+            "students_ms": [float(np.median(t)) for t in times[1:]],
+            "fractions": [pair_ratio(t, times[0]) for t in times[1:]]}
+

@@ -1,0 +1,259 @@
+"""The latency model's bookkeeping, the latency-targeted allocation and its refusals, on a
+3-group toy network with a hand-made cost table (no timing: timings are never asserted)."""
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import modnet_prune as mp
+from modnet_prune.cli import main
+from modnet_prune.errors import UserError
+from modnet_prune.prune import CRITERIA, analyze_model, prune
+from modnet_prune.prune import allocate, api
+from modnet_prune.prune.latency import (FEATURES, LatencyCost, LatencyModel, Target, features,
+                                        layer_shapes)
+from modnet_prune.report import latency as profiling
+from helpers import tiny_model
+
+SIZE = (16, 16)
+# ms per unit of each term; the names are the model's (kind.term)
+TABLE = {"dense.macs": 1e-6, "dense.out": 1e-4, "dense.in": 2e-4, "pointwise.macs": 3e-6,
+         "pointwise.out": 0.0, "pointwise.in": 5e-4, "depthwise.macs": 1e-5,
+         "depthwise.out": 1e-3, "depthwise.in": 0.0, "linear.macs": 1e-2, "linear.out": 0.0,
+         "linear.in": 0.1, "constant": 2.0}
+
+
+class Toy(nn.Module):
+    """Three prunable groups: c1 (16), c2 with its depthwise conv (16), c3 (24)."""
+
+    def __init__(self, a=16, b=16, c=24):
+        super().__init__()
+        self.c1, self.bn1 = nn.Conv2d(3, a, 3, padding=1), nn.BatchNorm2d(a)
+        self.c2 = nn.Conv2d(a, b, 1)
+        self.dw = nn.Conv2d(b, b, 3, padding=1, groups=b)
+        self.c3 = nn.Conv2d(b, c, 3, stride=2, padding=1)
+        self.fc = nn.Linear(c, 4)
+
+    def forward(self, x):
+        x = torch.relu(self.bn1(self.c1(x)))
+        x = self.dw(torch.relu(self.c2(x)))
+        return self.fc(self.c3(x).mean((2, 3)))
+
+
+def hand_ms(a: int, b: int, c: int) -> float:
+    """TABLE priced by hand for kept widths (a, b, c) at 16x16 (c3 has stride 2: 8x8 out)."""
+    t, hw, out3 = TABLE, 16 * 16, 8 * 8
+    c1 = t["dense.macs"] * a * hw * 3 * 9 + t["dense.out"] * a * hw + t["dense.in"] * 3 * hw
+    c2 = t["pointwise.macs"] * b * hw * a + t["pointwise.in"] * a * hw
+    dw = t["depthwise.macs"] * b * hw * 9 + t["depthwise.out"] * b * hw
+    c3 = t["dense.macs"] * c * out3 * b * 9 + t["dense.out"] * c * out3 + t["dense.in"] * b * hw
+    fc = t["linear.macs"] * 4 * c + t["linear.in"] * c
+    return t["constant"] + c1 + c2 + dw + c3 + fc
+
+
+def table_model(size=SIZE, threads=1) -> LatencyModel:
+    return LatencyModel(Target("onnxruntime", "1.0", "fp32", threads, size, "test cpu"),
+                        dict(TABLE))
+
+
+def toy_cost(model=None) -> tuple[LatencyCost, object]:
+    model = model or Toy().eval()
+    graph = analyze_model(model)
+    shapes = layer_shapes(model, torch.zeros(1, 3, *SIZE))
+    return LatencyCost(graph, shapes, table_model()), graph
+
+
+def test_cost_table_covers_every_feature():
+    assert set(TABLE) == set(FEATURES)
+
+
+@pytest.mark.parametrize("removed", [{}, {"c1": 8}, {"c2": 12, "c3": 8}, {"c1": 4, "c2": 8, "c3": 16}])
+def test_bookkeeping_matches_hand_count_and_the_pruned_model(removed):
+    cost, graph = toy_cost()
+    a, b, c = (16 - removed.get("c1", 0), 16 - removed.get("c2", 0), 24 - removed.get("c3", 0))
+    assert cost.total(removed) == pytest.approx(hand_ms(a, b, c), rel=1e-12)
+    # and the same number from a physically smaller model, measured by its forward pass
+    smaller = Toy(a, b, c).eval()
+    assert table_model().predict_model(smaller, torch.zeros(1, 3, *SIZE)) == \
+        pytest.approx(hand_ms(a, b, c), rel=1e-12)
+
+
+def test_saving_is_the_difference_of_totals():
+    cost, _ = toy_cost()
+    removed = {"c1": 8, "c3": 8}
+    for group in ("c1", "c2", "c3"):
+        after = {**removed, group: removed.get(group, 0) + 4}
+        assert cost.saving(removed, group, 4) == pytest.approx(
+            cost.total(removed) - cost.total(after), rel=1e-9)
+
+
+def slow_greedy(scores: dict, fraction: float, widths: allocate.Widths) -> dict:
+    """The allocation rule done the slow way: at every step price every group's next step
+    from scratch (hand_ms) and take the one with the least importance per ms saved."""
+    full = {"c1": 16, "c2": 16, "c3": 24}
+    keep = dict(full)
+    order = {n: torch.argsort(s, stable=True) for n, s in scores.items()}
+    group = {g.name: g for g in analyze_model(Toy().eval()).prunable}
+    ms = lambda k: hand_ms(k["c1"], k["c2"], k["c3"])  # noqa: E731
+    goal = fraction * ms(full)
+    while ms(keep) > goal:
+        steps = []
+        for name in sorted(keep):
+            lower = [k for k in widths.options(group[name]) if k < keep[name]]
+            if not lower:
+                continue
+            after = {**keep, name: lower[-1]}
+            lost = float(scores[name][order[name][full[name] - keep[name]:full[name] - lower[-1]]].sum())
+            steps.append((lost / (ms(keep) - ms(after)), name, lower[-1]))
+        _, name, k = min(steps)
+        keep[name] = k
+    return keep
+
+
+@pytest.mark.parametrize("fraction", [0.9, 0.7, 0.5, 0.36])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_allocation_matches_the_slow_reference(fraction, seed):
+    cost, graph = toy_cost()
+    g = torch.Generator().manual_seed(seed)
+    scores = {"c1": torch.rand(16, generator=g), "c2": torch.rand(16, generator=g),
+              "c3": torch.rand(24, generator=g)}
+    widths = allocate.Widths(round_to=4)
+    keep = allocate.by_cost(graph, scores, cost, fraction, widths, "the predicted latency")
+    assert keep == slow_greedy(scores, fraction, widths)
+    assert hand_ms(keep["c1"], keep["c2"], keep["c3"]) <= fraction * hand_ms(16, 16, 24)
+
+
+def test_smallest_reachable_is_the_brute_force_minimum():
+    cost, graph = toy_cost()
+    widths = allocate.Widths(round_to=4, min_channels=8)
+    brute = min(hand_ms(a, b, c) for a, b, c in itertools.product(
+        range(8, 17, 4), range(8, 17, 4), range(8, 25, 4)))
+    assert allocate.smallest(graph, cost, widths) == pytest.approx(brute, rel=1e-12)
+
+
+def test_unreachable_target_refused_before_any_work(monkeypatch):
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("channels were scored for an unreachable target")
+
+    monkeypatch.setattr(api, "importance", no_scoring)
+    brute = min(hand_ms(a, b, c) for a, b, c in itertools.product(
+        range(4, 17, 4), range(4, 17, 4), range(4, 25, 4)))
+    with pytest.raises(UserError, match=f"smallest reachable is {brute / hand_ms(16, 16, 24):.3f}"):
+        prune(Toy().eval(), target_latency=0.05, latency=table_model(), round_to=4, size=SIZE)
+
+
+def test_target_latency_needs_a_model_and_a_fraction():
+    with pytest.raises(UserError, match="latency model"):
+        prune(Toy().eval(), target_latency=0.5, size=SIZE)
+    with pytest.raises(UserError, match="target latency 1.5"):
+        prune(Toy().eval(), target_latency=1.5, latency=table_model(), size=SIZE)
+    with pytest.raises(UserError, match="exactly one"):
+        prune(Toy().eval(), target_latency=0.5, target_macs=0.5, latency=table_model(), size=SIZE)
+
+
+@pytest.mark.parametrize("criterion", CRITERIA)
+def test_target_latency_on_modnet_with_every_criterion(criterion):
+    model = tiny_model()
+    latency = table_model(size=(64, 64))
+    result = prune(model, target_latency=0.8, latency=latency, criterion=criterion,
+                   round_to=4, min_channels=4, size=64)
+    predicted = result.latency["predicted_ms"]
+    assert predicted["after"] <= 0.8 * predicted["before"]
+    x = torch.zeros(1, 3, 64, 64)
+    assert latency.predict_model(model, x) == pytest.approx(predicted["before"], rel=1e-9)
+    assert latency.predict_model(result.model, x) == pytest.approx(predicted["after"], rel=1e-9)
+    for before, after in result.widths.values():
+        assert after == before or (after % 4 == 0 and after >= 4)
+    assert result.to_dict()["allocation"] == {"mode": "target_latency", "target_latency": 0.8}
+
+
+def test_fit_reproduces_exact_timings():
+    rng = np.random.default_rng(0)
+    xs = []
+    for _ in range(24):
+        a, b, c = (int(k) for k in rng.integers(1, 5, 3) * (4, 4, 6))
+        shapes = layer_shapes(Toy(a, b, c).eval(), torch.zeros(1, 3, *SIZE))
+        xs.append(features(shapes))
+    ms = [table_model().predict(x) for x in xs]
+    fitted = LatencyModel.fit(table_model().target, xs, ms)
+    assert all(v >= 0 for v in fitted.coefficients.values())
+    assert [fitted.predict(x) for x in xs] == pytest.approx(ms, rel=1e-6)
+    assert LatencyModel.from_dict(json.loads(json.dumps(fitted.to_dict()))) == fitted
+
+
+# --------------------------------------------------------------------------- the CLI
+@pytest.fixture
+def cached_target(tmp_path, monkeypatch):
+    """A hand-made model cached for this machine's 1-thread 64x64 target; no profiling."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("the target was profiled although a model is cached")
+
+    monkeypatch.setattr(profiling, "measure", no_measuring)
+    target = profiling.target_for(threads=1, size=64)
+    path = profiling.cache_path(target)
+    path.parent.mkdir(parents=True)
+    model = LatencyModel(target, dict(TABLE), error={"mean_abs": 0.0})
+    path.write_text(json.dumps(model.to_dict()))
+    assert str(path).startswith(str(tmp_path / "cache" / "modnet-prune"))
+    return model
+
+
+def test_cli_refuses_unreachable_latency_before_any_work(tmp_path, cached_target, capsys):
+    ckpt, out = tmp_path / "t.safetensors", tmp_path / "s.safetensors"
+    mp.save(tiny_model(), ckpt)
+    code = main(["prune", "--checkpoint", str(ckpt), "--out", str(out), "--target-latency",
+                 "0.01", "--threads", "1", "--size", "64"])
+    assert code == 2
+    assert "smallest reachable is" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_prune_to_latency_reports_prediction_and_measurement(tmp_path, cached_target, capsys):
+    ckpt, out = tmp_path / "t.safetensors", tmp_path / "s.safetensors"
+    mp.save(tiny_model(), ckpt)
+    code = main(["prune", "--checkpoint", str(ckpt), "--out", str(out), "--target-latency",
+                 "0.8", "--threads", "1", "--size", "64", "--round-to", "4", "--repeat", "2",
+                 "--json"])
+    assert code == 0
+    latency = json.loads(capsys.readouterr().out)["latency"]
+    assert latency["predicted_ms"]["after"] <= 0.8 * latency["predicted_ms"]["before"]
+    assert latency["measured_ms"]["before"] > 0 and latency["measured_fraction"] > 0
+    assert mp.load(out).arch != tiny_model().arch
+
+
+def test_cli_profile_shows_the_cached_model(cached_target, capsys):
+    assert main(["profile", "--threads", "1", "--size", "64", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["measured_now"] is False and shown["coefficients"] == TABLE
+
+
+def test_damaged_cache_is_measured_again(cached_target, monkeypatch):
+    path = profiling.cache_path(cached_target.target)
+    path.write_text("{not json")
+    rows = [{"plan": {}, "ms": 10.0, "held_out": False}, {"plan": {}, "ms": 10.0, "held_out": True}]
+    monkeypatch.setattr(profiling, "measure", lambda *a, **k: rows)
+    model, measured_now = profiling.latency_model(cached_target.target, progress=False)
+    assert measured_now and model.error["held_out"] == 1
+    assert json.loads(path.read_text())["measurements"] == rows
+
+
+def test_pipeline_prune_stage_targets_the_benchmarked_latency(tmp_path, cached_target):
+    from modnet_prune.pipeline.recipe import recipe_from_dict
+    from modnet_prune.pipeline.run import Run, stage_prune
+    from helpers import make_teacher, tiny_recipe
+
+    data = tiny_recipe(make_teacher(tmp_path), recalibrate_bn=0)  # benchmark: 1 thread, 64x64
+    data["prune"] = {"method": "target_latency", "target_latency": 0.7, "round_to": 4}
+    out = tmp_path / "run"
+    out.mkdir()
+    record = stage_prune(Run(recipe_from_dict(data), out, progress=False))
+    predicted = record["prune"]["latency"]["predicted_ms"]
+    assert predicted["after"] <= 0.7 * predicted["before"]
+    pruned = mp.load(out / record["pruned"])
+    assert cached_target.predict_model(pruned, torch.zeros(1, 3, 64, 64)) == \
+        pytest.approx(predicted["after"], rel=1e-9)
