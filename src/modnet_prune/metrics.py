@@ -32,8 +32,9 @@ from scipy.ndimage import convolve1d, label
 from tqdm import tqdm
 
 from .data.datasets import open_source
-from .data.images import alpha_to_uint8, write_png
-from .data.protocol import to_input, to_original_size
+from .data.images import alpha_to_uint8, is_our_png, write_png
+from .data.protocol import check_matte, to_input, to_original_size
+from .errors import UserError
 
 METRICS = ("sad", "mse", "mad", "grad", "conn")
 SCALING = {"sad": "sum / 1000", "mse": "mean", "mad": "mean", "grad": "sum / 1000",
@@ -159,7 +160,9 @@ def _predictor(model) -> Callable[[torch.Tensor], torch.Tensor]:
 
         @torch.inference_mode()
         def run(x: torch.Tensor) -> torch.Tensor:
-            return model(x.to(device)).float().cpu()
+            matte = model(x.to(device)).float().cpu()
+            check_matte(matte.numpy(), x.numpy(), type(model).__name__)
+            return matte
         return run
     return lambda x: torch.from_numpy(np.asarray(model(x.numpy()), np.float32))
 
@@ -209,6 +212,9 @@ def _evaluate_one(predict, sample, size: int | None, save_dir) -> dict:
     matte8 = alpha_to_uint8(matte[0, 0].numpy())
     if save_dir is not None:
         path = Path(save_dir) / f"{sample.name}.png"
+        if path.exists() and not is_our_png(path):
+            raise UserError(f"{path}: exists and was not written by modnet-prune; choose "
+                            "another folder for the predictions")
         path.parent.mkdir(parents=True, exist_ok=True)
         write_png(path, matte8)
     pred = matte8.astype(np.float32) / np.float32(255.0)  # exactly what reading the PNG gives

@@ -9,13 +9,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from ..data import open_source
+from ..data import open_source, spec_folders
 from ..data.protocol import MULTIPLE
 from ..errors import UserError
 from ..deploy.runtime import RUNTIMES, open_runtime
 from ..metrics import METRICS, SCALING, evaluate
-from ..files import write_atomic
-from .common import output_path, print_json
+from ..files import check_outputs, write_atomic
+from ..memory import require_forward
+from .common import print_json
 
 
 def register(sub) -> None:
@@ -49,38 +50,34 @@ def _spec(args) -> str:
     return spec + (f",trimaps={args.trimap_dir}" if args.trimap_dir else "")
 
 
-def _check_prediction_dir(save_dir: str, source) -> Path:
-    out = Path(save_dir)
-    inputs = {d.resolve() for p in getattr(source, "pairs", ())
-              for d in (p.image.parent, p.alpha.parent, p.trimap.parent if p.trimap else None) if d}
-    if out.resolve() in inputs:
-        raise UserError(f"{out}: is an input folder of the dataset; refusing to write into it")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 def run(args) -> int:
     if args.size is not None and (args.size < MULTIPLE or args.size % MULTIPLE):
         raise UserError(f"--size {args.size}: must be a positive multiple of {MULTIPLE}")
-    csv_path = output_path(args.csv) if args.csv else None
+    if args.size is not None:
+        require_forward(args.size, args.size, what=f"--size {args.size}: a forward pass")
+    spec = _spec(args)
+    check_outputs([args.checkpoint, *spec_folders(spec)], files=[args.csv],
+                  folders=[args.save_predictions])
     with warnings.catch_warnings(record=True) as caught:  # unpaired files: one line each
         warnings.simplefilter("always")
-        source = open_source(_spec(args), size=args.size, train=False)
+        source = open_source(spec, size=args.size, train=False)
     for warning in caught:
         print(f"modnet-prune evaluate: warning: {warning.message}", file=sys.stderr)
-    save_dir = _check_prediction_dir(args.save_predictions, source) if args.save_predictions else None
+    save_dir = Path(args.save_predictions) if args.save_predictions else None
+    if save_dir:
+        save_dir.mkdir(parents=True, exist_ok=True)
     runtime = open_runtime(args.checkpoint, runtime=args.runtime, threads=args.threads,
                            device=args.device)
     result = evaluate(runtime, source, size=args.size, save_predictions=save_dir,
                       progress=not args.json)
     rows = result.pop("per_image")
-    if csv_path:
-        write_atomic(csv_path, lambda tmp: _write_csv(tmp, rows))
+    if args.csv:
+        write_atomic(args.csv, lambda tmp: _write_csv(tmp, rows))
     result.update(checkpoint=str(args.checkpoint), runtime=runtime.describe())
     if args.json:
         print_json(result)
     else:
-        _print_table(result, csv_path, save_dir)
+        _print_table(result, args.csv, save_dir)
     return 0
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..memory import require_synthetic
 from .images import IMAGE_SUFFIXES, read_alpha, read_image
 from .synthetic import render_portrait, sample_name
 from .transforms import UNKNOWN, resize_sample, to_tensors, train_transform, trimap_from_alpha
@@ -61,6 +62,7 @@ class SyntheticSource:
     def __init__(self, count: int, size: int, seed: int = 0):
         if count < 1 or size < 32 or seed < 0:
             raise UserError(f"synthetic:{count}@{size}+seed{seed}: need N >= 1, S >= 32, K >= 0")
+        require_synthetic(size, f"synthetic:{count}@{size}: each {size}x{size} portrait")
         self.count, self.size, self.seed = count, size, seed
         self.has_trimaps, self.native_size = True, size
         self.description = (f"synthetic portraits: {count} at {size}x{size}, "
@@ -161,6 +163,16 @@ def open_source(spec: str, *, size: int | None = None, train: bool = False, seed
     if "=" in spec:
         return _explicit_source(spec)
     return _folder_source(Path(spec), train)
+
+
+def spec_folders(spec: str | None) -> list[Path]:
+    """The folders a data spec reads (none for synthetic data), to keep outputs off them."""
+    if not spec or spec.strip().startswith("synthetic"):
+        return []
+    if "=" in spec:
+        return [Path(part.partition("=")[2].strip()) for part in spec.split(",")
+                if part.partition("=")[2].strip()]
+    return [Path(spec.strip())]
 
 
 def _explicit_source(spec: str) -> FolderSource:

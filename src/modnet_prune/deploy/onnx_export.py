@@ -28,6 +28,7 @@ from torch import nn
 from .. import __version__
 from ..data.protocol import MULTIPLE
 from ..errors import UserError
+from ..memory import require_forward
 from ..graph.cost import layer_costs
 from ..files import write_atomic
 from .runtime import OnnxRuntime, TorchRuntime
@@ -76,10 +77,11 @@ def parse_hw(text: str) -> tuple[int, int]:
     """'512x384' -> (512, 384), both positive multiples of 32."""
     try:
         h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UserError(f"bad size {text!r}: expected HxW, e.g. 512x512") from None
+    except ValueError as e:
+        raise UserError(f"bad size {text!r}: expected HxW, e.g. 512x512") from e
     if h <= 0 or w <= 0 or h % MULTIPLE or w % MULTIPLE:
         raise UserError(f"bad size {text!r}: height and width must be positive multiples of 32")
+    require_forward(h, w, what=f"--static {h}x{w}: exporting and checking at that size")
     return h, w
 
 
@@ -99,7 +101,7 @@ def _trace_to_onnx(graph: MatteGraph, opset: int,
                               dynamic_axes=dynamic, do_constant_folding=True)
         except Exception as e:  # the exporter's errors (unsupported op/opset) carry no type
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise UserError(f"ONNX export failed at opset {opset}: {first[:200]}") from None
+            raise UserError(f"ONNX export failed at opset {opset}: {first[:200]}") from e
     return onnx.load_from_string(buffer.getvalue())
 
 

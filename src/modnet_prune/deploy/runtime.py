@@ -1,23 +1,31 @@
 """One calling convention for every way we run a MODNet: PyTorch or ONNX Runtime.
 
 A runtime maps a normalised batch (N, 3, H, W) float32 in [-1, 1] to mattes (N, 1, H, W)
-float32 in [0, 1]; H and W are multiples of 32. `open_runtime` picks the backend from the
+float32 in [0, 1]; H and W are multiples of 32. Both ends are checked: a model that gives
+anything else (NaN from broken weights, an ONNX graph of another shape) is an error, never
+a matte. `open_runtime` picks the backend from the
 file: `.onnx` goes to ONNX Runtime, anything `modnet_prune.load` accepts goes to PyTorch.
 """
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..data.protocol import MULTIPLE
+from ..data.protocol import MULTIPLE, check_matte
 from ..errors import UserError
 from ..model.io import load
 
 RUNTIMES = ("auto", "torch", "onnxruntime")
+
+
+def check_threads(threads: int | None) -> None:
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads {threads}: must be at least 1")
 
 
 def _check_batch(x: np.ndarray, static_hw: tuple[int, int] | None = None,
@@ -73,6 +81,7 @@ class TorchRuntime(Runtime):
     def __init__(self, model: nn.Module, path: str | None = None, threads: int | None = None,
                  device: str | torch.device | None = None):
         super().__init__(path)
+        check_threads(threads)
         if threads is not None:
             torch.set_num_threads(threads)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -81,8 +90,9 @@ class TorchRuntime(Runtime):
 
     @torch.inference_mode()
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        batch = torch.from_numpy(_check_batch(x)).to(self.device)
-        return self.model(batch).float().cpu().numpy()
+        x = _check_batch(x)
+        matte = self.model(torch.from_numpy(x).to(self.device)).float().cpu().numpy()
+        return check_matte(matte, x, self.path)
 
     def describe(self) -> dict:
         return {"runtime": self.name, "version": torch.__version__, "device": str(self.device),
@@ -106,7 +116,9 @@ class OnnxRuntime(Runtime):
         in_memory = isinstance(path, bytes)
         super().__init__(None if in_memory else str(path))
         if not in_memory and not Path(path).is_file():
-            raise UserError(f"{path}: no such file")
+            raise UserError(f"{path}: " + ("is a folder, not an .onnx file" if Path(path).is_dir()
+                                           else "no such file"))
+        check_threads(threads)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # warnings about unused initialisers are noise here
         if threads is not None:
@@ -124,11 +136,9 @@ class OnnxRuntime(Runtime):
         except Exception as e:  # ORT raises its own pybind types (InvalidProtobuf, Fail, ...)
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise UserError(f"{self.path or 'in-memory model'}: not a loadable ONNX model "
-                            f"({first[:200]})") from None
+                            f"({first[:200]})") from e
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise UserError(f"{self.path}: expected one input and one output, found "
-                            f"{len(inputs)} and {len(outputs)}")
+        self._check_contract(inputs, outputs)
         self._input, self._output = inputs[0].name, outputs[0].name
         self._input_dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
         dims = inputs[0].shape
@@ -138,11 +148,30 @@ class OnnxRuntime(Runtime):
         self.threads = threads
         self.on_gpu = self.session.get_providers()[0] == "CUDAExecutionProvider"
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        if "arch" not in self.metadata and not in_memory:
+            warnings.warn(f"{self.path}: not exported by modnet-prune (no arch metadata): "
+                          "assuming MODNet's input normalisation and output", stacklevel=2)
+
+    def _check_contract(self, inputs, outputs) -> None:
+        """One float N x 3 x H x W input, one float N x 1 x H x W output: a matting graph.
+        Symbolic dimensions pass here; the shapes of real outputs are checked per call."""
+        name = self.path or "in-memory model"
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise UserError(f"{name}: expected one input and one output, found "
+                            f"{len(inputs)} and {len(outputs)}")
+        for what, arg, channels in (("input", inputs[0], 3), ("output", outputs[0], 1)):
+            dims = arg.shape
+            if arg.type not in ("tensor(float)", "tensor(float16)"):
+                raise UserError(f"{name}: its {what} is {arg.type}, expected float32 or float16")
+            if len(dims) != 4 or (isinstance(dims[1], int) and dims[1] != channels):
+                shape = "x".join(map(str, dims))
+                raise UserError(f"{name}: its {what} has shape {shape}, expected "
+                                f"N x {channels} x H x W (not a MODNet matting graph)")
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         batch = _check_batch(x, self.static_hw, self.static_batch)
         (matte,) = self.session.run([self._output], {self._input: batch.astype(self._input_dtype)})
-        return matte.astype(np.float32, copy=False)
+        return check_matte(matte.astype(np.float32, copy=False), batch, self.path)
 
     def describe(self) -> dict:
         import onnxruntime as ort

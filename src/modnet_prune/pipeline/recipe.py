@@ -17,9 +17,9 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
 from ..errors import UserError
+from ..files import read_yaml
 from ..deploy.onnx_export import MAX_OPSET, MIN_OPSET
 from ..prune import CRITERIA
 from ..prune.api import ALLOCATIONS
@@ -161,18 +161,16 @@ class Recipe:
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe file; every problem is a one-line `RecipeError`."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise RecipeError(f"{path}: no such recipe file")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise RecipeError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+        data = read_yaml(path, "recipe")
+    except UserError as e:
+        raise RecipeError(str(e)) from e
     try:
         return recipe_from_dict(data if data is not None else {}, default_name=path.stem)
     except RecipeError as e:
-        raise RecipeError(f"{path}: {e}") from None
+        raise RecipeError(f"{path}: {e}") from e
 
 
 def recipe_from_dict(data: dict, default_name: str = "recipe") -> Recipe:

@@ -37,7 +37,7 @@ from ..errors import UserError
 from ..deploy.onnx_export import export_onnx
 from ..metrics import evaluate
 from ..model.io import load, save
-from ..files import sha256_file, write_atomic, write_json
+from ..files import remove_stale_temps, sha256_file, write_atomic, write_json
 from ..prune import prune
 from ..report.analysis import analyze
 from ..report.benchmark import benchmark_many
@@ -45,6 +45,7 @@ from ..report.document import render_report
 from ..train import Context, TrainConfig, fit, recalibrate_bn
 from ..train.compress import CompressConfig, compress
 from ..train.distributed import pick_device
+from ..train.rundir import LOCK, STATE, RunLock
 from .recipe import DEFAULT_TEACHER, Recipe
 from .summary import build_summary
 
@@ -64,7 +65,7 @@ def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: unreadable ({e}); delete it to redo that stage") from None
+        raise UserError(f"{path}: unreadable ({e}); delete it to redo that stage") from e
 
 
 def teacher_missing_message(path: str) -> str:
@@ -121,7 +122,8 @@ def _start(run: Run, resume: bool, teacher_sha256: str) -> None:
     """Create OUT, or check that the run to resume used this very recipe and teacher."""
     saved = run.path(RECIPE_FILE)
     current = {"recipe": run.recipe.to_dict(), "teacher_sha256": teacher_sha256}
-    if saved.exists():
+    remove_stale_temps(run.out)  # of a killed run; we hold the folder's lock
+    if saved.exists() and _has_progress(run):
         if not resume:
             raise UserError(f"{run.out} already holds a pipeline run: pass --resume to continue "
                             "it, or choose another --out")
@@ -131,10 +133,18 @@ def _start(run: Run, resume: bool, teacher_sha256: str) -> None:
             raise UserError(f"--resume with a different recipe or teacher than the run in "
                             f"{run.out} ({'; '.join(changed[:3])}); use another --out")
         return
-    if run.out.exists() and any(run.out.iterdir()):
+    if not saved.exists() and any(p.name != LOCK for p in run.out.iterdir()):
         raise UserError(f"{run.out} exists and is not a pipeline folder; choose another --out")
     (run.out / STAGE_DIR).mkdir(parents=True, exist_ok=True)
     write_json(saved, current)
+
+
+def _has_progress(run: Run) -> bool:
+    """A finished stage or a saved training step: a folder left by a run that failed while
+    starting up has neither, and a corrected rerun may start it afresh."""
+    return (any((run.out / STAGE_DIR).glob("*.json"))
+            or any(run.out.glob(f"{FINETUNE_DIR}/{STATE}"))
+            or any(run.out.glob(f"{COMPRESS_DIR}/*/{STATE}")))
 
 
 def _differences(a, b, where: str = "") -> list[str]:
@@ -152,7 +162,13 @@ def run_pipeline(recipe: Recipe, out: str | Path, *, resume: bool = False, progr
     if not Path(recipe.teacher).is_file():
         raise UserError(teacher_missing_message(recipe.teacher))
     run = Run(recipe, Path(out), progress, echo, Context(device=pick_device(device)))
-    _start(run, resume, sha256_file(recipe.teacher))
+    with RunLock(run.out):
+        _start(run, resume, sha256_file(recipe.teacher))
+        _run_stages(run, echo)
+    return _read_json(run.path("summary.json"))
+
+
+def _run_stages(run: Run, echo: Callable[[str], None]) -> None:
     for index, stage in enumerate(STAGES, start=1):
         head = f"[{index}/{len(STAGES)}] {stage}"
         if run.done(stage):
@@ -164,7 +180,6 @@ def run_pipeline(recipe: Recipe, out: str | Path, *, resume: bool = False, progr
         record["seconds"] = time.perf_counter() - start
         write_json(run.out / STAGE_DIR / f"{stage}.json", record)
         echo(f"{head}: done in {record['seconds']:.1f} s")
-    return _read_json(run.path("summary.json"))
 
 
 # --------------------------------------------------------------------------- stages

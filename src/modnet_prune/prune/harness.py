@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..memory import require_forward
 from ..model import MODNet
 from ..model.io import model_from_state_dict
 
@@ -56,6 +57,7 @@ class Harness:
         if h <= 0 or w <= 0 or h % self.multiple or w % self.multiple:
             raise UserError(f"size {h}x{w}: height and width must be positive multiples "
                             f"of {self.multiple}")
+        require_forward(h, w, what=f"size {h}x{w}: a forward pass")
         return h, w
 
 

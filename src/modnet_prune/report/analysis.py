@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..memory import require_forward
 from ..graph.cost import count_params, layer_costs
 
 MULTIPLE = 32  # MODNet downsamples 5 times, so H and W must be multiples of 32
@@ -48,6 +49,7 @@ def parse_size(size: int | str | Size) -> Size:
             options = [f"{a}x{b}" for a in _nearest_multiples(h) for b in _nearest_multiples(w)]
         raise UserError(f"size {h}x{w}: height and width must be positive multiples of "
                         f"{MULTIPLE}; nearest valid sizes: {', '.join(options)}")
+    require_forward(h, w, what=f"size {h}x{w}: a forward pass")
     return h, w
 
 

@@ -6,6 +6,7 @@ Runs in a single process or under torchrun (DDP); rank 0 alone logs and writes f
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import signal
@@ -22,6 +23,7 @@ from tqdm import tqdm
 
 from ..data.transforms import resize_batch
 from ..errors import UserError
+from ..memory import require_forward
 from ..metrics import METRICS, evaluate
 from .bn import recalibrate_bn
 from .distill import FEATURE_TAPS, FeatureTaps, Student, teacher_widths
@@ -29,7 +31,7 @@ from .distributed import (Context, all_gather_objects, all_reduce_mean, any_rank
                           broadcast_object)
 from .loader import Batches
 from .losses import DistillWeights, MattingScales, distill_loss, matting_loss, soc_loss
-from .rundir import BEST, LAST, RunDir, rng_state, set_rng_state
+from .rundir import BEST, LAST, RunDir, RunLock, rng_state, set_rng_state
 from .schedule import LR_SCHEDULES, lr_at, step_size_at
 
 OBJECTIVES = ("supervised", "soc")
@@ -82,6 +84,16 @@ class TrainConfig:
              f"--multi-size entries must be multiples of 32 and <= --size {self.size}")
         need(self.batch_size >= 1, "--batch-size must be >= 1")
         need(self.lr > 0 and math.isfinite(self.lr), "--lr must be > 0")
+        numbers = {"--momentum": self.momentum, "--weight-decay": self.weight_decay,
+                   "--gamma": self.gamma, "--min-lr": self.min_lr, "--supervised": self.supervised,
+                   **{f"--{k}-scale": v for k, v in self.scales.items()},
+                   **{f"--kd-{k}": v for k, v in self.distill.items()}}
+        bad = [f"{k} {v}" for k, v in numbers.items() if not (math.isfinite(v) and v >= 0)]
+        need(not bad, f"{', '.join(bad)}: must be a finite number >= 0")
+        need(self.momentum <= 1 and self.gamma > 0, "--momentum must be <= 1 and --gamma > 0")
+        need(self.recalibrate_bn >= 0, f"--recalibrate-bn {self.recalibrate_bn}: must be >= 0")
+        require_forward(self.size, self.size, self.batch_size,
+                        f"--size {self.size} at --batch-size {self.batch_size}: a training step")
         need(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
         need(self.schedule in LR_SCHEDULES, f"--schedule must be one of {', '.join(LR_SCHEDULES)}")
         need(self.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}")
@@ -354,17 +366,18 @@ def fit(model: nn.Module, train_set: Dataset, cfg: TrainConfig, out: str | Path,
     ctx = ctx or Context()
     cfg.validate(has_teacher=teacher is not None)
     run = RunDir(out)
-    if ctx.is_main:
-        run.start({**dataclasses.asdict(cfg), **(info or {}), "world_size": ctx.world_size,
-                   "arch": model.arch.to_dict()}, resume)
-    barrier(ctx)
-    trainer = _Trainer(model, train_set, cfg, run, eval_set, teacher, ctx, progress)
-    try:
-        trainer.restore_or_init(resume)
+    with RunLock(out) if ctx.is_main else contextlib.nullcontext():  # rank 0 alone writes
         if ctx.is_main:
-            run.truncate_log(trainer.step)
-        stopped = trainer.train() if trainer.step < trainer.total else False
-    finally:
-        trainer.close()
+            run.start({**dataclasses.asdict(cfg), **(info or {}), "world_size": ctx.world_size,
+                       "arch": model.arch.to_dict()}, resume)
+        barrier(ctx)
+        trainer = _Trainer(model, train_set, cfg, run, eval_set, teacher, ctx, progress)
+        try:
+            trainer.restore_or_init(resume)
+            if ctx.is_main:
+                run.truncate_log(trainer.step)
+            stopped = trainer.train() if trainer.step < trainer.total else False
+        finally:
+            trainer.close()
     model.eval()
     return FitResult(model, trainer.step, stopped, trainer.best_mad, run.path)
