@@ -234,6 +234,7 @@ def _matte_video(matter: Matter, job: _Job, outputs: dict[str, Path], background
             writers = {k: VideoWriter(t, video.rate, width, height) for k, t in zip(kinds, tmps)}
             bar = tqdm(total=video.declared, unit="frame", desc=job.src.name, leave=False,
                        disable=not progress)
+            finished = False
             try:
                 for rgb in video.batches(batch):
                     alphas = matter(rgb)
@@ -244,10 +245,11 @@ def _matte_video(matter: Matter, job: _Job, outputs: dict[str, Path], background
                         if "composite" in writers:
                             writers["composite"].write(composite(frame, alpha, fill))
                     bar.update(len(rgb))
+                finished = True
             finally:
                 bar.close()
                 for writer in writers.values():
-                    writer.close()
+                    writer.close(flush=finished)  # interrupted: the temp files go anyway
             video.check_complete()  # before the renames: a partial video is not written
 
         _write_all([outputs[k] for k in kinds], encode)

@@ -131,10 +131,13 @@ class VideoWriter:
         for packet in self.stream.encode(frame):
             self.container.mux(packet)
 
-    def close(self) -> None:
+    def close(self, flush: bool = True) -> None:
+        """Finish the file; `flush=False` drops the frames the encoder still holds (its
+        look-ahead: seconds of work), for a file that is about to be deleted anyway."""
         try:
-            for packet in self.stream.encode(None):
-                self.container.mux(packet)
+            if flush:
+                for packet in self.stream.encode(None):
+                    self.container.mux(packet)
         finally:
             self.container.close()
 
