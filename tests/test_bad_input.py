@@ -172,6 +172,22 @@ def test_a_folder_without_a_finished_step_is_no_run_to_protect(tmp_path, data):
         fit(tiny_model(), data, _cfg(), out, progress=False)
 
 
+def test_a_pipeline_folder_without_progress_is_started_afresh(tmp_path):
+    from modnet_prune.pipeline.recipe import load_recipe
+    from modnet_prune.pipeline.run import RECIPE_FILE, STAGE_DIR, Run, _start
+    recipe = load_recipe(os.path.join(os.path.dirname(__file__), "..", "recipes", "demo.yaml"))
+    run = Run(recipe, tmp_path / "run")
+    (run.out / STAGE_DIR).mkdir(parents=True)
+    (run.out / RECIPE_FILE).write_text(json.dumps({"recipe": {"name": "typo"}}))
+    (run.out / ".summary.json.k3j.tmp").write_text("{")
+    _start(run, resume=False, teacher_sha256="abc")  # a failed start-up: neither refused
+    assert json.loads((run.out / RECIPE_FILE).read_text())["teacher_sha256"] == "abc"
+    assert not list(run.out.glob(".*.tmp"))
+    (run.out / STAGE_DIR / "prune.json").write_text("{}")  # a finished stage is progress
+    with pytest.raises(UserError, match="already holds a pipeline run"):
+        _start(run, resume=False, teacher_sha256="abc")
+
+
 @pytest.fixture(scope="module")
 def long_video(tmp_path_factory):
     import av
