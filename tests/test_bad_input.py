@@ -88,6 +88,16 @@ def test_evaluate_never_writes_over_its_checkpoint_or_data(ckpt, tmp_path, capsy
         capsys, "evaluate", "--checkpoint", ckpt, "--data", tmp_path / "syn",
         "--save-predictions", tmp_path)
     assert ckpt.read_bytes() == before and matte.read_bytes() == truth
+    # predictions never replace a user's file of the same name
+    from modnet_prune.data.synthetic import sample_name
+    (tmp_path / "preds").mkdir()
+    users = tmp_path / "preds" / f"{sample_name(0)}.png"
+    Image.fromarray(rgb(8, 8)).save(users)
+    kept = users.read_bytes()
+    assert "was not written by modnet-prune" in one_line_error(
+        capsys, "evaluate", "--checkpoint", ckpt, "--data", "synthetic:1@64", "--json",
+        "--save-predictions", tmp_path / "preds")
+    assert users.read_bytes() == kept
 
 
 def test_prune_out_may_not_be_its_plan(ckpt, tmp_path, capsys):
@@ -381,6 +391,19 @@ def test_decompression_bombs_are_named_and_skipped(ckpt, tmp_path, capsys, monke
     assert "bomb.png: refused" in one_line_error(
         capsys, "matte", "--checkpoint", ckpt, src / "small.png", "--out", tmp_path / "o2",
         "--background", src / "bomb.png")
+
+
+def test_an_unreadable_training_image_is_one_line_from_a_loader_worker(tmp_path, capsys):
+    for folder in ("images", "alphas"):
+        (tmp_path / "ds" / folder).mkdir(parents=True)
+    for i in range(4):
+        Image.fromarray(rgb(64, 64, i)).save(tmp_path / "ds" / "images" / f"{i}.png")
+        Image.fromarray(rgb(64, 64, i)[..., 0]).save(tmp_path / "ds" / "alphas" / f"{i}.png")
+    (tmp_path / "ds" / "images" / "3.png").write_bytes(b"junk")
+    err = one_line_error(capsys, "train", "--data", tmp_path / "ds", "--size", 64,
+                         "--batch-size", 4, "--steps", 1, "--workers", 1, "--no-progress",
+                         "--out", tmp_path / "run")
+    assert err.startswith("modnet-prune train: error: ") and "3.png: not a readable image" in err
 
 
 def test_thread_counts_cost_sizes_and_binary_files(ckpt, tmp_path, capsys):

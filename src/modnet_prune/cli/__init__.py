@@ -43,6 +43,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(error: UserError) -> str:
+    """The error's message. Re-raised from a DataLoader worker it carries the worker's
+    traceback ("Caught UserError in DataLoader worker ... Original Traceback ..."), whose
+    last line is the message itself."""
+    text = str(error).strip()
+    if "\nOriginal Traceback" in text:
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return text
+
+
 def _interrupt(_signum, _frame):
     raise KeyboardInterrupt
 
@@ -80,6 +90,6 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, OSError) as e:
         if args.debug:
             raise
-        message = str(e) if isinstance(e, UserError) else f"{e.filename or ''}: {e.strerror or e}"
+        message = _one_line(e) if isinstance(e, UserError) else f"{e.filename or ''}: {e.strerror or e}"
         print(f"modnet-prune {args.command}: error: {message}", file=sys.stderr)
         return 2
