@@ -35,6 +35,7 @@ from .data.datasets import open_source
 from .data.images import alpha_to_uint8, is_our_png, write_png
 from .data.protocol import check_matte, to_input, to_original_size
 from .errors import UserError
+from .memory import require_forward
 
 METRICS = ("sad", "mse", "mad", "grad", "conn")
 SCALING = {"sad": "sum / 1000", "mse": "mean", "mad": "mean", "grad": "sum / 1000",
@@ -193,6 +194,8 @@ def evaluate(model, data, *, size: int | None = None, save_predictions: str | Pa
     """
     source = open_source(data) if isinstance(data, str) else getattr(data, "source", data)
     size = size if size is not None else getattr(source, "native_size", None)
+    if size:
+        require_forward(size, size, what=f"evaluating at {size}x{size}: a forward pass")
     predict, was_training = _predictor(model), getattr(model, "training", False)
     if was_training:
         model.eval()

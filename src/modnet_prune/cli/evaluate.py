@@ -15,7 +15,6 @@ from ..errors import UserError
 from ..deploy.runtime import RUNTIMES, open_runtime
 from ..metrics import METRICS, SCALING, evaluate
 from ..files import check_outputs, write_atomic
-from ..memory import require_forward
 from .common import print_json
 
 
@@ -53,8 +52,6 @@ def _spec(args) -> str:
 def run(args) -> int:
     if args.size is not None and (args.size < MULTIPLE or args.size % MULTIPLE):
         raise UserError(f"--size {args.size}: must be a positive multiple of {MULTIPLE}")
-    if args.size is not None:
-        require_forward(args.size, args.size, what=f"--size {args.size}: a forward pass")
     spec = _spec(args)
     check_outputs([args.checkpoint, *spec_folders(spec)], files=[args.csv],
                   folders=[args.save_predictions])
