@@ -24,7 +24,7 @@ from modnet_prune.errors import CheckpointError, UserError
 from modnet_prune.files import check_outputs, read_yaml
 from modnet_prune.train import TrainConfig, fit
 from modnet_prune.train.rundir import LOCK, RunLock
-from tiny import tiny_model
+from helpers import tiny_model
 
 ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
 

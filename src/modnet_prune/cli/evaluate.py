@@ -9,21 +9,28 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from ..data import open_source, spec_folders
-from ..data.protocol import MULTIPLE
+from ..data import open_source, spec_paths
+from ..data.datasets import is_synthetic
 from ..errors import UserError
 from ..deploy.runtime import RUNTIMES, open_runtime
 from ..metrics import METRICS, SCALING, evaluate
+from ..model.inputs import check_size
+from ..model.shipped import synthetic_teacher_note, trained_on_synthetic
 from ..files import check_outputs, write_atomic
 from .common import print_json
 
 
 def register(sub) -> None:
-    p = sub.add_parser("evaluate", help="SAD/MSE/MAD/Grad/Conn of a model on a dataset")
+    p = sub.add_parser("evaluate", help="SAD/MSE/MAD/Grad/Conn of a model on a dataset, "
+                                        "or its agreement with another model")
     p.add_argument("--checkpoint", required=True, help=".safetensors, official .ckpt, or .onnx")
+    p.add_argument("--reference", metavar="MODEL",
+                   help="score agreement with this model's mattes instead of ground truth "
+                        "(adds IoU at 0.5 and the boundary |delta alpha|); works on unlabeled data")
     data = p.add_mutually_exclusive_group(required=True)
-    data.add_argument("--data", help="synthetic:N@S[+seedK], a dataset folder, or "
-                                     "images=DIR,alphas=DIR[,trimaps=DIR]")
+    data.add_argument("--data", help="synthetic:N@S[+seedK], a dataset folder, "
+                                     "images=DIR,alphas=DIR[,trimaps=DIR], or unlabeled photos/"
+                                     "videos with --reference")
     data.add_argument("--image-dir", help="folder of images (with --alpha-dir)")
     p.add_argument("--alpha-dir", help="folder of ground-truth mattes, paired by file stem")
     p.add_argument("--trimap-dir", help="optional trimaps (0/128/255) for unknown-region scores")
@@ -50,27 +57,33 @@ def _spec(args) -> str:
 
 
 def run(args) -> int:
-    if args.size is not None and (args.size < MULTIPLE or args.size % MULTIPLE):
-        raise UserError(f"--size {args.size}: must be a positive multiple of {MULTIPLE}")
+    if args.size is not None:
+        check_size(args.size, "--size")
     spec = _spec(args)
-    check_outputs([args.checkpoint, *spec_folders(spec)], files=[args.csv],
+    check_outputs([args.checkpoint, args.reference, *spec_paths(spec)], files=[args.csv],
                   folders=[args.save_predictions])
     with warnings.catch_warnings(record=True) as caught:  # unpaired files: one line each
         warnings.simplefilter("always")
         source = open_source(spec, size=args.size, train=False)
     for warning in caught:
         print(f"modnet-prune evaluate: warning: {warning.message}", file=sys.stderr)
+    if not is_synthetic(spec):
+        for path in filter(trained_on_synthetic, filter(None, (args.checkpoint, args.reference))):
+            print(f"modnet-prune evaluate: {synthetic_teacher_note(path)}", file=sys.stderr)
     save_dir = Path(args.save_predictions) if args.save_predictions else None
     if save_dir:
         save_dir.mkdir(parents=True, exist_ok=True)
-    runtime = open_runtime(args.checkpoint, runtime=args.runtime, threads=args.threads,
-                           device=args.device)
+    runtime, reference = (open_runtime(path, runtime=args.runtime, threads=args.threads,
+                                       device=args.device) if path else None
+                          for path in (args.checkpoint, args.reference))
     result = evaluate(runtime, source, size=args.size, save_predictions=save_dir,
-                      progress=not args.json)
+                      progress=not args.json, reference=reference)
     rows = result.pop("per_image")
     if args.csv:
         write_atomic(args.csv, lambda tmp: _write_csv(tmp, rows))
     result.update(checkpoint=str(args.checkpoint), runtime=runtime.describe())
+    if reference is not None:
+        result["reference"] = str(args.reference)
     if args.json:
         print_json(result)
     else:
@@ -89,8 +102,10 @@ def _write_csv(path: str, rows: list[dict]) -> None:
 def _print_table(result: dict, csv_path, save_dir) -> None:
     console = Console()
     unknown = result.get("unknown")
+    against = ("ground-truth size" if result["reference"] == "ground truth"
+               else f"image size, against the mattes of {result['reference']}")
     console.print(f"{result['checkpoint']} ({result['runtime']['runtime']}) on {result['dataset']}; "
-                  f"input {result['input']}; errors at ground-truth size, "
+                  f"input {result['input']}; errors at {against}, "
                   f"means over {result['count']} images")
     table = Table()
     table.add_column("metric")
@@ -101,6 +116,9 @@ def _print_table(result: dict, csv_path, save_dir) -> None:
     for m in METRICS:
         cells = [f"{result[m]:.6f}"] + ([f"{unknown[m]:.6f}"] if unknown else [])
         table.add_row(m.upper(), SCALING[m], *cells)
+    if "iou" in result:
+        table.add_row("IoU", "mask >= 0.5, mean", f"{result['iou']:.4f}")
+        table.add_row("boundary", "mean |delta| where 0.05 <= ref <= 0.95", f"{result['boundary']:.6f}")
     console.print(table)
     for what, path in (("per-image CSV", csv_path), ("predictions", save_dir)):
         if path:

@@ -9,6 +9,7 @@ from tqdm import tqdm
 from ..deploy.matting import SAVE_KINDS, Background, Matter, matte_files
 from ..deploy.runtime import RUNTIMES, open_runtime
 from ..files import check_outputs
+from ..model.shipped import synthetic_teacher_note, trained_on_synthetic
 
 
 def register(sub) -> None:
@@ -43,6 +44,8 @@ def run(args) -> int:
     background_file = args.background if args.background and Path(args.background).exists() else None
     check_outputs([args.checkpoint, background_file], folders=[args.out])
     background = Background.parse(args.background) if args.background else None
+    if trained_on_synthetic(args.checkpoint):  # users matte their own photos, not ours
+        print(f"modnet-prune matte: {synthetic_teacher_note(args.checkpoint)}", file=sys.stderr)
     matter = Matter(open_runtime(args.checkpoint, args.runtime, args.threads), ref=args.size)
 
     def report(_path, message: str) -> None:  # above the progress bars, as they happen

@@ -9,7 +9,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from ..data import spec_folders
+from ..data import spec_paths
 from ..deploy.runtime import check_threads
 from ..files import check_outputs
 from ..pipeline.recipe import load_recipe
@@ -44,8 +44,8 @@ def run(args) -> int:
     if args.budget_samples is not None:
         recipe = recipe.with_budget(args.budget_samples)
     check_threads(args.threads)
-    check_outputs([args.recipe, recipe.teacher, *spec_folders(recipe.data.train),
-                   *spec_folders(recipe.data.eval)], folders=[args.out])
+    check_outputs([args.recipe, recipe.teacher, *spec_paths(recipe.data.train),
+                   *spec_paths(recipe.data.eval)], folders=[args.out])
     if args.threads:
         torch.set_num_threads(args.threads)
     stream = sys.stderr if args.json else sys.stdout

@@ -40,8 +40,8 @@ def run(args) -> int:
     data = _data(args.data, args.criterion) if args.data else None
     calibration = []
     if args.data:
-        from ..data import spec_folders
-        calibration = spec_folders(args.data)
+        from ..data import spec_paths
+        calibration = spec_paths(args.data)
     check_outputs([args.checkpoint, args.plan, *calibration], files=[args.out])
     out = Path(args.out)
     model = load(args.checkpoint)

@@ -21,9 +21,9 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from ..data.video import VIDEO_SUFFIXES  # noqa: F401 (the suffixes matte reads, one home)
 from ..errors import UserError
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".avi")
 VIDEO_CRF = "16"  # H.264 quality: matte edges are worth more than file size
 # Container comment of every video we write: tells our outputs from a user's files.
 OUR_COMMENT = "written by modnet-prune"

@@ -18,18 +18,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+from ..data.datasets import spec_parts, synthetic_seeds
 from ..errors import UserError
 from ..files import read_yaml
 from ..deploy.onnx_export import MAX_OPSET, MIN_OPSET
 from ..prune import CRITERIA
 from ..prune.api import ALLOCATIONS
-from ..train.loop import OPTIMIZERS
+from ..checks import AT_LEAST_ONE, COUNT, KEEP_FRACTION, RATIO
+from ..model.inputs import check_size
+from ..train.loop import FINETUNE, OPTIMIZERS, check_ranges
+from ..train.losses import DistillWeights
 from ..train.schedule import LR_SCHEDULES, PRUNE_SCHEDULES
 
 DEFAULT_TEACHER = "models/modnet-synthetic.safetensors"
 PRUNE_METHODS = ("target_macs", "plan", "ratio", "none")
 RUNTIMES = ("torch", "onnxruntime")
-_SYNTHETIC = re.compile(r"synthetic:(\d+)(?:@(\d+))?(?:\+seed(\d+))?")
 
 
 class RecipeError(UserError):
@@ -53,36 +56,25 @@ class PruneSpec:
 
 @dataclass(frozen=True)
 class FinetuneSpec:
+    """Fine-tuning as `train.loop.FINETUNE` (the `finetune` command's defaults), with the
+    lengths counted in samples; the fields of the same name are TrainConfig's."""
+
     samples: int = 0                      # the budget: images seen, all iterations together
-    batch_size: int = 16
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: str = "cosine"
+    batch_size: int = FINETUNE.batch_size
+    optimizer: str = FINETUNE.optimizer
+    lr: float = FINETUNE.lr
+    momentum: float = FINETUNE.momentum
+    weight_decay: float = FINETUNE.weight_decay
+    schedule: str = FINETUNE.schedule
     warmup_samples: int = 0
     step_samples: int | None = None       # schedule step: samples between decays (None: 1/4)
-    gamma: float = 0.1
-    min_lr: float = 0.0
-    supervised: float = 1.0               # weight of the ground-truth objective
-    scales: dict[str, float] = field(default_factory=lambda: {"semantic": 10.0, "detail": 10.0,
-                                                             "matte": 1.0})
+    gamma: float = FINETUNE.gamma
+    min_lr: float = FINETUNE.min_lr
+    supervised: float | None = FINETUNE.supervised  # weight of the ground-truth objective;
+                                          # None: 1 with ground truth, 0 without (> 0 is refused)
+    scales: dict[str, float] = field(default_factory=lambda: dict(FINETUNE.scales))
     eval_every_samples: int = 0           # held-out evaluations during training (0: at the end)
-    workers: int = 2
-
-
-@dataclass(frozen=True)
-class DistillSpec:
-    """Weights of the distillation terms; all 0 trains on ground truth only."""
-    matte: float = 0.0
-    detail: float = 0.0
-    semantic: float = 0.0
-    lr8x: float = 0.0
-    hr2x: float = 0.0
-
-    @property
-    def enabled(self) -> bool:
-        return any(v > 0 for v in dataclasses.asdict(self).values())
+    workers: int = FINETUNE.workers
 
 
 @dataclass(frozen=True)
@@ -126,7 +118,7 @@ class Recipe:
     prune: PruneSpec = field(default_factory=PruneSpec)
     recalibrate_bn: int = 0               # batches for BN re-estimation after each prune
     finetune: FinetuneSpec = field(default_factory=FinetuneSpec)
-    distill: DistillSpec = field(default_factory=DistillSpec)
+    distill: DistillWeights = field(default_factory=DistillWeights)  # all 0: no distillation
     data: DataSpec = field(default_factory=DataSpec)
     sizes: SizeSpec = field(default_factory=SizeSpec)
     benchmark: BenchmarkSpec = field(default_factory=BenchmarkSpec)
@@ -247,21 +239,29 @@ def _one_of(value, choices, key: str) -> None:
 
 def validate(r: Recipe) -> None:
     """Check values and combinations; raises RecipeError naming the first bad key."""
+    try:
+        _validate(r)
+    except RecipeError:
+        raise
+    except UserError as e:  # a range check (modnet_prune.checks) names the key
+        raise RecipeError(str(e)) from None
+
+
+def _validate(r: Recipe) -> None:
     _need(bool(re.fullmatch(r"[A-Za-z0-9._-]+", r.name)), "name",
           f"{r.name!r}: use letters, digits, '.', '_' and '-' only")
     _need(bool(r.teacher), "teacher", "give the teacher checkpoint's path")
     _need(r.seed >= 0, "seed", "must be >= 0")
-    _need(r.recalibrate_bn >= 0, "recalibrate_bn", "must be >= 0 (batches)")
+    COUNT.check(r.recalibrate_bn, "recalibrate_bn")
     _validate_prune(r.prune)
     _validate_finetune(r.finetune)
-    for name, weight in dataclasses.asdict(r.distill).items():
-        _need(weight >= 0 and math.isfinite(weight), f"distill.{name}", "must be a finite weight >= 0")
-    _need(r.finetune.samples == 0 or r.finetune.supervised > 0 or r.distill.enabled,
+    check_ranges({"distill": r.distill.as_dict()}, lambda key, term: f"distill.{term}")
+    _need(r.finetune.samples == 0 or r.finetune.supervised != 0 or r.distill.enabled,
           "finetune.supervised", "is 0 and every distill weight is 0: nothing to train on")
     for key in ("train", "eval", "benchmark"):
         size = getattr(r.sizes, key)
-        _need(size is None and key == "eval" or size is not None and size >= 32 and size % 32 == 0,
-              f"sizes.{key}", f"{size}: must be a positive multiple of 32")
+        if size is not None or key != "eval":
+            check_size(size, f"sizes.{key}")
     _validate_data(r.data)
     b = r.benchmark
     _need(b.repeat >= 1, "benchmark.repeat", "must be >= 1")
@@ -288,9 +288,9 @@ def _validate_prune(p: PruneSpec) -> None:
         extra = [k for k in given if k != p.method]
         _need(not extra, f"prune.{extra[0] if extra else ''}", f"does not go with method {p.method}")
     if p.target_macs is not None:
-        _need(0 < p.target_macs < 1, "prune.target_macs", f"{p.target_macs}: must be in (0, 1)")
+        KEEP_FRACTION.check(p.target_macs, "prune.target_macs")
     if p.ratio is not None:
-        _need(0 < p.ratio < 1, "prune.ratio", f"{p.ratio}: must be in (0, 1)")
+        RATIO.check(p.ratio, "prune.ratio")
     if isinstance(p.plan, dict):
         _validate_plan(p.plan)
     _need(p.round_to >= 1, "prune.round_to", "must be >= 1")
@@ -312,8 +312,7 @@ def _validate_plan(plan: dict) -> None:
             _need(isinstance(value, int) and not isinstance(value, bool) and value >= 1, key,
                   f"keep {value!r}: must be an int >= 1")
         else:
-            _need(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1,
-                  key, f"ratio {value!r}: must be in (0, 1)")
+            RATIO.check(value, f"{key}: ratio")
 
 
 def _validate_finetune(f: FinetuneSpec) -> None:
@@ -323,43 +322,46 @@ def _validate_finetune(f: FinetuneSpec) -> None:
           f"{f.samples} is less than one batch ({f.batch_size})")
     _one_of(f.optimizer, OPTIMIZERS, "finetune.optimizer")
     _one_of(f.schedule, LR_SCHEDULES, "finetune.schedule")
-    _need(f.lr > 0 and math.isfinite(f.lr), "finetune.lr", "must be > 0")
-    _need(0 <= f.momentum < 1, "finetune.momentum", "must be in [0, 1)")
-    _need(f.weight_decay >= 0, "finetune.weight_decay", "must be >= 0")
-    _need(f.warmup_samples >= 0, "finetune.warmup_samples", "must be >= 0")
-    _need(f.step_samples is None or f.step_samples >= 1, "finetune.step_samples", "must be >= 1")
-    _need(0 < f.gamma <= 1, "finetune.gamma", "must be in (0, 1]")
-    _need(0 <= f.min_lr <= f.lr, "finetune.min_lr", "must be in [0, lr]")
-    _need(f.supervised >= 0, "finetune.supervised", "must be >= 0")
-    unknown = set(f.scales) - {"semantic", "detail", "matte"}
+    unknown = set(f.scales) - set(FINETUNE.scales)
     _need(not unknown, f"finetune.scales.{min(unknown) if unknown else ''}",
-          "unknown term (known: semantic, detail, matte)")
-    for name, scale in f.scales.items():
-        _need(scale >= 0, f"finetune.scales.{name}", "must be >= 0")
-    _need(f.eval_every_samples >= 0, "finetune.eval_every_samples", "must be >= 0")
-    _need(f.workers >= 0, "finetune.workers", "must be >= 0")
-
-
-def synthetic_seeds(spec: str) -> range | None:
-    """Seeds a `synthetic:N@S+seedK` spec draws from (K defaults to 0); None for folders."""
-    m = _SYNTHETIC.fullmatch(spec.strip())
-    if not m:
-        return None
-    start = int(m[3] or 0)
-    return range(start, start + int(m[1]))
+          f"unknown term (known: {', '.join(FINETUNE.scales)})")
+    check_ranges(dataclasses.asdict(f), lambda key, term: f"finetune.{key}"
+                 + (f".{term}" if term else ""))  # the TrainConfig fields, as train checks them
+    _need(f.min_lr <= f.lr, "finetune.min_lr", "must be in [0, lr]")
+    for key in ("warmup_samples", "eval_every_samples"):
+        COUNT.check(getattr(f, key), f"finetune.{key}")
+    if f.step_samples is not None:
+        AT_LEAST_ONE.check(f.step_samples, "finetune.step_samples")
 
 
 def _validate_data(d: DataSpec) -> None:
-    _need(bool(d.train.strip()), "data.train", "give a dataset spec")
-    _need(bool(d.eval.strip()), "data.eval", "give a dataset spec")
     for key, spec in (("data.train", d.train), ("data.eval", d.eval)):
-        _need(not spec.startswith("synthetic") or synthetic_seeds(spec) is not None, key,
-              f"{spec!r}: expected synthetic:N@S[+seedK]")
-    train, held_out = synthetic_seeds(d.train), synthetic_seeds(d.eval)
+        _need(bool(spec.strip()), key, "give a dataset spec")
+        for base, _ in spec_parts(spec):
+            _need(not base.startswith("synthetic") or synthetic_seeds(base) is not None, key,
+                  f"{base!r}: expected synthetic:N@S[+seedK]")
+    for train_base, train_cut in spec_parts(d.train):
+        for eval_base, eval_cut in spec_parts(d.eval):
+            _check_disjoint(train_base, train_cut, eval_base, eval_cut)
+
+
+def _check_disjoint(train_spec: str, train_cut, eval_spec: str, eval_cut) -> None:
+    """Held-out data shares no sample with one part of the training data."""
+    train, held_out = synthetic_seeds(train_spec), synthetic_seeds(eval_spec)
     if train is not None and held_out is not None:
+        train, held_out = _cut(train, train_cut), _cut(held_out, eval_cut)
         overlap = range(max(train.start, held_out.start), min(train.stop, held_out.stop))
         _need(not overlap, "data.eval", f"seeds {held_out.start}..{held_out.stop - 1} overlap the "
               f"training seeds {train.start}..{train.stop - 1}: held-out data must be disjoint")
-    elif train is None and held_out is None:
-        _need(Path(d.train) != Path(d.eval) or Path(d.train).joinpath("validation").is_dir(),
-              "data.eval", "is the training folder: use a held-out folder")
+    elif (train is None and held_out is None and Path(train_spec) == Path(eval_spec)
+          and not Path(train_spec).joinpath("validation").is_dir()):
+        whole = train_cut == eval_cut == (0.0, 100.0)
+        _need(max(train_cut[0], eval_cut[0]) >= min(train_cut[1], eval_cut[1]), "data.eval",
+              "is the training folder: use a held-out folder, or a part of it such as "
+              f"{train_spec}[90%:] with {train_spec}[:90%] for training" if whole else
+              f"{eval_spec}[{eval_cut[0]:g}%:{eval_cut[1]:g}%] overlaps the training part "
+              f"[{train_cut[0]:g}%:{train_cut[1]:g}%]: held-out data must be disjoint")
+
+
+def _cut(seeds: range, cut: tuple[float, float]) -> range:
+    return seeds[math.floor(cut[0] / 100 * len(seeds)):math.floor(cut[1] / 100 * len(seeds))]

@@ -9,7 +9,8 @@ its own last checkpoint):
   finetune   fine-tune with the recipe's budget (finetune/ run folder), or iterative
              compress (compress/iter-K/...); writes student.safetensors
   evaluate   teacher, student and every intermediate model on the held-out set: matting
-             errors, params and MACs; teacher/student predictions and the matte-grid inputs
+             errors (held-out data without ground truth: agreement with the teacher's
+             mattes), params and MACs; teacher/student predictions and the matte-grid inputs
   export     teacher.onnx and student.onnx, each checked against PyTorch
   benchmark  teacher vs student interleaved, per runtime, at the benchmark size
   report     summary.json, report.md, report.html, figures/
@@ -32,18 +33,20 @@ from pathlib import Path
 import torch
 
 from ..data import open_dataset
+from ..data.datasets import is_synthetic
 from ..data.images import alpha_to_uint8, write_png
 from ..errors import UserError
 from ..deploy.onnx_export import export_onnx
-from ..metrics import evaluate
+from ..metrics import AGREEMENT, evaluate, reference_mattes
 from ..model.io import load, save
+from ..model.shipped import synthetic_teacher_note, trained_on_synthetic
 from ..files import remove_stale_temps, sha256_file, write_atomic, write_json
 from ..prune import prune
 from ..report.analysis import analyze
 from ..report.benchmark import benchmark_many
 from ..report.document import render_report
 from ..train import Context, TrainConfig, fit, recalibrate_bn
-from ..train.compress import CompressConfig, compress
+from ..train.compress import CompressConfig, compress, iteration_files
 from ..train.distributed import pick_device
 from ..train.rundir import LOCK, STATE, RunLock
 from .recipe import DEFAULT_TEACHER, Recipe
@@ -164,6 +167,10 @@ def run_pipeline(recipe: Recipe, out: str | Path, *, resume: bool = False, progr
     run = Run(recipe, Path(out), progress, echo, Context(device=pick_device(device)))
     with RunLock(run.out):
         _start(run, resume, sha256_file(recipe.teacher))
+        if not (is_synthetic(recipe.data.train) and is_synthetic(recipe.data.eval)) \
+                and trained_on_synthetic(recipe.teacher):
+            echo(synthetic_teacher_note(recipe.teacher).replace(
+                "--checkpoint/--teacher", "teacher: in the recipe or --teacher"))
         _run_stages(run, echo)
     return _read_json(run.path("summary.json"))
 
@@ -271,52 +278,56 @@ def _compress(run: Run) -> dict:
 
 
 def _variants(run: Run) -> list[tuple[str, str, Path]]:
-    """(name, label, checkpoint) of every model to score, teacher first, student last."""
+    """(role, label, checkpoint) of every model to score, teacher first, student last. The
+    role is the model's key in the records; the recipe's name is only the student's label,
+    so a recipe called `teacher` or `iter-1` overwrites nothing."""
     r, found = run.recipe, [("teacher", "teacher", Path(run.recipe.teacher))]
     prune_record, finetune_record = run.record("prune"), run.record("finetune")
     if prune_record.get("pruned"):
         found.append(("pruned", "pruned", run.path(prune_record["pruned"])))
     if prune_record.get("recalibrated"):
         found.append(("recalibrated", "pruned + BN re-estimated", run.path(prune_record["recalibrated"])))
-    for row in finetune_record.get("iterations", [])[:-1]:
+    rows = finetune_record.get("iterations", [])
+    for row in rows:
         k = row["iteration"]
-        iteration = run.path(COMPRESS_DIR) / f"iter-{k}"
-        found.append((f"iter-{k}-pruned", f"iter {k} pruned", iteration / "pruned.safetensors"))
-        found.append((f"iter-{k}", f"iter {k} fine-tuned", iteration / "last.safetensors"))
-    if finetune_record.get("iterations"):
-        k = finetune_record["iterations"][-1]["iteration"]
-        last = run.path(COMPRESS_DIR) / f"iter-{k}" / "pruned.safetensors"
-        found.append((f"iter-{k}-pruned", f"iter {k} pruned", last))
-    found.append((r.name, r.name, run.path(STUDENT)))
+        at = iteration_files(run.path(COMPRESS_DIR), k)
+        found.append((f"iter-{k}-pruned", f"iter {k} pruned", at.pruned))
+        if row is not rows[-1]:  # the last one's fine-tuned model is the student
+            found.append((f"iter-{k}", f"iter {k} fine-tuned", at.trained))
+    found.append(("student", r.name, run.path(STUDENT)))
     return found
 
 
 def stage_evaluate(run: Run) -> dict:
     r = run.recipe
     source = run.eval_set().source
+    targets = None  # ground truth; held-out data without it is scored against the teacher
+    if not source.labeled:
+        run.echo(f"  {source.description}: no ground truth; scoring agreement with the teacher")
+        targets = reference_mattes(run.teacher(), source, size=r.sizes.eval, progress=run.progress)
     scored, costs = {}, {}  # costs depend on the widths only: one analysis per Arch
-    for name, label, path in _variants(run):
+    for role, label, path in _variants(run):
         model = load(path)
-        final = name in ("teacher", r.name)
-        predictions = run.path(f"predictions/{'teacher' if name == 'teacher' else 'student'}") \
-            if final else None
+        predictions = run.path(f"predictions/{role}") if role in ("teacher", "student") else None
         run.echo(f"  evaluating {label} ({path})")
         result = evaluate(model, source, size=r.sizes.eval, save_predictions=predictions,
-                          progress=run.progress)
+                          progress=run.progress, reference=targets)
         arch = model.arch.to_json()
         if arch not in costs:
             costs[arch] = analyze(model, r.sizes.benchmark)
         cost = {**costs[arch], "file_bytes": os.path.getsize(path)}
-        scored[name] = {
+        scored[role] = {
             "label": label, "checkpoint": str(path), "sha256": sha256_file(path),
             "params": cost["params"], "macs": cost["macs"], "macs_train": cost["macs_train"],
             "file_bytes": cost["file_bytes"], "weight_bytes": cost["weight_bytes"]["fp32"],
             "widths": _layer_widths(model),
-            "metrics": {"whole": {k: result[k] for k in ("mse", "mad", "sad", "grad", "conn")},
+            "metrics": {"whole": {k: result[k] for k in ("mse", "mad", "sad", "grad", "conn",
+                                                         *AGREEMENT) if k in result},
                         **({"unknown": result["unknown"]} if "unknown" in result else {})},
             "predictions": str(predictions.relative_to(run.out)) if predictions else None}
         info = {k: result[k] for k in ("count", "region", "scaling", "dataset", "input")}
-    return {"models": scored, "evaluation": {**info, "size": r.sizes.eval},
+    reference = "ground truth" if targets is None else "teacher"
+    return {"models": scored, "evaluation": {**info, "size": r.sizes.eval, "reference": reference},
             "samples": _sample_inputs(run, source)}
 
 
@@ -335,19 +346,22 @@ def _layer_widths(model: torch.nn.Module) -> dict[str, int]:
 
 
 def _sample_inputs(run: Run, source) -> list[dict]:
-    """Input and ground truth of the first held-out samples as PNGs for the matte grid."""
+    """Input and ground truth (when there is one) of the first held-out samples as PNGs
+    for the matte grid."""
     rows = []
     folder = run.path("samples")
-    folder.mkdir(exist_ok=True)
     for index in range(min(run.recipe.report.samples, len(source))):
         sample = source.sample(index)
-        image, truth = folder / f"{sample.name}.input.png", folder / f"{sample.name}.truth.png"
+        image = folder / f"{sample.name}.input.png"
+        image.parent.mkdir(parents=True, exist_ok=True)  # names of photo trees hold folders
         write_png(image, sample.image)
-        write_png(truth, alpha_to_uint8(sample.alpha))
+        images = {"input": str(image.relative_to(run.out))}
+        if sample.alpha is not None:
+            truth = folder / f"{sample.name}.truth.png"
+            write_png(truth, alpha_to_uint8(sample.alpha))
+            images["ground truth"] = str(truth.relative_to(run.out))
         rows.append({"name": sample.name, "images": {
-            "input": str(image.relative_to(run.out)),
-            "ground truth": str(truth.relative_to(run.out)),
-            "teacher": f"predictions/teacher/{sample.name}.png",
+            **images, "teacher": f"predictions/teacher/{sample.name}.png",
             "student": f"predictions/student/{sample.name}.png"}})
     return rows
 

@@ -21,9 +21,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..checks import AT_LEAST_ONE, KEEP_FRACTION, RATIO
 from ..errors import UserError
 from ..files import read_yaml
-from ..graph import ChannelGraph, Group
+from ..graph import ChannelGraph, Group, kind_of
 from ..graph.macs import MacModel
 
 Keep = dict[str, int]
@@ -37,8 +38,8 @@ class Widths:
     min_channels: int = 1
 
     def __post_init__(self):
-        if self.round_to < 1 or self.min_channels < 1:
-            raise UserError("round_to and min_channels must be at least 1")
+        AT_LEAST_ONE.check(self.round_to, "round_to")
+        AT_LEAST_ONE.check(self.min_channels, "min_channels")
 
     def options(self, group: Group) -> list[int]:
         """Allowed kept widths, ascending; the last is the full width (nothing removed)."""
@@ -53,13 +54,13 @@ class Widths:
 
 
 def uniform(graph: ChannelGraph, ratio: float, widths: Widths) -> Keep:
-    check_ratio(ratio)
+    RATIO.check(ratio, "ratio")
     return {g.name: widths.nearest(g, g.width * (1 - ratio)) for g in graph.prunable}
 
 
 def global_ranking(graph: ChannelGraph, scores: Mapping[str, torch.Tensor], ratio: float,
                    widths: Widths) -> Keep:
-    check_ratio(ratio)
+    RATIO.check(ratio, "ratio")
     groups = [g for g in graph.prunable if len(widths.options(g)) > 1]
     ranked = sorted((float(s), g.name) for g in groups for s in scores[g.name])
     cut = ranked[:round(ratio * len(ranked))]
@@ -72,7 +73,7 @@ def global_ranking(graph: ChannelGraph, scores: Mapping[str, torch.Tensor], rati
 def by_macs(graph: ChannelGraph, scores: Mapping[str, torch.Tensor], macs: MacModel,
             fraction: float, widths: Widths) -> Keep:
     """Greedy: remove the step with the least importance per MAC saved until under target."""
-    check_fraction(fraction)
+    KEEP_FRACTION.check(fraction, "target MACs")
     groups = {g.name: g for g in graph.prunable}
     keep = {name: g.width for name, g in groups.items()}
     order = {name: torch.argsort(scores[name], stable=True) for name in groups}
@@ -111,7 +112,8 @@ def by_macs(graph: ChannelGraph, scores: Mapping[str, torch.Tensor], macs: MacMo
 
 
 def select(group: Group, scores: torch.Tensor, keep: int) -> list[int]:
-    """Classes to remove: lowest scores first, never emptying either half of an IBNorm."""
+    """Classes to remove: lowest scores first, never emptying a part of a layer (either
+    half of an IBNorm)."""
     parts = group.parts()
     left = [len(p) for p in parts]
     removed: list[int] = []
@@ -126,18 +128,8 @@ def select(group: Group, scores: torch.Tensor, keep: int) -> list[int]:
         removed.append(k)
     if len(removed) < group.width - keep:
         raise UserError(f"{group.name}: cannot keep only {keep} channels without emptying "
-                        "one half of an IBNorm")
+                        f"a part of {_divided(group)} (each keeps a channel)")
     return sorted(removed)
-
-
-def check_ratio(ratio: float) -> None:
-    if not 0 <= ratio < 1:
-        raise UserError(f"ratio {ratio}: must be in [0, 1)")
-
-
-def check_fraction(fraction: float) -> None:
-    if not 0 < fraction <= 1:
-        raise UserError(f"target MACs {fraction}: must be a fraction in (0, 1]")
 
 
 # --- plans ----------------------------------------------------------------------------
@@ -171,9 +163,10 @@ def _plan_group(graph: ChannelGraph, model: nn.Module, aliases: dict, layer: str
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise UserError(f"plan: no module named {layer!r} in the model{hint}")
     module = model.get_submodule(aliases[layer])
-    if not isinstance(module, (nn.Conv2d, nn.Linear)):
-        raise UserError(f"plan: {layer} is a {type(module).__name__}; name the Conv2d or "
-                        "Linear whose output channels you want to prune")
+    kind = kind_of(module)
+    if kind is None or "out" not in kind.roles:
+        raise UserError(f"plan: {layer} is a {type(module).__name__}; name the layer (Conv2d, "
+                        "Linear, ...) whose output channels you want to prune")
     group = graph.group_of(aliases[layer])
     if group is None:
         raise UserError(f"plan: {layer} does not run in the forward pass")
@@ -189,15 +182,19 @@ def _plan_keep(group: Group, layer: str, decision, widths: Widths) -> int:
             and set(decision) <= {"keep", "ratio"}):
         raise UserError(f"plan: {layer}: expected {{keep: N}} or {{ratio: r}}, got {decision!r}")
     if "ratio" in decision:
-        ratio = decision["ratio"]
-        if not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
-            raise UserError(f"plan: {layer}: ratio {ratio!r} must be a number in [0, 1)")
+        ratio = RATIO.check(decision["ratio"], f"plan: {layer}: ratio")
         return widths.nearest(group, group.width * (1 - ratio))
     k = decision["keep"]
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= group.width:
         raise UserError(f"plan: {layer}: keep {k!r} must be an integer in [1, {group.width}]")
     if k < group.min_keep:
-        raise UserError(f"plan: {layer}: keep {k} would empty one half of an IBNorm; "
+        raise UserError(f"plan: {layer}: keep {k} would empty a part of {_divided(group)}; "
                         f"keep at least {group.min_keep}")
     return k
+
+
+def _divided(group: Group) -> str:
+    """The layer of `group` whose parts each keep a channel, e.g. "ibnorm `a.layers.1`"."""
+    m = next(m for m in group.members if m.splits)
+    return f"{m.kind} `{m.module}`"
 

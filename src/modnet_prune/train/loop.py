@@ -22,9 +22,11 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ..data.transforms import resize_batch
+from ..checks import AT_LEAST_ONE, COUNT, NON_NEGATIVE, POSITIVE, Range
 from ..errors import UserError
 from ..memory import require_forward
-from ..metrics import METRICS, evaluate
+from ..metrics import AGREEMENT, METRICS, evaluate, reference_mattes
+from ..model.inputs import check_size
 from .bn import recalibrate_bn
 from .distill import FEATURE_TAPS, FeatureTaps, Student, teacher_widths
 from .distributed import (Context, all_gather_objects, all_reduce_mean, any_rank, barrier,
@@ -64,49 +66,94 @@ class TrainConfig:
     eval_every: int = 0             # 0: evaluate only at the end (if there is an eval set)
     checkpoint_every: int = 100
     objective: str = "supervised"   # or "soc" (unlabeled adaptation; teacher = frozen copy)
-    supervised: float = 1.0         # weight of the supervised objective
+    supervised: float | None = None  # weight of the supervised objective; None: 1 on
+                                     # labeled data, 0 on unlabeled (`for_data`)
     scales: dict[str, float] = field(default_factory=lambda: dataclasses.asdict(MattingScales()))
     distill: dict[str, float] = field(default_factory=dict)  # DistillWeights fields; {} = off
     recalibrate_bn: int = 0         # batches for BN re-estimation before training
 
+    def for_data(self, labeled: bool) -> "TrainConfig":
+        """This config with `supervised` resolved for the training data. Without ground
+        truth the teacher provides every target: asking for the ground-truth objective is
+        an error, and so is having nothing else to learn from."""
+        if labeled:
+            return dataclasses.replace(self, supervised=1.0 if self.supervised is None
+                                       else self.supervised)
+        if self.supervised:
+            raise UserError(f"the training data has no ground-truth mattes, so the supervised "
+                            f"objective (weight {self.supervised:g}) cannot be computed: set "
+                            "--supervised 0 (recipes: finetune.supervised: 0) and distil from "
+                            "a teacher")
+        if self.objective != "soc" and not any(self.distill.values()):
+            raise UserError("the training data has no ground-truth mattes: the teacher must "
+                            "provide the targets; give a teacher and distillation weights "
+                            "(--kd-*), or --objective soc")
+        return dataclasses.replace(self, supervised=0.0)
+
     def validate(self, has_teacher: bool) -> None:
+        """Every value in its range (`RANGES`), then the combinations; one line each."""
         def need(ok: bool, msg: str) -> None:
             if not ok:
                 raise UserError(msg)
 
         need((self.steps is None) != (self.epochs is None), "give exactly one of --steps, --epochs")
-        need((self.steps is None or self.steps >= 1) and (self.epochs is None or self.epochs > 0),
-             "--steps/--epochs must be > 0")
-        need(self.warmup >= 0 and self.workers >= 0, "--warmup and --workers must be >= 0")
-        need(self.size % 32 == 0 and self.size >= 32,
-             f"--size must be a multiple of 32, got {self.size}")
-        need(all(s % 32 == 0 and 32 <= s <= self.size for s in self.multi_size),
+        check_ranges(dataclasses.asdict(self), flag)
+        check_size(self.size, "--size")
+        for s in self.multi_size:
+            check_size(s, "--multi-size entry")
+        need(all(s <= self.size for s in self.multi_size),
              f"--multi-size entries must be multiples of 32 and <= --size {self.size}")
-        need(self.batch_size >= 1, "--batch-size must be >= 1")
-        need(self.lr > 0 and math.isfinite(self.lr), "--lr must be > 0")
-        numbers = {"--momentum": self.momentum, "--weight-decay": self.weight_decay,
-                   "--gamma": self.gamma, "--min-lr": self.min_lr, "--supervised": self.supervised,
-                   **{f"--{k}-scale": v for k, v in self.scales.items()},
-                   **{f"--kd-{k}": v for k, v in self.distill.items()}}
-        bad = [f"{k} {v}" for k, v in numbers.items() if not (math.isfinite(v) and v >= 0)]
-        need(not bad, f"{', '.join(bad)}: must be a finite number >= 0")
-        need(self.momentum <= 1 and self.gamma > 0, "--momentum must be <= 1 and --gamma > 0")
-        need(self.recalibrate_bn >= 0, f"--recalibrate-bn {self.recalibrate_bn}: must be >= 0")
+        need(self.min_lr <= self.lr, f"--min-lr {self.min_lr:g}: must be <= --lr {self.lr:g}")
         require_forward(self.size, self.size, self.batch_size,
                         f"--size {self.size} at --batch-size {self.batch_size}: a training step")
         need(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
         need(self.schedule in LR_SCHEDULES, f"--schedule must be one of {', '.join(LR_SCHEDULES)}")
         need(self.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}")
-        need(min(self.log_every, self.checkpoint_every) >= 1 and self.eval_every >= 0,
-             "--log-every and --checkpoint-every must be >= 1, --eval-every >= 0")
         unknown = set(self.distill) - set(DistillWeights().as_dict())
         need(not unknown, f"unknown distillation terms {sorted(unknown)}")
         wants_kd = any(self.distill.values())
         need(not wants_kd or has_teacher, "distillation weights need a teacher")
         need(self.objective != "soc" or has_teacher,
              "SOC adaptation needs a frozen reference model")
+        need(self.supervised is not None, "resolve `supervised` with for_data() first")
         need(self.objective == "soc" or self.supervised > 0 or wants_kd,
              "nothing to train: supervised weight is 0 and no distillation term is on")
+
+
+# The range of every numeric TrainConfig field; the CLI and the recipe loader check with it.
+RANGES = {
+    "steps": Range(1, integer=True), "epochs": POSITIVE, "batch_size": AT_LEAST_ONE,
+    "lr": POSITIVE, "momentum": Range(0, 1, high_open=True), "weight_decay": NON_NEGATIVE,
+    "warmup": COUNT, "step_size": Range(1, integer=True), "gamma": Range(0, 1, low_open=True),
+    "min_lr": NON_NEGATIVE, "seed": COUNT, "workers": COUNT, "log_every": AT_LEAST_ONE,
+    "eval_every": COUNT, "checkpoint_every": AT_LEAST_ONE, "supervised": NON_NEGATIVE,
+    "recalibrate_bn": COUNT,
+}
+WEIGHT = NON_NEGATIVE  # every supervised scale and distillation weight
+
+
+def check_ranges(values: dict, name) -> None:
+    """Check TrainConfig-named `values` (None: unset) against RANGES, and the `scales` and
+    `distill` weights in them; `name(field, term)` says how to call a value in an error."""
+    for key, value in values.items():
+        if key in RANGES and value is not None:
+            RANGES[key].check(value, name(key, None))
+        elif key in ("scales", "distill"):
+            for term, weight in value.items():
+                WEIGHT.check(weight, name(key, term))
+
+
+def flag(key: str, term: str | None = None) -> str:
+    """The command-line option that sets TrainConfig field `key` (`term`: of scales/distill)."""
+    if key == "scales":
+        return f"--{term}-scale"
+    if key == "distill":
+        return f"--kd-{term}"
+    return "--" + key.replace("_", "-")
+
+
+# The defaults of fine-tuning (`finetune`, `compress`, recipes): AdamW at 1e-3, cosine decay.
+FINETUNE = TrainConfig(lr=1e-3, optimizer="adamw", schedule="cosine")
 
 
 @dataclass
@@ -162,9 +209,12 @@ class _Trainer:
         self.student = Student(model, widths).to(ctx.device).train()  # load() gives eval mode
         self.best_mad: float | None = None
         self.step = 0
+        self._reference = None  # the teacher's mattes of an unlabeled eval set, made once
 
     # --- set-up ---------------------------------------------------------------------
-    def restore_or_init(self, resume: bool) -> None:
+    def restore_or_init(self, resume: bool) -> dict | None:
+        """Continue from the run's last checkpoint, or start fresh (BN re-estimation,
+        adapter initialisation); returns the optimizer state to continue from, if any."""
         state = self.run.load_state() if resume else None
         if state is not None:
             self.student.load_state_dict(state["module"])
@@ -176,11 +226,10 @@ class _Trainer:
             rngs = state["rng"]
             if len(rngs) == self.ctx.world_size:
                 set_rng_state(rngs[self.ctx.rank])
-            self._optimizer_state = state["optimizer"]
-        else:
-            torch.manual_seed(self.cfg.seed + self.ctx.rank)
-            self._optimizer_state = None
-            self._prepare_fresh()
+            return state["optimizer"]
+        torch.manual_seed(self.cfg.seed + self.ctx.rank)
+        self._prepare_fresh()
+        return None
 
     def _prepare_fresh(self) -> None:
         cfg = self.cfg
@@ -194,15 +243,15 @@ class _Trainer:
                 self.teacher(img, inference=False)
             self.student.fit_adapters(img, self.teacher_taps.pop())
 
-    def build_optimizer(self) -> torch.optim.Optimizer:
+    def build_optimizer(self, state: dict | None) -> torch.optim.Optimizer:
         cfg, params = self.cfg, self.student.parameters()
         if cfg.optimizer == "sgd":
             opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                   weight_decay=cfg.weight_decay)
         else:
             opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        if self._optimizer_state is not None:
-            opt.load_state_dict(self._optimizer_state)
+        if state is not None:
+            opt.load_state_dict(state)
         return opt
 
     def wrap(self) -> nn.Module:
@@ -247,8 +296,8 @@ class _Trainer:
         cfg = self.cfg
         batch = {k: v.to(self.ctx.device, non_blocking=True) if torch.is_tensor(v) else v
                  for k, v in batch.items()}
-        lr = lr_at(self.step, self.total, cfg.lr, cfg.schedule, cfg.warmup, cfg.step_size,
-                   cfg.gamma, cfg.min_lr)
+        lr = lr_at(self.step, self.total, lr=cfg.lr, schedule=cfg.schedule, warmup=cfg.warmup,
+                   step_size=cfg.step_size, gamma=cfg.gamma, min_lr=cfg.min_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
         if cfg.multi_size:
@@ -260,10 +309,10 @@ class _Trainer:
         optimizer.step()
         return terms, lr
 
-    def train(self) -> bool:
+    def train(self, optimizer_state: dict | None) -> bool:
         """Train from self.step to self.total; True if stopped early by a signal."""
         cfg, ctx = self.cfg, self.ctx
-        module, optimizer = self.wrap(), self.build_optimizer()
+        module, optimizer = self.wrap(), self.build_optimizer(optimizer_state)
         sums: dict[str, torch.Tensor] = {}
         window_steps, window_start = 0, time.perf_counter()
         bar = tqdm(total=self.total, initial=self.step, unit="step", dynamic_ncols=True,
@@ -282,8 +331,8 @@ class _Trainer:
                 if boundary:
                     self._log(sums, window_steps, window_start, lr, bar)
                     sums, window_steps = {}, 0
-                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < self.total:
-                    self.evaluate()
+                if self.step == self.total or cfg.eval_every and self.step % cfg.eval_every == 0:
+                    self.evaluate()  # the final evaluation too: best_mad goes in the checkpoint
                 if self.step % cfg.checkpoint_every == 0 or self.step == self.total or stop_now:
                     self.checkpoint(optimizer)
                 if boundary:
@@ -313,10 +362,14 @@ class _Trainer:
             return None
         metrics = None
         if self.ctx.is_main:
-            summary = evaluate(self.student.model, self.eval_set, size=self.cfg.size)
-            metrics = {m: summary[m] for m in METRICS}
+            if not labeled(self.eval_set) and self._reference is None:
+                self._reference = reference_mattes(self.teacher, self.eval_set, size=self.cfg.size)
+            summary = evaluate(self.student.model, self.eval_set, size=self.cfg.size,
+                               reference=self._reference)
+            metrics = {m: summary[m] for m in METRICS + AGREEMENT if m in summary}
             self.run.log({"kind": "eval", "step": self.step, **metrics,
-                          "count": summary["count"], "region": summary["region"]})
+                          "count": summary["count"], "region": summary["region"],
+                          "reference": "ground truth" if labeled(self.eval_set) else "teacher"})
             if self.best_mad is None or metrics["mad"] < self.best_mad:
                 self.best_mad = metrics["mad"]
                 self.run.save_model(self.student.model, BEST, step=self.step, mad=metrics["mad"])
@@ -324,8 +377,6 @@ class _Trainer:
         return metrics
 
     def checkpoint(self, optimizer) -> None:
-        if self.step == self.total:
-            self.evaluate()
         rngs = all_gather_objects(rng_state(), self.ctx)
         if self.ctx.distributed:
             self._check_ranks_agree()
@@ -353,6 +404,11 @@ class _Trainer:
             raise RuntimeError(f"DDP replicas diverged at step {self.step}: {sums}")
 
 
+def labeled(dataset: Dataset) -> bool:
+    """Whether a dataset has ground-truth mattes (`MattingDataset.labeled`; others: yes)."""
+    return getattr(dataset, "labeled", True)
+
+
 def fit(model: nn.Module, train_set: Dataset, cfg: TrainConfig, out: str | Path, *,
         eval_set: Dataset | None = None, teacher: nn.Module | None = None,
         resume: bool = False, ctx: Context | None = None, info: dict | None = None,
@@ -362,9 +418,16 @@ def fit(model: nn.Module, train_set: Dataset, cfg: TrainConfig, out: str | Path,
     `teacher` is the distillation teacher (objective "supervised" with cfg.distill) or
     the frozen reference of SOC; it is frozen (requires_grad off) and put in eval mode.
     `info` (data specs, input files...) is saved with the config and must match on resume.
+    Unlabeled training data (a dataset whose `labeled` is False) trains on the teacher's
+    targets alone (`TrainConfig.for_data`); an unlabeled `eval_set` is scored by agreement
+    with the teacher's mattes, and its MAD picks best.safetensors.
     """
     ctx = ctx or Context()
+    cfg = cfg.for_data(labeled(train_set))
     cfg.validate(has_teacher=teacher is not None)
+    if eval_set is not None and not labeled(eval_set) and teacher is None:
+        raise UserError("the evaluation data has no ground-truth mattes: it is scored by "
+                        "agreement with the teacher's, and this run has no teacher")
     run = RunDir(out)
     with RunLock(out) if ctx.is_main else contextlib.nullcontext():  # rank 0 alone writes
         if ctx.is_main:
@@ -373,10 +436,10 @@ def fit(model: nn.Module, train_set: Dataset, cfg: TrainConfig, out: str | Path,
         barrier(ctx)
         trainer = _Trainer(model, train_set, cfg, run, eval_set, teacher, ctx, progress)
         try:
-            trainer.restore_or_init(resume)
+            optimizer_state = trainer.restore_or_init(resume)
             if ctx.is_main:
                 run.truncate_log(trainer.step)
-            stopped = trainer.train() if trainer.step < trainer.total else False
+            stopped = trainer.train(optimizer_state) if trainer.step < trainer.total else False
         finally:
             trainer.close()
     model.eval()
