@@ -200,12 +200,14 @@ class OpenVinoRuntime(Runtime):
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         try:
             import openvino as ov
-        except ImportError:
+        except ImportError as e:
             raise UserError("--runtime openvino needs the openvino package: "
-                            "pip install 'modnet-prune[openvino]'") from None
+                            "pip install 'modnet-prune[openvino]'") from e
         super().__init__(str(path))
         if not Path(path).is_file():
-            raise UserError(f"{path}: no such file")
+            raise UserError(f"{path}: " + ("is a folder, not an .onnx file" if Path(path).is_dir()
+                                           else "no such file"))
+        check_threads(threads)
         core = ov.Core()
         config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
                   "NUM_STREAMS": 1}
@@ -218,7 +220,7 @@ class OpenVinoRuntime(Runtime):
                                 f"{len(model.inputs)} and {len(model.outputs)}")
             self.compiled = core.compile_model(model, "CPU", config)
         except RuntimeError as e:  # OpenVINO raises RuntimeError subclasses for bad files
-            raise UserError(f"{path}: OpenVINO cannot load it ({_first_line(e)})") from None
+            raise UserError(f"{path}: OpenVINO cannot load it ({_first_line(e)})") from e
         shape = model.input(0).get_partial_shape()
         if shape[2].is_static and shape[3].is_static:
             self.static_hw = (shape[2].get_length(), shape[3].get_length())
@@ -235,7 +237,8 @@ class OpenVinoRuntime(Runtime):
         batch = _check_batch(x, self.static_hw, self.static_batch)
         self.request.infer({0: batch})
         # a copy: the request's output buffer is reused by the next call
-        return np.array(self.request.get_output_tensor(0).data, dtype=np.float32)
+        matte = np.array(self.request.get_output_tensor(0).data, dtype=np.float32)
+        return check_matte(matte, batch, self.path)
 
     def describe(self) -> dict:
         return {"runtime": self.name, "version": self.version, "device": "CPU",

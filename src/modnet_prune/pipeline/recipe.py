@@ -244,7 +244,7 @@ def validate(r: Recipe) -> None:
     except RecipeError:
         raise
     except UserError as e:  # a range check (modnet_prune.checks) names the key
-        raise RecipeError(str(e)) from None
+        raise RecipeError(str(e)) from e
 
 
 def _validate(r: Recipe) -> None:
