@@ -14,6 +14,7 @@ import modnet_prune as mp
 from modnet_prune.cli import main
 from modnet_prune.data import open_source
 from modnet_prune.deploy.runtime import open_runtime
+from modnet_prune.deploy.web import ort_missing
 from modnet_prune.graph.cost import layer_costs
 from modnet_prune.metrics import evaluate
 from modnet_prune.pipeline import run as pipeline_run
@@ -29,7 +30,9 @@ def _inference_macs(model, size: int) -> int:
 def iterative_run(tmp_path_factory):
     """The CLI on a 2-iteration compress recipe; returns (folder, recipe path, stdout)."""
     folder = tmp_path_factory.mktemp("pipeline")
-    recipe = write_recipe(folder, tiny_recipe(make_teacher(folder)))
+    # a random teacher is far from what int8 is made for: a loose budget, checked below
+    quantize = {"calibration": "synthetic:6@64+seed7", "count": 4, "holdout": 2, "budget": 0.5}
+    recipe = write_recipe(folder, tiny_recipe(make_teacher(folder), quantize=quantize))
     out = folder / "run"
     assert main(["pipeline", "--recipe", str(recipe), "--out", str(out), "--no-progress"]) == 0
     return out, recipe
@@ -42,7 +45,7 @@ def test_end_to_end_outputs_agree_with_recomputation(iterative_run, capsys):
                  "student.onnx", "teacher.onnx", "figures/pareto.png", "figures/samples.png"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
-    teacher_entry, student_entry = summary["models"]
+    teacher_entry, student_entry, *int8_entries = summary["models"]
     teacher, student = mp.load(teacher_entry["checkpoint"]), mp.load(out / "student.safetensors")
 
     # cost: MACs recounted from a forward pass, the fraction within the recipe's target
@@ -65,17 +68,41 @@ def test_end_to_end_outputs_agree_with_recomputation(iterative_run, capsys):
         torch_out = student(torch.from_numpy(x)).numpy()
     assert np.abs(onnx_out - torch_out).max() < 1e-4
 
+    # the browser page holds byte-identical copies of both ONNX files (or says why it is absent)
+    if ort_missing() is None:
+        assert summary["web"] == {"dir": "web"}
+        for name in ("teacher.onnx", "student.onnx"):
+            assert (out / "web/models" / name).read_bytes() == (out / name).read_bytes()
+    else:
+        assert summary["web"] == {"dir": None, "reason": ort_missing()}
+
     # the budget was spent in full, split over the two iterations, and logged
     training = summary["training"]["tiny"]
     assert training["samples"] == 32 and training["steps"] == 4
     assert [it["start_samples"] for it in training["iterations"]] == [0, 16]
     assert training["curve"][-1]["samples"] == 32
     assert [v["name"] for v in summary["variants"]] == [
-        "teacher", "iter-1-pruned", "iter-1", "iter-2-pruned", "tiny"]
+        "teacher", "iter-1-pruned", "iter-1", "iter-2-pruned", "tiny", "teacher-int8", "tiny-int8"]
     for runtime in ("torch", "onnxruntime"):
         assert student_entry["latency"][runtime]["median_ms"] > 0
         assert len(student_entry["latency"][runtime]["times_ms"]) == 2
         assert teacher_entry["speedup"][runtime] == 1.0
+
+    # int8 files of both, scored on the same held-out set, timed in the same ORT run
+    assert [m["name"] for m in int8_entries] == ["teacher-int8", "tiny-int8"]
+    bench = json.loads((out / "stages" / "benchmark.json").read_text())["runtimes"]
+    assert [os.path.basename(m["path"]) for m in bench["onnxruntime"]["models"]] == [
+        "teacher.onnx", "student.onnx", "teacher.int8.onnx", "student.int8.onnx"]
+    for entry, fp32 in zip(int8_entries, (teacher_entry, student_entry)):
+        runtime = open_runtime(out / entry["onnx"])
+        assert runtime.metadata["precision"] == "int8"
+        again = evaluate(runtime, source, size=64)
+        assert entry["metrics"]["whole"]["mad"] == pytest.approx(again["mad"], rel=1e-6)
+        assert entry["macs"] == fp32["macs"] and list(entry["latency"]) == ["onnxruntime"]
+        assert entry["int8"]["delta_mean"] <= 0.5 and entry["speedup"]["onnxruntime"] > 0
+    assert [v["role"] for v in summary["variants"][-2:]] == ["int8", "int8"]
+    assert list(summary["samples"][0]["images"])[-2:] == ["teacher int8", "tiny int8"]
+    assert "teacher int8: ONNX Runtime static QDQ" in (out / "report.md").read_text()
 
 
 @pytest.mark.slow  # its fixture runs the pipeline (~40 s on 2 busy cores)

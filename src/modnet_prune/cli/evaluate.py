@@ -73,9 +73,10 @@ def run(args) -> int:
     save_dir = Path(args.save_predictions) if args.save_predictions else None
     if save_dir:
         save_dir.mkdir(parents=True, exist_ok=True)
-    runtime, reference = (open_runtime(path, runtime=args.runtime, threads=args.threads,
-                                       device=args.device) if path else None
-                          for path in (args.checkpoint, args.reference))
+    runtime = open_runtime(args.checkpoint, runtime=args.runtime, threads=args.threads,
+                           device=args.device)
+    reference = (open_runtime(args.reference, threads=args.threads, device=args.device)
+                 if args.reference else None)  # its own runtime, by file type
     result = evaluate(runtime, source, size=args.size, save_predictions=save_dir,
                       progress=not args.json, reference=reference)
     rows = result.pop("per_image")

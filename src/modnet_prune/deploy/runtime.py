@@ -46,6 +46,10 @@ def _check_batch(x: np.ndarray, static_hw: tuple[int, int] | None = None,
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
 class Runtime:
     """Base: `rt(x) -> matte`; `name`, `path` and `describe()` say what runs.
 
@@ -135,9 +139,8 @@ class OnnxRuntime(Runtime):
             self.session = ort.InferenceSession(path if in_memory else str(path), options,
                                                 providers=providers)
         except Exception as e:  # ORT raises its own pybind types (InvalidProtobuf, Fail, ...)
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise UserError(f"{self.path or 'in-memory model'}: not a loadable ONNX model "
-                            f"({first[:200]})") from e
+                            f"({_first_line(e)})") from e
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         self._check_contract(inputs, outputs)
         self._input, self._output = inputs[0].name, outputs[0].name
@@ -180,10 +183,6 @@ class OnnxRuntime(Runtime):
         return {"runtime": self.name, "version": ort.__version__,
                 "providers": self.session.get_providers(), "threads": self.threads or "default",
                 "path": self.path}
-
-
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
 
 
 class OpenVinoRuntime(Runtime):

@@ -12,7 +12,11 @@ its own last checkpoint):
              errors (held-out data without ground truth: agreement with the teacher's
              mattes), params and MACs; teacher/student predictions and the matte-grid inputs
   export     teacher.onnx and student.onnx, each checked against PyTorch
-  benchmark  teacher vs student interleaved, per runtime, at the benchmark size
+  quantize   (recipes with a `quantize` section) teacher.int8.onnx and student.int8.onnx,
+             each within the recipe's fidelity budget of its fp32 file, scored on the
+             held-out set; a model whose budget cannot be met is recorded as refused
+  benchmark  teacher vs student (and their int8 files) interleaved, per runtime, at the
+             benchmark size
   report     summary.json, report.md, report.html, figures/
 
 Every stage reads its inputs from files of earlier stages, never from memory, so a resumed
@@ -37,6 +41,9 @@ from ..data.datasets import is_synthetic
 from ..data.images import alpha_to_uint8, write_png
 from ..errors import UserError
 from ..deploy.onnx_export import export_onnx
+from ..deploy.quantize import DEFAULT_SIZE as INT8_DEFAULT_SIZE, BudgetError, quantize_model
+from ..deploy.runtime import OnnxRuntime
+from ..deploy.web import build_site, ort_missing
 from ..metrics import AGREEMENT, evaluate, reference_mattes
 from ..model.io import load, save
 from ..model.shipped import synthetic_teacher_note, trained_on_synthetic
@@ -52,11 +59,12 @@ from ..train.rundir import LOCK, STATE, RunLock
 from .recipe import DEFAULT_TEACHER, Recipe
 from .summary import build_summary
 
-STAGES = ("prune", "finetune", "evaluate", "export", "benchmark", "report")
+STAGES = ("prune", "finetune", "evaluate", "export", "quantize", "benchmark", "report")
 RECIPE_FILE, STAGE_DIR = "recipe.json", "stages"
 TEACHER_ONNX, STUDENT_ONNX, STUDENT = "teacher.onnx", "student.onnx", "student.safetensors"
+INT8_FILES = {"teacher": "teacher.int8.onnx", "student": "student.int8.onnx"}
 PRUNED, RECALIBRATED = "pruned.safetensors", "recalibrated.safetensors"
-FINETUNE_DIR, COMPRESS_DIR = "finetune", "compress"
+FINETUNE_DIR, COMPRESS_DIR, WEB_DIR = "finetune", "compress", "web"
 
 
 class PipelineStopped(Exception):
@@ -301,10 +309,7 @@ def _variants(run: Run) -> list[tuple[str, str, Path]]:
 def stage_evaluate(run: Run) -> dict:
     r = run.recipe
     source = run.eval_set().source
-    targets = None  # ground truth; held-out data without it is scored against the teacher
-    if not source.labeled:
-        run.echo(f"  {source.description}: no ground truth; scoring agreement with the teacher")
-        targets = reference_mattes(run.teacher(), source, size=r.sizes.eval, progress=run.progress)
+    targets = _targets(run, source)
     scored, costs = {}, {}  # costs depend on the widths only: one analysis per Arch
     for role, label, path in _variants(run):
         model = load(path)
@@ -321,14 +326,26 @@ def stage_evaluate(run: Run) -> dict:
             "params": cost["params"], "macs": cost["macs"], "macs_train": cost["macs_train"],
             "file_bytes": cost["file_bytes"], "weight_bytes": cost["weight_bytes"]["fp32"],
             "widths": _layer_widths(model),
-            "metrics": {"whole": {k: result[k] for k in ("mse", "mad", "sad", "grad", "conn",
-                                                         *AGREEMENT) if k in result},
-                        **({"unknown": result["unknown"]} if "unknown" in result else {})},
+            "metrics": _scores(result),
             "predictions": str(predictions.relative_to(run.out)) if predictions else None}
         info = {k: result[k] for k in ("count", "region", "scaling", "dataset", "input")}
     reference = "ground truth" if targets is None else "teacher"
     return {"models": scored, "evaluation": {**info, "size": r.sizes.eval, "reference": reference},
             "samples": _sample_inputs(run, source)}
+
+
+def _targets(run: Run, source):
+    """None (score against ground truth), or the teacher's mattes for held-out data without it."""
+    if source.labeled:
+        return None
+    run.echo(f"  {source.description}: no ground truth; scoring agreement with the teacher")
+    return reference_mattes(run.teacher(), source, size=run.recipe.sizes.eval, progress=run.progress)
+
+
+def _scores(result: dict) -> dict:
+    return {"whole": {k: result[k] for k in ("mse", "mad", "sad", "grad", "conn", *AGREEMENT)
+                      if k in result},
+            **({"unknown": result["unknown"]} if "unknown" in result else {})}
 
 
 def _layer_widths(model: torch.nn.Module) -> dict[str, int]:
@@ -376,16 +393,60 @@ def stage_export(run: Run) -> dict:
                              metadata={"source": str(checkpoint),
                                        "source_sha256": sha256_file(checkpoint)})
         reports[role] = {**report.as_dict(), "out": onnx_name}
-    return {"models": reports}
+    return {"models": reports, "web": _write_site(run)}
+
+
+def _write_site(run: Run) -> dict:
+    """The browser page for teacher and student; a run without onnxruntime-web goes on."""
+    if reason := ort_missing():
+        run.echo(f"  no web page: {reason}")
+        return {"dir": None, "reason": reason}
+    build_site([run.path(TEACHER_ONNX), run.path(STUDENT_ONNX)], run.path(WEB_DIR))
+    run.echo(f"  web page -> {WEB_DIR}/ (see it run: `modnet-prune serve {run.path(WEB_DIR)}`)")
+    return {"dir": WEB_DIR}
+
+
+def stage_quantize(run: Run) -> dict:
+    """int8 teacher and student from their ONNX files, scored like `evaluate` scores them."""
+    r, q = run.recipe, run.recipe.quantize
+    if q is None:
+        return {"enabled": False}
+    size, calibration = q.size or r.sizes.eval or INT8_DEFAULT_SIZE, q.calibration or r.data.train
+    source = run.eval_set().source
+    targets = _targets(run, source)
+    models = {}
+    for role, fp32 in (("teacher", TEACHER_ONNX), ("student", STUDENT_ONNX)):
+        out = INT8_FILES[role]
+        run.echo(f"  quantizing {role} -> {out} ({q.method}, {q.count} images of {calibration} "
+                 f"at {size}, budget {q.budget:g})")
+        try:
+            report = quantize_model(run.path(fp32), calibration, run.path(out), count=q.count,
+                                    holdout=q.holdout, method=q.method, budget=q.budget,
+                                    size=size, threads=r.benchmark.threads, progress=run.progress)
+        except BudgetError as e:
+            run.echo(f"  {role}: {e}")
+            models[role] = {"refused": str(e)}
+            continue
+        predictions = f"predictions/{role}-int8"
+        result = evaluate(OnnxRuntime(run.path(out), threads=r.benchmark.threads), source,
+                          size=r.sizes.eval, save_predictions=run.path(predictions),
+                          progress=run.progress, reference=targets)
+        models[role] = {**report.as_dict(), "out": out, "sha256": sha256_file(run.path(out)),
+                        "metrics": _scores(result), "predictions": predictions}
+    return {"enabled": True, "size": size, "calibration": calibration, "models": models}
 
 
 def stage_benchmark(run: Run) -> dict:
     r, b = run.recipe, run.recipe.benchmark
+    quantized = [str(run.path(m["out"])) for m in run.record("quantize").get("models", {}).values()
+                 if "out" in m]
     files = {"torch": [r.teacher, str(run.path(STUDENT))],
-             "onnxruntime": [str(run.path(TEACHER_ONNX)), str(run.path(STUDENT_ONNX))]}
+             "onnxruntime": [str(run.path(TEACHER_ONNX)), str(run.path(STUDENT_ONNX)), *quantized]}
     results = {}
     for runtime in b.runtimes:
-        run.echo(f"  {runtime}: teacher vs student, {b.repeat} interleaved rounds at "
+        models = "teacher, student and their int8 files" if runtime == "onnxruntime" and quantized \
+            else "teacher vs student"
+        run.echo(f"  {runtime}: {models}, {b.repeat} interleaved rounds at "
                  f"{r.sizes.benchmark}x{r.sizes.benchmark}")
         results[runtime] = benchmark_many(files[runtime], runtime=runtime, size=r.sizes.benchmark,
                                           threads=b.threads, repeat=b.repeat, warmup=b.warmup,
@@ -403,4 +464,5 @@ def stage_report(run: Run) -> dict:
 
 
 STAGE_FUNCTIONS = {"prune": stage_prune, "finetune": stage_finetune, "evaluate": stage_evaluate,
-                   "export": stage_export, "benchmark": stage_benchmark, "report": stage_report}
+                   "export": stage_export, "quantize": stage_quantize,
+                   "benchmark": stage_benchmark, "report": stage_report}

@@ -130,8 +130,8 @@ def latency_table(summary: dict) -> Table:
 
 
 def widths_table(summary: dict) -> Table:
-    names = [m["name"] for m in summary["models"]]
-    labels = [m["label"] for m in summary["models"]]
+    fp32 = [m for m in summary["models"] if m["role"] != "int8"]  # int8 copies: the same widths
+    names, labels = [m["name"] for m in fp32], [m["label"] for m in fp32]
     rows = [[layer["name"], *(str(layer["widths"][n]) for n in names)] for layer in summary["layers"]]
     return Table(["layer (output channels)", *labels], rows)
 
@@ -209,10 +209,39 @@ def _notes(summary: dict) -> list[str]:
         "median of their 3 runs, file size of their checkpoint); they published no accuracy, "
         "only that it was \"not good\".",
     ]
+    notes += _int8_notes(summary)
     if summary.get("budget_note"):
         notes.append(summary["budget_note"])
     notes += [f"Warning: {w}" for w in bench.get("warnings", [])]
     return notes
+
+
+def _int8_notes(summary: dict) -> list[str]:
+    q = summary.get("quantization")
+    if not q:
+        return []
+    notes = []
+    for m in (m for m in summary["models"] if m["role"] == "int8"):
+        i = m["int8"]
+        kept = f"; {len(i['kept_float'])} sensitive nodes kept float" if i["kept_float"] else ""
+        notes.append(
+            f"{m['label']}: ONNX Runtime static QDQ, int8 weights per channel, uint8 activations "
+            f"({i['method']}) calibrated on {i['count']} images of {i['calibration']} at "
+            f"{i['size']}; int8 vs fp32 on the next {i['holdout']}: mean |Δα| "
+            f"{i['delta_mean']:.2e} (budget {i['budget']:g}), p99 {i['delta_p99']:.2e}; "
+            f"float: {', '.join(i['float_ops'])}{kept}; CPU: {i['capability']['description']}.")
+    notes += [f"{role} int8 refused: {message}" for role, message in q["refused"].items()]
+    return notes
+
+
+def _web_page(summary: dict) -> tuple[str | None, str]:
+    """(the page's folder or None, a sentence about the browser page of this run)."""
+    web = summary.get("web") or {}
+    if web.get("dir"):
+        return web["dir"], (f"See it run: {web['dir']}/ is a web page that mattes with the "
+                            f"teacher and the student in the browser; open it with "
+                            f"`modnet-prune serve {web['dir']}` in this folder.")
+    return None, f"No web page: {web['reason']}" if web.get("reason") else ""
 
 
 # --------------------------------------------------------------------------- markdown
@@ -241,7 +270,9 @@ def render_markdown(summary: dict, figure_paths: dict[str, str]) -> str:
     table = main_table(summary)
     caption = "; ".join(f"{label}: {', '.join(table.headers[i:i + n])}" for label, n, i in
                         _group_starts(table) if label)
-    out += [*(f"- {line}" for line in _headline(summary)), "", "## Results", "",
+    _, web = _web_page(summary)
+    out += [*(f"- {line}" for line in _headline(summary)), *([f"- {web}"] if web else []), "",
+            "## Results", "",
             f"*{caption}.*", "", markdown_table(table), "", *(f"- {n}" for n in _notes(summary)), ""]
     for key, title in FIGURE_SECTIONS:
         if key in figure_paths:
@@ -322,8 +353,9 @@ def _img(path: Path, alt: str) -> str:
 
 def _cards(summary: dict) -> str:
     teacher = next(m for m in summary["models"] if m["role"] == "teacher")
-    student = next((m for m in summary["models"] if m["role"] != "teacher"), None)
-    if student is None or len(summary["models"]) > 2:
+    students = [m for m in summary["models"] if m["role"] == "student"]
+    student = students[0] if len(students) == 1 else None
+    if student is None:
         return ""  # one student: headline cards; several: the table says it
     t_mad = (teacher.get("metrics") or {}).get("whole", {}).get("mad")
     s_mad = (student.get("metrics") or {}).get("whole", {}).get("mad")
@@ -346,6 +378,12 @@ def render_html(summary: dict, figure_files: dict[str, Path]) -> str:
     if r.get("description"):
         parts.append(f'<p class="lede">{esc(r["description"])}</p>')
     parts.append(_cards(summary))
+    web_dir, web = _web_page(summary)
+    if web_dir:
+        link = f'<a href="{esc(web_dir)}/index.html">{esc(web_dir)}/</a>'
+        parts.append(f'<p class="lede">{esc(web).replace(esc(web_dir) + "/", link, 1)}</p>')
+    elif web:
+        parts.append(f'<p class="lede">{esc(web)}</p>')
     parts += ["<h2>Results</h2>", _html_table(main_table(summary)),
               '<ul class="notes">' + "".join(f"<li>{esc(n)}</li>" for n in _notes(summary)) + "</ul>"]
     for key, title in FIGURE_SECTIONS:
