@@ -5,7 +5,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "modnet_prune"
 # Bottom first. A package may import itself and anything earlier in this list.
-LAYERS = ("errors", "files", "checks", "graph", "model", "data", "prune", "metrics", "train",
+LAYERS = ("errors", "files", "memory", "checks", "graph", "model", "data", "prune", "metrics", "train",
           "deploy", "report", "pipeline", "cli")
 
 

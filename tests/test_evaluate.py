@@ -209,4 +209,4 @@ def test_evaluate_refuses_to_write_predictions_over_ground_truth(checkpoint, tmp
     run_cli(capsys, "synth", "--out", tmp_path / "syn", "--count", 1, "--size", 64)
     code, _, err = run_cli(capsys, "evaluate", "--checkpoint", ckpt, "--data", tmp_path / "syn",
                            "--save-predictions", tmp_path / "syn" / "matte")
-    assert code == 2 and "refusing" in err
+    assert code == 2 and "inside the input folder" in err

@@ -140,7 +140,7 @@ def test_misshaped_key_is_named_with_expectation(model, tmp_path):
 
 
 def test_non_finite_weights_are_refused(model, tmp_path):
-    state = model.state_dict()
+    state = {k: v.clone() for k, v in model.state_dict().items()}  # the fixture stays finite
     state["hr_branch.conv_hr2x.0.layers.0.weight"][0, 0, 0, 0] = float("nan")
     with pytest.raises(CheckpointError, match="non-finite"):
         mp.load(_save_state(tmp_path, state))

@@ -67,7 +67,7 @@ def test_official_layout_checkpoint_and_target_macs(tmp_path, capsys):
 @pytest.mark.parametrize("extra, message", [
     (["--ratio", "1.5"], "ratio 1.5"),
     (["--target-macs", "0.001"], "cannot reach"),
-    (["--plan", "missing.yaml"], "cannot read plan"),
+    (["--plan", "missing.yaml"], "no such plan file"),
     (["--ratio", "0.5", "--criterion", "l1", "--data", "synthetic:2@64"], "--data is only used"),
     (["--ratio", "0.5", "--size", "100"], "multiples of 32"),
 ])

@@ -40,9 +40,10 @@ from scipy.ndimage import convolve1d, label
 from tqdm import tqdm
 
 from .data.datasets import open_source
-from .data.images import alpha_to_uint8, write_png
-from .data.protocol import to_input, to_original_size
+from .data.images import alpha_to_uint8, is_our_png, write_png
+from .data.protocol import check_matte, to_input, to_original_size
 from .errors import UserError
+from .memory import require_forward
 from .model.inputs import normalise
 
 METRICS = ("sad", "mse", "mad", "grad", "conn")
@@ -182,7 +183,9 @@ def _predictor(model) -> Callable[[torch.Tensor], torch.Tensor]:
 
         @torch.inference_mode()
         def run(x: torch.Tensor) -> torch.Tensor:
-            return model(x.to(device)).float().cpu()
+            matte = model(x.to(device)).float().cpu()
+            check_matte(matte.numpy(), x.numpy(), type(model).__name__)
+            return matte
         return run
     return lambda x: torch.from_numpy(np.asarray(model(x.numpy()), np.float32))
 
@@ -216,6 +219,8 @@ def evaluate(model, data, *, size: int | None = None, save_predictions: str | Pa
     """
     source = _source(data)
     size = size if size is not None else getattr(source, "native_size", None)
+    if size:
+        require_forward(size, size, what=f"evaluating at {size}x{size}: a forward pass")
     if reference is None and not getattr(source, "labeled", True):
         raise UserError(f"{source.description}: no ground-truth mattes to score against; "
                         "score agreement with another model's mattes instead "
@@ -272,6 +277,9 @@ def _evaluate_one(predict, sample, size: int | None, save_dir, target: np.ndarra
     matte8 = _matte8(predict, sample.image, size)
     if save_dir is not None:
         path = Path(save_dir) / f"{sample.name}.png"
+        if path.exists() and not is_our_png(path):
+            raise UserError(f"{path}: exists and was not written by modnet-prune; choose "
+                            "another folder for the predictions")
         path.parent.mkdir(parents=True, exist_ok=True)
         write_png(path, matte8)
     pred = matte8.astype(np.float32) / np.float32(255.0)  # exactly what reading the PNG gives

@@ -3,14 +3,20 @@
 Each subcommand lives in its own module, `cli/<name>.py`, with `register(subparsers)`,
 which adds its parser and sets `func(args) -> int`. Only the module of the command being
 run is imported, so `modnet-prune prune` does not pay for matplotlib, onnx or PyAV.
-Errors a user can cause become one line on stderr.
+Errors a user can cause become one line on stderr (`--debug`: the traceback, with the
+library's underlying cause chained), warnings one line each. SIGTERM stops a command like
+Ctrl-C, so atomic writes remove their temp files on the way out.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
+import threading
+import warnings
 
 from .. import __version__
 from ..errors import UserError
@@ -37,11 +43,44 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(error: UserError) -> str:
+    """The error's message. Re-raised from a DataLoader worker it carries the worker's
+    traceback ("Caught UserError in DataLoader worker ... Original Traceback ..."), whose
+    last line is the message itself."""
+    text = str(error).strip()
+    if "\nOriginal Traceback" in text:
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return text
+
+
+def _interrupt(_signum, _frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _command_context(command: str):
+    """Warnings as one line each; SIGTERM raised as KeyboardInterrupt (main thread only)."""
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        print(f"modnet-prune {command}: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = one_line
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(_command_in(argv)).parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with _command_context(args.command):
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("modnet-prune: interrupted", file=sys.stderr)
         return 130
@@ -51,6 +90,6 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, OSError) as e:
         if args.debug:
             raise
-        message = str(e) if isinstance(e, UserError) else f"{e.filename or ''}: {e.strerror or e}"
+        message = _one_line(e) if isinstance(e, UserError) else f"{e.filename or ''}: {e.strerror or e}"
         print(f"modnet-prune {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -13,15 +13,15 @@ from ..train.loop import FINETUNE
 from ..train.schedule import PRUNE_SCHEDULES
 from .common import print_json
 from .finetune import add_distill_args
-from .train import add_training_args, config_from_args, file_info, open_sets, start
+from .train import add_training_args, check_paths, config_from_args, file_info, open_sets, start
 
 
 def fraction(text: str) -> float:
     """'0.5' or '50%' -> 0.5."""
     try:
         value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    except ValueError:
-        raise UserError(f"--target-macs {text!r}: expected a fraction like 0.5 or 50%") from None
+    except ValueError as e:
+        raise UserError(f"--target-macs {text!r}: expected a fraction like 0.5 or 50%") from e
     return KEEP_FRACTION.check(value, "--target-macs")
 
 
@@ -48,6 +48,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    check_paths(args, args.checkpoint)
     ctx = start(args)
     try:
         cc = CompressConfig(target_macs=fraction(args.target_macs), iterations=args.iterations,

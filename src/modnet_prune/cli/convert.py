@@ -5,8 +5,8 @@ from rich.console import Console
 
 from ..model.io import load, save
 
-from ..files import sha256_file
-from .common import output_path, print_json
+from ..files import check_outputs, sha256_file
+from .common import print_json
 
 
 def register(sub) -> None:
@@ -18,12 +18,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    out = output_path(args.out, (args.checkpoint,))
+    check_outputs([args.checkpoint], files=[args.out])
     model = load(args.checkpoint)
     digest = sha256_file(args.checkpoint)
-    save(model, out, source=args.checkpoint, source_sha256=digest)
+    save(model, args.out, source=args.checkpoint, source_sha256=digest)
     summary = {
-        "out": str(out),
+        "out": str(args.out),
         "params": sum(p.numel() for p in model.parameters()),
         "source_sha256": digest,
         "widths_changed": {k: list(v) for k, v in model.arch.diff().items()},
@@ -32,7 +32,7 @@ def run(args) -> int:
         print_json(summary)
         return 0
     console = Console()
-    console.print(f"wrote [bold]{out}[/]  params {summary['params']:,}  source sha256 {digest[:16]}…")
+    console.print(f"wrote [bold]{args.out}[/]  params {summary['params']:,}  source sha256 {digest[:16]}…")
     changed = summary["widths_changed"]
     console.print(f"widths changed vs official: {len(changed) or 'none'}")
     for name, (official, ours) in changed.items():

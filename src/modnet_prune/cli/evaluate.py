@@ -9,15 +9,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from ..data import open_source
+from ..data import open_source, spec_paths
 from ..data.datasets import is_synthetic
 from ..errors import UserError
 from ..deploy.runtime import RUNTIMES, open_runtime
 from ..metrics import METRICS, SCALING, evaluate
 from ..model.inputs import check_size
 from ..model.shipped import synthetic_teacher_note, trained_on_synthetic
-from ..files import write_atomic
-from .common import output_path, print_json
+from ..files import check_outputs, write_atomic
+from .common import print_json
 
 
 def register(sub) -> None:
@@ -56,30 +56,23 @@ def _spec(args) -> str:
     return spec + (f",trimaps={args.trimap_dir}" if args.trimap_dir else "")
 
 
-def _check_prediction_dir(save_dir: str, source) -> Path:
-    out = Path(save_dir)
-    inputs = {d.resolve() for p in getattr(source, "pairs", ())
-              for d in (p.image.parent, p.alpha.parent, p.trimap.parent if p.trimap else None) if d}
-    inputs |= {item.path.parent.resolve() for item in getattr(source, "items", ())}  # unlabeled
-    if out.resolve() in inputs:
-        raise UserError(f"{out}: is an input folder of the dataset; refusing to write into it")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 def run(args) -> int:
     if args.size is not None:
         check_size(args.size, "--size")
-    csv_path = output_path(args.csv) if args.csv else None
+    spec = _spec(args)
+    check_outputs([args.checkpoint, args.reference, *spec_paths(spec)], files=[args.csv],
+                  folders=[args.save_predictions])
     with warnings.catch_warnings(record=True) as caught:  # unpaired files: one line each
         warnings.simplefilter("always")
-        source = open_source(_spec(args), size=args.size, train=False)
+        source = open_source(spec, size=args.size, train=False)
     for warning in caught:
         print(f"modnet-prune evaluate: warning: {warning.message}", file=sys.stderr)
-    if not is_synthetic(_spec(args)):
+    if not is_synthetic(spec):
         for path in filter(trained_on_synthetic, filter(None, (args.checkpoint, args.reference))):
             print(f"modnet-prune evaluate: {synthetic_teacher_note(path)}", file=sys.stderr)
-    save_dir = _check_prediction_dir(args.save_predictions, source) if args.save_predictions else None
+    save_dir = Path(args.save_predictions) if args.save_predictions else None
+    if save_dir:
+        save_dir.mkdir(parents=True, exist_ok=True)
     runtime = open_runtime(args.checkpoint, runtime=args.runtime, threads=args.threads,
                            device=args.device)
     reference = (open_runtime(args.reference, threads=args.threads, device=args.device)
@@ -87,15 +80,15 @@ def run(args) -> int:
     result = evaluate(runtime, source, size=args.size, save_predictions=save_dir,
                       progress=not args.json, reference=reference)
     rows = result.pop("per_image")
-    if csv_path:
-        write_atomic(csv_path, lambda tmp: _write_csv(tmp, rows))
+    if args.csv:
+        write_atomic(args.csv, lambda tmp: _write_csv(tmp, rows))
     result.update(checkpoint=str(args.checkpoint), runtime=runtime.describe())
     if reference is not None:
         result["reference"] = str(args.reference)
     if args.json:
         print_json(result)
     else:
-        _print_table(result, csv_path, save_dir)
+        _print_table(result, args.csv, save_dir)
     return 0
 
 

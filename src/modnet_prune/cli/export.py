@@ -10,8 +10,8 @@ from ..errors import UserError
 from ..deploy.onnx_export import DEFAULT_OPSET, GRAPHS, PARITY_TOL, export_onnx
 from ..model.inputs import parse_size
 from ..model.io import load
-from ..files import sha256_file
-from .common import output_path, print_json
+from ..files import check_outputs, sha256_file
+from .common import print_json
 
 
 def register(sub) -> None:
@@ -37,17 +37,17 @@ def register(sub) -> None:
 def run(args) -> int:
     if Path(args.out).suffix.lower() != ".onnx":
         raise UserError(f"{args.out}: the output name must end in .onnx")
-    out = output_path(args.out, (args.checkpoint,))
+    check_outputs([args.checkpoint], files=[args.out])
     static_hw = parse_size(args.static, "--static") if args.static else None
     model = load(args.checkpoint)
     source = {"source": Path(args.checkpoint).name, "source_sha256": sha256_file(args.checkpoint)}
-    report = export_onnx(model, out, opset=args.opset, static_hw=static_hw, fp16=args.fp16,
+    report = export_onnx(model, args.out, opset=args.opset, static_hw=static_hw, fp16=args.fp16,
                          check=args.check, metadata=source, graph=args.graph)
     if args.json:
         print_json(report.as_dict())
         return 0
     console = Console(soft_wrap=True)  # one line per fact, whatever the terminal width
-    console.print(f"wrote [bold]{out}[/]  {report.file_bytes / 2**20:.1f} MiB  opset {report.opset}"
+    console.print(f"wrote [bold]{args.out}[/]  {report.file_bytes / 2**20:.1f} MiB  opset {report.opset}"
                   f"  {report.nodes} nodes ({report.graph} graph)  {report.precision}")
     console.print(f"params {report.params:,}  MACs {report.macs:,} at {report.macs_input}")
     for check in report.parity:

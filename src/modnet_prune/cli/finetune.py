@@ -5,8 +5,8 @@ from ..model.io import load
 from ..train import teardown
 from ..train.loop import FINETUNE
 from ..train.losses import DistillWeights
-from .train import (add_training_args, config_from_args, file_info, fit_and_report, open_sets,
-                    start)
+from .train import (add_training_args, check_paths, config_from_args, file_info, fit_and_report,
+                    open_sets, start)
 
 _KD_HELP = {"matte": "L1 between mattes", "detail": "L1 between detail outputs",
             "semantic": "MSE between semantic outputs",
@@ -39,6 +39,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    check_paths(args, args.student, args.teacher)
     ctx = start(args)
     try:
         train_set, eval_set = open_sets(args)

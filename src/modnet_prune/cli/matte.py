@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from tqdm import tqdm
 
 from ..deploy.matting import SAVE_KINDS, Background, Matter, matte_files
 from ..deploy.runtime import RUNTIMES, open_runtime
+from ..files import check_outputs
 from ..model.shipped import synthetic_teacher_note, trained_on_synthetic
 
 
@@ -37,6 +39,10 @@ def run(args) -> int:
         save = [kind.strip() for kind in args.save.split(",")]
     else:
         save = ["alpha", "composite"] if args.background else ["alpha"]
+    # Media inputs may hold --out (their outputs are told apart from them file by file); the
+    # model and a background image are inputs like any other command's.
+    background_file = args.background if args.background and Path(args.background).exists() else None
+    check_outputs([args.checkpoint, background_file], folders=[args.out])
     background = Background.parse(args.background) if args.background else None
     if trained_on_synthetic(args.checkpoint):  # users matte their own photos, not ours
         print(f"modnet-prune matte: {synthetic_teacher_note(args.checkpoint)}", file=sys.stderr)
@@ -48,6 +54,8 @@ def run(args) -> int:
     summary = matte_files(matter, args.inputs, args.out, save=save, background=background,
                           batch=args.batch, progress=not args.no_progress,
                           skip_existing=args.skip_existing, on_error=report)
+    for note in summary.notes:
+        tqdm.write(f"modnet-prune matte: note: {note}", file=sys.stderr)
     parts = [f"{summary.images} images", f"{summary.frames} video frames",
              f"{len(summary.written)} files written to {args.out}"]
     if summary.skipped:

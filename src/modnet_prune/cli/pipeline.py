@@ -9,6 +9,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from ..data import spec_paths
+from ..deploy.runtime import check_threads
+from ..files import check_outputs
 from ..pipeline.recipe import load_recipe
 from ..pipeline.run import PipelineStopped, run_pipeline
 from ..report.document import main_table
@@ -40,6 +43,9 @@ def run(args) -> int:
         recipe = recipe.with_teacher(args.teacher)
     if args.budget_samples is not None:
         recipe = recipe.with_budget(args.budget_samples)
+    check_threads(args.threads)
+    check_outputs([args.recipe, recipe.teacher, *spec_paths(recipe.data.train),
+                   *spec_paths(recipe.data.eval)], folders=[args.out])
     if args.threads:
         torch.set_num_threads(args.threads)
     stream = sys.stderr if args.json else sys.stdout

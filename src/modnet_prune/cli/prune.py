@@ -9,9 +9,9 @@ from rich.table import Table
 
 from ..errors import UserError
 from ..model.io import load, save, stored_dtype
-from ..files import sha256_file
+from ..files import check_outputs, sha256_file
 from ..prune import CRITERIA, prune
-from .common import output_path, print_json
+from .common import print_json
 from .profile import add_target_args, target_of
 
 
@@ -43,8 +43,13 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    out = output_path(args.out, (args.checkpoint,))
     data = _data(args.data, args.criterion) if args.data else None
+    calibration = []
+    if args.data:
+        from ..data import spec_paths
+        calibration = spec_paths(args.data)
+    check_outputs([args.checkpoint, args.plan, *calibration], files=[args.out])
+    out = Path(args.out)
     model = load(args.checkpoint)
     latency = None
     if args.target_latency is not None:

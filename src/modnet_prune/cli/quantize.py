@@ -5,7 +5,9 @@ from rich.console import Console
 
 from ..deploy.quantize import (DEFAULT_BUDGET, DEFAULT_COUNT, DEFAULT_HOLDOUT, DEFAULT_METHOD,
                                DEFAULT_SIZE, METHODS, quantize_model)
-from .common import output_path, print_json
+from ..data import spec_paths
+from ..files import check_outputs
+from .common import print_json
 
 
 def register(sub) -> None:
@@ -34,7 +36,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    out = output_path(args.out, (args.checkpoint,))
+    check_outputs([args.checkpoint, *spec_paths(args.calibration)], files=[args.out])
+    out = args.out
     report = quantize_model(args.checkpoint, args.calibration, out, count=args.count,
                             holdout=args.holdout, method=args.method, budget=args.budget,
                             size=args.size, threads=args.threads, progress=not args.json)

@@ -12,7 +12,8 @@ from rich.table import Table
 from ..errors import UserError
 from ..model import MODNet
 from ..model.io import load
-from ..files import sha256_file
+from ..deploy.runtime import check_threads
+from ..files import check_outputs, sha256_file
 from ..train import Context, TrainConfig, fit, setup, teardown
 from ..train.loop import OBJECTIVES, OPTIMIZERS
 from ..train.losses import DistillWeights
@@ -91,8 +92,16 @@ def config_from_args(args, **overrides) -> TrainConfig:
     return TrainConfig(**{**values, **overrides})
 
 
+def check_paths(args, *models: str | None) -> None:
+    """The run folder --out may not be, lie inside or contain a model or data input."""
+    from ..data import spec_paths
+    check_outputs([*models, *spec_paths(args.data), *spec_paths(args.eval_data)],
+                  folders=[args.out])
+
+
 def start(args) -> Context:
     """Join torchrun's process group (if any) and size the thread pool."""
+    check_threads(args.threads)
     ctx = setup(args.device)
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // local))
@@ -123,6 +132,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    check_paths(args, args.checkpoint)
     ctx = start(args)
     try:
         train_set, eval_set = open_sets(args)

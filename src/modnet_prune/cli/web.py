@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..deploy.web import build_site
+from ..files import check_outputs
 from .common import print_json
 
 
@@ -20,6 +21,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    check_outputs(args.models, folders=[args.out])
     report = build_site(args.models, args.out)
     if args.json:
         print_json(dataclasses.asdict(report))

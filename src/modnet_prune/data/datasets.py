@@ -53,6 +53,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..memory import require_synthetic
 from ..model.inputs import check_size
 from .images import IMAGE_SUFFIXES, read_alpha, read_image
 from .synthetic import render_portrait, sample_name
@@ -95,6 +96,7 @@ class SyntheticSource:
     def __init__(self, count: int, size: int, seed: int = 0, variant: str = "standard"):
         if count < 1 or size < 32 or seed < 0:
             raise UserError(f"synthetic:{count}@{size}+seed{seed}: need N >= 1, S >= 32, K >= 0")
+        require_synthetic(size, f"synthetic:{count}@{size}: each {size}x{size} portrait")
         self.count, self.size, self.seed, self.variant = count, size, seed, variant
         self.has_trimaps, self.native_size, self.labeled = True, size, True
         kind = "synthetic portraits" + (f" ({variant})" if variant != "standard" else "")
@@ -332,6 +334,21 @@ def spec_parts(spec: str) -> list[tuple[str, tuple[float, float]]]:
         rate = None if base.startswith("synthetic") else _FPS.fullmatch(base)
         parts.append((rate[1] if rate else base, cut))
     return parts
+
+
+def spec_paths(spec: str | None) -> list[Path]:
+    """The files and folders a spec reads (none for synthetic data), to keep outputs off
+    them; parses only."""
+    found = []
+    for base, _ in spec_parts(spec) if spec else []:
+        if base.startswith("synthetic"):
+            continue
+        if "=" in base:
+            found += [Path(v.strip()) for _, _, v in (p.partition("=") for p in base.split(","))
+                      if v.strip()]
+        else:
+            found.append(Path(base))
+    return found
 
 
 def synthetic_seeds(spec: str) -> range | None:

@@ -1,26 +1,32 @@
 """Reading images and mattes the way users have them: JPEG/PNG, grayscale, RGBA,
-16-bit, EXIF-rotated; writing PNGs atomically."""
+16-bit, EXIF-rotated; writing PNGs atomically, marked as ours."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from ..errors import UserError
 from ..files import write_atomic
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+# The tEXt "Software" of every PNG we write: tells our outputs from a user's files.
+SOFTWARE = "modnet-prune"
 
 
 def _open(path: str | Path) -> Image.Image:
     try:
         img = Image.open(path)
         img.load()
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
+    except FileNotFoundError as e:
+        raise UserError(f"{path}: no such file") from e
+    except IsADirectoryError as e:
+        raise UserError(f"{path}: is a folder, not an image") from e
+    except Image.DecompressionBombError as e:  # PIL's guard against huge pixel counts
+        raise UserError(f"{path}: refused, {e}") from e
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise UserError(f"{path}: not a readable image ({type(e).__name__})") from None
+        raise UserError(f"{path}: not a readable image ({type(e).__name__})") from e
     return ImageOps.exif_transpose(img)
 
 
@@ -53,8 +59,19 @@ def read_alpha(path: str | Path) -> np.ndarray:
 
 
 def write_png(path: str | Path, array: np.ndarray) -> None:
-    """Write a uint8 array (H, W) or (H, W, 3|4) as PNG, atomically."""
-    write_atomic(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+    """Write a uint8 array (H, W) or (H, W, 3|4) as PNG, atomically, marked as ours."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", SOFTWARE)
+    write_atomic(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG", pnginfo=info))
+
+
+def is_our_png(path: str | Path) -> bool:
+    """True when `path` is a PNG this tool wrote (reads the header chunks only)."""
+    try:
+        with Image.open(path) as img:
+            return img.format == "PNG" and img.info.get("Software") == SOFTWARE
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
 
 
 def alpha_to_uint8(alpha: np.ndarray) -> np.ndarray:

@@ -10,7 +10,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import UserError
 from ..model.inputs import MULTIPLE, normalise
+
+MATTE_TOLERANCE = 1e-3  # an int8/fp16 graph may overshoot [0, 1] by rounding, not more
 
 
 def protocol_size(height: int, width: int, ref: int = 512) -> tuple[int, int]:
@@ -36,3 +39,19 @@ def to_input(image: np.ndarray, ref: int = 512) -> torch.Tensor:
 def to_original_size(matte: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Predicted (N, 1, h, w) matte back at (height, width) with area interpolation."""
     return F.interpolate(matte, size=(height, width), mode="area")
+
+
+def check_matte(matte: np.ndarray, x: np.ndarray, source: str | None) -> np.ndarray:
+    """`matte` must be (N, 1, H, W) for input `x` (N, 3, H, W), finite, within [0, 1]."""
+    expected = (x.shape[0], 1, *x.shape[2:])
+    if matte.shape != expected:
+        raise UserError(f"{source or 'model'}: gave an output of shape {matte.shape} for input "
+                        f"{x.shape}, not a matte {expected}")
+    low, high = float(matte.min(initial=0.0)), float(matte.max(initial=0.0))
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise UserError(f"{source or 'model'}: gave a matte with NaN/Inf values (broken "
+                        "weights?); nothing written from it")
+    if low < -MATTE_TOLERANCE or high > 1 + MATTE_TOLERANCE:
+        raise UserError(f"{source or 'model'}: gave matte values in [{low:.3g}, {high:.3g}], "
+                        "outside [0, 1]: not a matting model's output")
+    return matte

@@ -13,6 +13,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..errors import UserError
+from ..memory import require_synthetic
 from ..files import write_atomic
 from .images import write_png
 from .synthetic import GENERATOR_VERSION, render_portrait, sample_name
@@ -26,6 +27,7 @@ def write_synthetic_folder(out: str | Path, count: int, size: int, seed: int = 0
     if count < 1 or size < 32 or seed < 0:
         raise UserError(f"need --count >= 1, --size >= 32 and --seed >= 0 "
                         f"(got {count}, {size}, {seed})")
+    require_synthetic(size, f"--size {size}: each {size}x{size} portrait")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
@@ -62,8 +64,8 @@ def _check_manifest(path: Path, settings: dict) -> None:
         return
     try:
         recorded = json.loads(path.read_text())
-    except (OSError, ValueError):
-        raise UserError(f"{path}: unreadable; remove it or choose another --out") from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: unreadable; remove it or choose another --out") from e
     different = {k: (recorded.get(k), v) for k, v in settings.items() if recorded.get(k) != v}
     if different:
         what = ", ".join(f"{k} {old} (asked {new})" for k, (old, new) in different.items())

@@ -25,7 +25,7 @@ def _open(path: Path):
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as e:
-        raise UserError(f"{path}: not a readable video ({type(e).__name__})") from None
+        raise UserError(f"{path}: not a readable video ({type(e).__name__})") from e
     if not container.streams.video:
         container.close()
         raise UserError(f"{path}: no video stream")
@@ -71,7 +71,7 @@ def read_frame(path: str | Path, seconds: float) -> np.ndarray:
                 if frame.time is None or frame.time >= target:
                     break
         except av.error.FFmpegError as e:
-            raise UserError(f"{path}: undecodable at {seconds:.2f} s ({type(e).__name__})") from None
+            raise UserError(f"{path}: undecodable at {seconds:.2f} s ({type(e).__name__})") from e
         if last is None:
             raise UserError(f"{path}: no decodable frame at {seconds:.2f} s")
         return last.to_ndarray(format="rgb24")

@@ -6,13 +6,14 @@
 
 Outputs mirror the inputs under the output folder: `photos/a/b.jpg` -> `out/a/b_alpha.png`
 (and `_rgba.png`, `_composite.png`); `clip.mp4` -> `out/clip_alpha.mp4` (+ `_composite.mp4`).
-Every output is written atomically; inputs are never written.
+Every output is written atomically; inputs are never written, and a file at an output's
+path is only replaced when this tool wrote it (PNG text / MP4 comment), else the input is
+skipped and named. Video file I/O lives in `video`.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -22,17 +23,17 @@ import torch.nn.functional as F
 from PIL import Image, ImageColor
 from tqdm import tqdm
 
-from ..data.images import IMAGE_SUFFIXES, alpha_to_uint8, read_image, write_png
+from ..data.images import IMAGE_SUFFIXES, alpha_to_uint8, is_our_png, read_image, write_png
 from ..data.protocol import protocol_size, to_original_size
-from ..data.video import VIDEO_SUFFIXES
 from ..model.inputs import MULTIPLE, normalise
 from ..errors import UserError
 from ..files import write_atomic
+from ..memory import require_forward
 from .runtime import Runtime
+from .video import VIDEO_SUFFIXES, VideoReader, VideoWriter, is_our_video, odd_size_note
 
 SAVE_KINDS = ("alpha", "rgba", "composite")
 VIDEO_KINDS = ("alpha", "composite")  # an RGBA cut-out has no widely playable video format
-VIDEO_CRF = "16"  # H.264 quality: matte edges are worth more than file size
 # Video frames per forward. On CPU, batches of 4 ran 8-22% slower than single frames (ORT and
 # torch, 1 thread, 448x256); a GPU needs batches to fill up.
 CPU_BATCH, GPU_BATCH = 1, 8
@@ -48,6 +49,7 @@ class Matter:
     def __init__(self, runtime: Runtime, ref: int = 512):
         if ref < MULTIPLE:
             raise UserError(f"reference size {ref}: must be at least {MULTIPLE}")
+        require_forward(ref, ref, what=f"reference size {ref}: a forward pass")
         self.runtime, self.ref = runtime, ref
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
@@ -94,13 +96,13 @@ class Background:
     @classmethod
     def parse(cls, text: str) -> "Background":
         """A colour name or #hex (PIL's names), or the path of an image file."""
-        if Path(text).is_file():
+        if Path(text).exists():
             return cls(image=read_image(text))
         try:
             return cls(color=ImageColor.getrgb(text)[:3])
-        except ValueError:
+        except ValueError as e:
             raise UserError(f"background {text!r}: not a colour (name or #hex) nor an image "
-                            "file") from None
+                            "file") from e
 
     def fill(self, height: int, width: int) -> np.ndarray:
         if self.image is None:
@@ -123,6 +125,7 @@ class MatteSummary:
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)  # outputs already there (skip_existing)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # worth saying, not failures
     images: int = 0
     frames: int = 0
 
@@ -147,13 +150,15 @@ class _Job:
 def plan_jobs(inputs: Iterable[str | Path], out_dir: Path,
               on_error: Callable[[Path, str], None]) -> list[_Job]:
     """Files as given; folders scanned recursively for images and videos, leaving out our
-    own earlier outputs (so --out may lie inside an input folder)."""
+    own earlier outputs (so --out may lie inside an input folder); a user's file that only
+    looks like an output (`a_alpha.png`) stays an input."""
     jobs, out_root = [], out_dir.resolve()
     for item in map(Path, inputs):
         if item.is_dir():
             found = [p for p in sorted(item.rglob("*")) if p.is_file()
                      and p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
-                     and not (p.resolve().is_relative_to(out_root) and _is_output_name(p))]
+                     and not (p.resolve().is_relative_to(out_root) and _is_output_name(p)
+                              and _is_ours(p))]
             if not found:
                 on_error(item, f"{item}: no images or videos in this folder")
             jobs += [_Job(p, out_dir / p.relative_to(item).with_suffix("")) for p in found]
@@ -167,6 +172,22 @@ def plan_jobs(inputs: Iterable[str | Path], out_dir: Path,
 def _is_output_name(path: Path) -> bool:
     return any(path.name.endswith(f"_{kind}{ext}")
                for kind in SAVE_KINDS for ext in (".png", ".mp4"))
+
+
+def _is_ours(path: Path) -> bool:
+    """Written by this tool: the only files an output may replace."""
+    return is_our_video(path) if path.suffix.lower() == ".mp4" else is_our_png(path)
+
+
+def _blocked(outputs: dict[str, Path], sources: set[Path]) -> str | None:
+    """Why an output may not be written: it is an input of this run, or a file this tool
+    did not write is at its path. None when every output is free."""
+    for path in outputs.values():
+        if path.resolve() in sources:
+            return f"{path} is an input of this run"
+        if path.exists() and not _is_ours(path):
+            return f"{path} exists and was not written by modnet-prune"
+    return None
 
 
 def _disambiguate(jobs: list[_Job]) -> list[_Job]:
@@ -183,15 +204,6 @@ def _disambiguate(jobs: list[_Job]) -> list[_Job]:
                             "matte them in separate runs")
         owners[job.dest] = job.src
     return jobs
-
-
-def _refuse_overwriting_inputs(jobs: list[_Job], save: Iterable[str]) -> None:
-    sources = {job.src.resolve() for job in jobs}
-    for job in jobs:
-        for out in job.outputs(save).values():
-            if out.resolve() in sources:
-                raise UserError(f"{out} is an input: choose an --out where outputs cannot "
-                                "overwrite inputs")
 
 
 def _write_all(paths: list[Path], write: Callable[[list[str]], None]) -> None:
@@ -214,65 +226,23 @@ def _matte_image(matter: Matter, job: _Job, outputs: dict[str, Path],
         write_png(outputs["composite"], composite(rgb, alpha, background.fill(*rgb.shape[:2])))
 
 
-class _VideoWriter:
-    """H.264 (yuv420p) MP4 at a constant rate; odd sizes are padded by one edge pixel."""
-
-    def __init__(self, path: str, rate: Fraction, width: int, height: int):
-        self.container = av.open(path, mode="w", format="mp4")
-        self.stream = self.container.add_stream("libx264", rate=rate)
-        self.stream.width, self.stream.height = width + width % 2, height + height % 2
-        self.stream.pix_fmt = "yuv420p"
-        self.stream.options = {"crf": VIDEO_CRF}
-        self.count = 0
-
-    def write(self, rgb: np.ndarray) -> None:
-        pad = ((0, self.stream.height - rgb.shape[0]),
-               (0, self.stream.width - rgb.shape[1]), (0, 0))
-        frame = av.VideoFrame.from_ndarray(np.pad(rgb, pad, mode="edge"), format="rgb24")
-        frame.pts = self.count
-        self.count += 1
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
-
-    def close(self) -> None:
-        try:
-            for packet in self.stream.encode(None):
-                self.container.mux(packet)
-        finally:
-            self.container.close()
-
-
-def _frames(container, stream, width: int, height: int, batch: int) -> Iterator[np.ndarray]:
-    chunk = []
-    for frame in container.decode(stream):  # size changes mid-stream are scaled to the first
-        chunk.append(frame.reformat(width=width, height=height, format="rgb24").to_ndarray())
-        if len(chunk) == batch:
-            yield np.stack(chunk)
-            chunk = []
-    if chunk:
-        yield np.stack(chunk)
-
-
 def _matte_video(matter: Matter, job: _Job, outputs: dict[str, Path], background: Background,
-                 batch: int, progress: bool) -> int:
+                 batch: int, progress: bool, notes: list[str]) -> int:
     """Write the matte (and composite) videos of `job`; returns the number of frames."""
-    with av.open(str(job.src)) as container:
-        if not container.streams.video:
-            raise UserError(f"{job.src}: no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        rate = stream.average_rate or stream.guessed_rate or Fraction(25)
-        width, height = stream.codec_context.width, stream.codec_context.height
+    with VideoReader(job.src) as video:
+        width, height = video.width, video.height
+        if note := odd_size_note(job.src, width, height):
+            notes.append(note)
         fill = background.fill(height, width)
         kinds = list(outputs)
-        written = []
 
         def encode(tmps: list[str]) -> None:
-            writers = dict(zip(kinds, (_VideoWriter(t, rate, width, height) for t in tmps)))
-            bar = tqdm(total=stream.frames or None, unit="frame", desc=job.src.name,
-                       leave=False, disable=not progress)
+            writers = {k: VideoWriter(t, video.rate, width, height) for k, t in zip(kinds, tmps)}
+            bar = tqdm(total=video.declared, unit="frame", desc=job.src.name, leave=False,
+                       disable=not progress)
+            finished = False
             try:
-                for rgb in _frames(container, stream, width, height, batch):
+                for rgb in video.batches(batch):
                     alphas = matter(rgb)
                     for frame, alpha in zip(rgb, alphas):
                         if "alpha" in writers:
@@ -280,17 +250,16 @@ def _matte_video(matter: Matter, job: _Job, outputs: dict[str, Path], background
                             writers["alpha"].write(np.repeat(gray, 3, axis=2))
                         if "composite" in writers:
                             writers["composite"].write(composite(frame, alpha, fill))
-                    written.append(len(rgb))
                     bar.update(len(rgb))
+                finished = True
             finally:
                 bar.close()
                 for writer in writers.values():
-                    writer.close()
-            if not written:
-                raise UserError(f"{job.src}: no decodable frames")
+                    writer.close(flush=finished)  # interrupted: the temp files go anyway
+            video.check_complete()  # before the renames: a partial video is not written
 
         _write_all([outputs[k] for k in kinds], encode)
-        return sum(written)
+        return video.read
 
 
 def matte_files(matter: Matter, inputs: Iterable[str | Path], out_dir: str | Path,
@@ -320,17 +289,21 @@ def matte_files(matter: Matter, inputs: Iterable[str | Path], out_dir: str | Pat
 
     out_dir = Path(out_dir)
     jobs = plan_jobs(inputs, out_dir, fail)
-    _refuse_overwriting_inputs(jobs, save)
+    sources = {job.src.resolve() for job in jobs}
     background = background or Background()
     for job in tqdm(jobs, unit="file", desc="matte", disable=not progress):
         outputs = job.outputs(save)
         if not outputs or (skip_existing and all(p.is_file() for p in outputs.values())):
             summary.skipped.append(job.src)
             continue
+        if (reason := _blocked(outputs, sources)) is not None:
+            fail(job.src, f"{job.src}: skipped, {reason} (move it, or choose another --out)")
+            continue
         job.dest.parent.mkdir(parents=True, exist_ok=True)
         try:
             if job.is_video:
-                summary.frames += _matte_video(matter, job, outputs, background, batch, progress)
+                summary.frames += _matte_video(matter, job, outputs, background, batch, progress,
+                                               summary.notes)
             else:
                 _matte_image(matter, job, outputs, background)
                 summary.images += 1

@@ -29,6 +29,7 @@ from torch import nn
 from .. import __version__
 from ..model.inputs import MULTIPLE
 from ..errors import UserError
+from ..memory import require_forward
 from ..graph.cost import layer_costs
 from ..files import write_atomic
 from .inference_graph import InferenceMODNet
@@ -94,7 +95,7 @@ def _trace_to_onnx(graph: nn.Module, opset: int,
                               dynamic_axes=dynamic, do_constant_folding=True)
         except Exception as e:  # the exporter's errors (unsupported op/opset) carry no type
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise UserError(f"ONNX export failed at opset {opset}: {first[:200]}") from None
+            raise UserError(f"ONNX export failed at opset {opset}: {first[:200]}") from e
     return onnx.load_from_string(buffer.getvalue())
 
 
@@ -235,6 +236,9 @@ def export_onnx(model: nn.Module, out: str | Path, opset: int = DEFAULT_OPSET,
         raise UserError(f"--opset {opset}: supported range is {MIN_OPSET}..{MAX_OPSET}")
     if graph not in GRAPHS:
         raise UserError(f"--graph {graph!r}: choose from {', '.join(GRAPHS)}")
+    if static_hw:
+        require_forward(*static_hw, what=f"--static {static_hw[0]}x{static_hw[1]}: exporting "
+                                         "and checking at that size")
     model = copy.deepcopy(model).float().cpu().eval()
     h, w = static_hw or (MACS_SIZE, MACS_SIZE)
     macs = sum(c.macs for c in layer_costs(model, torch.zeros(1, 3, h, w), inference=True))

@@ -80,8 +80,8 @@ def fp32_graph(model: str | Path) -> tuple[bytes, dict[str, str]]:
         payload = path.read_bytes()
     try:
         proto = onnx.load_from_string(payload)
-    except Exception:  # onnx raises protobuf's DecodeError and others
-        raise UserError(f"{path}: not a readable ONNX file") from None
+    except Exception as e:  # onnx raises protobuf's DecodeError and others
+        raise UserError(f"{path}: not a readable ONNX file") from e
     meta = {p.key: p.value for p in proto.metadata_props}
     if meta.get("precision") == "int8" or any(n.op_type in QUANTIZED_OPS for n in proto.graph.node):
         raise UserError(f"{path}: already quantized; quantize the fp32 model it came from")

@@ -1,19 +1,22 @@
 """One calling convention for every way we run a MODNet: PyTorch, ONNX Runtime or OpenVINO.
 
 A runtime maps a normalised batch (N, 3, H, W) float32 in [-1, 1] to mattes (N, 1, H, W)
-float32 in [0, 1]; H and W are multiples of 32. `open_runtime` picks the backend from the
-file: `.onnx` goes to ONNX Runtime (or OpenVINO on request), anything `modnet_prune.load`
-accepts goes to PyTorch.
+float32 in [0, 1]; H and W are multiples of 32. Both ends are checked: a model that gives
+anything else (NaN from broken weights, an ONNX graph of another shape) is an error, never
+a matte. `open_runtime` picks the backend from the file: `.onnx` goes to ONNX Runtime (or
+OpenVINO on request), anything `modnet_prune.load` accepts goes to PyTorch.
 """
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..data.protocol import check_matte
 from ..model.inputs import check_size
 from ..errors import UserError
 from ..files import package_version
@@ -21,6 +24,11 @@ from ..model.io import load
 
 RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
 ONNX_RUNTIMES = ("onnxruntime", "openvino")  # the runtimes that read our .onnx files
+
+
+def check_threads(threads: int | None) -> None:
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads {threads}: must be at least 1")
 
 
 def _check_batch(x: np.ndarray, static_hw: tuple[int, int] | None = None,
@@ -78,6 +86,7 @@ class TorchRuntime(Runtime):
     def __init__(self, model: nn.Module, path: str | None = None, threads: int | None = None,
                  device: str | torch.device | None = None):
         super().__init__(path)
+        check_threads(threads)
         if threads is not None:
             torch.set_num_threads(threads)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -86,8 +95,9 @@ class TorchRuntime(Runtime):
 
     @torch.inference_mode()
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        batch = torch.from_numpy(_check_batch(x)).to(self.device)
-        return self.model(batch).float().cpu().numpy()
+        x = _check_batch(x)
+        matte = self.model(torch.from_numpy(x).to(self.device)).float().cpu().numpy()
+        return check_matte(matte, x, self.path)
 
     def describe(self) -> dict:
         return {"runtime": self.name, "version": torch.__version__, "device": str(self.device),
@@ -111,7 +121,9 @@ class OnnxRuntime(Runtime):
         in_memory = isinstance(path, bytes)
         super().__init__(None if in_memory else str(path))
         if not in_memory and not Path(path).is_file():
-            raise UserError(f"{path}: no such file")
+            raise UserError(f"{path}: " + ("is a folder, not an .onnx file" if Path(path).is_dir()
+                                           else "no such file"))
+        check_threads(threads)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # warnings about unused initialisers are noise here
         if threads is not None:
@@ -128,11 +140,9 @@ class OnnxRuntime(Runtime):
                                                 providers=providers)
         except Exception as e:  # ORT raises its own pybind types (InvalidProtobuf, Fail, ...)
             raise UserError(f"{self.path or 'in-memory model'}: not a loadable ONNX model "
-                            f"({_first_line(e)})") from None
+                            f"({_first_line(e)})") from e
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise UserError(f"{self.path}: expected one input and one output, found "
-                            f"{len(inputs)} and {len(outputs)}")
+        self._check_contract(inputs, outputs)
         self._input, self._output = inputs[0].name, outputs[0].name
         self._input_dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
         dims = inputs[0].shape
@@ -142,11 +152,30 @@ class OnnxRuntime(Runtime):
         self.threads = threads
         self.on_gpu = self.session.get_providers()[0] == "CUDAExecutionProvider"
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        if "arch" not in self.metadata and not in_memory:
+            warnings.warn(f"{self.path}: not exported by modnet-prune (no arch metadata): "
+                          "assuming MODNet's input normalisation and output", stacklevel=2)
+
+    def _check_contract(self, inputs, outputs) -> None:
+        """One float N x 3 x H x W input, one float N x 1 x H x W output: a matting graph.
+        Symbolic dimensions pass here; the shapes of real outputs are checked per call."""
+        name = self.path or "in-memory model"
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise UserError(f"{name}: expected one input and one output, found "
+                            f"{len(inputs)} and {len(outputs)}")
+        for what, arg, channels in (("input", inputs[0], 3), ("output", outputs[0], 1)):
+            dims = arg.shape
+            if arg.type not in ("tensor(float)", "tensor(float16)"):
+                raise UserError(f"{name}: its {what} is {arg.type}, expected float32 or float16")
+            if len(dims) != 4 or (isinstance(dims[1], int) and dims[1] != channels):
+                shape = "x".join(map(str, dims))
+                raise UserError(f"{name}: its {what} has shape {shape}, expected "
+                                f"N x {channels} x H x W (not a MODNet matting graph)")
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         batch = _check_batch(x, self.static_hw, self.static_batch)
         (matte,) = self.session.run([self._output], {self._input: batch.astype(self._input_dtype)})
-        return matte.astype(np.float32, copy=False)
+        return check_matte(matte.astype(np.float32, copy=False), batch, self.path)
 
     def describe(self) -> dict:
         import onnxruntime as ort
@@ -170,12 +199,14 @@ class OpenVinoRuntime(Runtime):
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         try:
             import openvino as ov
-        except ImportError:
+        except ImportError as e:
             raise UserError("--runtime openvino needs the openvino package: "
-                            "pip install 'modnet-prune[openvino]'") from None
+                            "pip install 'modnet-prune[openvino]'") from e
         super().__init__(str(path))
         if not Path(path).is_file():
-            raise UserError(f"{path}: no such file")
+            raise UserError(f"{path}: " + ("is a folder, not an .onnx file" if Path(path).is_dir()
+                                           else "no such file"))
+        check_threads(threads)
         core = ov.Core()
         config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
                   "NUM_STREAMS": 1}
@@ -188,7 +219,7 @@ class OpenVinoRuntime(Runtime):
                                 f"{len(model.inputs)} and {len(model.outputs)}")
             self.compiled = core.compile_model(model, "CPU", config)
         except RuntimeError as e:  # OpenVINO raises RuntimeError subclasses for bad files
-            raise UserError(f"{path}: OpenVINO cannot load it ({_first_line(e)})") from None
+            raise UserError(f"{path}: OpenVINO cannot load it ({_first_line(e)})") from e
         shape = model.input(0).get_partial_shape()
         if shape[2].is_static and shape[3].is_static:
             self.static_hw = (shape[2].get_length(), shape[3].get_length())
@@ -205,7 +236,8 @@ class OpenVinoRuntime(Runtime):
         batch = _check_batch(x, self.static_hw, self.static_batch)
         self.request.infer({0: batch})
         # a copy: the request's output buffer is reused by the next call
-        return np.array(self.request.get_output_tensor(0).data, dtype=np.float32)
+        matte = np.array(self.request.get_output_tensor(0).data, dtype=np.float32)
+        return check_matte(matte, batch, self.path)
 
     def describe(self) -> dict:
         return {"runtime": self.name, "version": self.version, "device": "CPU",

@@ -190,7 +190,7 @@ class SiteServer(ThreadingHTTPServer):
         try:
             super().__init__(("127.0.0.1", port), handler)
         except OSError as e:
-            raise UserError(f"cannot listen on 127.0.0.1:{port} ({e.strerror})") from None
+            raise UserError(f"cannot listen on 127.0.0.1:{port} ({e.strerror})") from e
 
     @property
     def url(self) -> str:

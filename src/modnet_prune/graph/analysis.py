@@ -25,7 +25,7 @@ def trace(model: nn.Module, concrete_args: dict | None = None) -> fx.GraphModule
         graph = _Tracer().trace(model, concrete_args=concrete_args)
     except Exception as e:  # fx raises TraceError, TypeError, ... on data-dependent code
         raise UserError(f"{type(model).__name__} cannot be traced by torch.fx: "
-                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
     return fx.GraphModule(model, graph)
 
 

@@ -135,7 +135,7 @@ class Arch:
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
-            raise UserError(f"invalid Arch JSON: {e}") from None
+            raise UserError(f"invalid Arch JSON: {e}") from e
         return cls.from_dict(d)
 
     def diff(self, other: "Arch" | None = None) -> dict[str, tuple[int, int]]:

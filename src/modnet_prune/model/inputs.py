@@ -10,6 +10,7 @@ import re
 import torch
 
 from ..errors import UserError
+from ..memory import require_forward
 
 MULTIPLE = 32
 Size = tuple[int, int]
@@ -51,4 +52,6 @@ def parse_size(text: int | str | Size, name: str = "size") -> Size:
         if not match:
             raise UserError(f"{name} {text!r}: expected N or HxW, for example 512 or 512x288")
         text = (int(match[1]), int(match[2] or match[1]))
-    return check_size(text, name)
+    h, w = check_size(text, name)
+    require_forward(h, w, what=f"{name} {h}x{w}: a forward pass")
+    return h, w

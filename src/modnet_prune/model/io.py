@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -37,6 +39,8 @@ def _is_safetensors(path: Path) -> bool:
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of a checkpoint file, in official key layout (no `module.`)."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     try:
@@ -45,12 +49,26 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
                 metadata = f.metadata() or {}
             return load_file(str(path)), metadata
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(_python_objects_message(path, e)) from e
     except (SafetensorError, RuntimeError, EOFError, OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({first[:200]})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first[:200]})") from e
     except Exception as e:  # the unpickler raises many types for junk files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__})") from e
     return _unwrap_state_dict(obj, path), {}
+
+
+def _python_objects_message(path: Path, error: Exception) -> str:
+    """weights_only refusing a pickle: either junk, or a file that holds Python objects
+    (a Lightning/training checkpoint with optimizer, hyper-parameters, ...)."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+    if not found:
+        return f"{path}: not a readable checkpoint (UnpicklingError)"
+    return (f"{path}: holds Python objects besides tensors (such as {found[1]}), which are "
+            "not loaded for safety (weights_only). If you trust the file, extract its state dict: "
+            "python -c \"import torch; c = torch.load('IN', weights_only=False); "
+            "torch.save(c.get('state_dict', c), 'OUT.pth')\" and load OUT.pth")
 
 
 def stored_dtype(path: str | os.PathLike) -> torch.dtype:
@@ -125,14 +143,31 @@ def _check_keys(model: MODNet, state: dict[str, torch.Tensor], path) -> None:
             raise CheckpointError(f"{path}: {len(items)} {what}: {', '.join(items[:3])}{more}")
 
 
+def _check_values(state: dict[str, torch.Tensor], source: str) -> None:
+    """Weights that load but cannot give a matte: NaN/Inf anywhere, or a BatchNorm
+    variance below zero (its square root is NaN in every forward)."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{source}: non-finite values (NaN/Inf) in {', '.join(bad[:3])}")
+    negative = [k for k, v in state.items() if k.endswith("running_var") and (v < 0).any()]
+    if negative:
+        raise CheckpointError(f"{source}: negative BatchNorm variance in "
+                              f"{', '.join(negative[:3])}")
+
+
 def model_from_state_dict(state: dict[str, torch.Tensor], arch: Arch | None = None,
                           source: str = "state dict") -> MODNet:
     """Build a MODNet (widths from `arch` or inferred) and load `state` strictly."""
     state = _dedup_shared_backbone(state)
-    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise CheckpointError(f"{source}: non-finite values (NaN/Inf) in {', '.join(bad[:3])}")
-    model = MODNet(arch or infer_arch(state))
+    _check_values(state, source)
+    inferred = infer_arch(state)
+    if arch is not None and arch != inferred:  # before building: a crafted width costs GBs
+        wrong = [f"{k} {ours} (tensors say {theirs})" for k, (theirs, ours) in
+                 arch.diff(inferred).items()]
+        raise CheckpointError(f"{source}: its Arch metadata disagree with its tensor shapes: "
+                              f"{', '.join(wrong[:3])}" + (f" and {len(wrong) - 3} more"
+                                                           if len(wrong) > 3 else ""))
+    model = MODNet(inferred)
     _check_keys(model, state, source)
     full = dict(state)
     full.update({ALIAS_PREFIX + k[len(SHARED_PREFIX):]: v for k, v in state.items()
@@ -150,7 +185,7 @@ def load(path: str | os.PathLike, with_metadata: bool = False):
         try:
             arch = Arch.from_json(metadata["arch"])
         except UserError as e:
-            raise CheckpointError(f"{path}: bad Arch in metadata: {e}") from None
+            raise CheckpointError(f"{path}: bad Arch in metadata: {e}") from e
     model = model_from_state_dict(state, arch, source=str(path))
     return (model, metadata) if with_metadata else model
 
@@ -165,6 +200,11 @@ def save(model: MODNet, path: str | os.PathLike, dtype: torch.dtype | None = Non
                if not k.startswith(ALIAS_PREFIX)}
     if dtype is not None:
         tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:  # a file that cannot be loaded back is worse than none
+        raise UserError(f"{path}: not saved, the model has non-finite values (NaN/Inf) in "
+                        f"{', '.join(bad[:3])}" + (f" and {len(bad) - 3} more" if len(bad) > 3
+                                                   else ""))
     meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
             "tool_version": __version__, "arch": model.arch.to_json()}
     meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})

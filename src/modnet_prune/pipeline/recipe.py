@@ -17,10 +17,10 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
 from ..data.datasets import spec_parts, synthetic_seeds
 from ..errors import UserError
+from ..files import read_yaml
 from ..deploy.onnx_export import MAX_OPSET, MIN_OPSET
 from ..deploy.quantize import (DEFAULT_BUDGET, DEFAULT_COUNT, DEFAULT_HOLDOUT, DEFAULT_METHOD,
                                METHODS as QUANTIZE_METHODS)
@@ -168,18 +168,16 @@ class Recipe:
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe file; every problem is a one-line `RecipeError`."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise RecipeError(f"{path}: no such recipe file")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise RecipeError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+        data = read_yaml(path, "recipe")
+    except UserError as e:
+        raise RecipeError(str(e)) from e
     try:
         return recipe_from_dict(data if data is not None else {}, default_name=path.stem)
     except RecipeError as e:
-        raise RecipeError(f"{path}: {e}") from None
+        raise RecipeError(f"{path}: {e}") from e
 
 
 def recipe_from_dict(data: dict, default_name: str = "recipe") -> Recipe:
@@ -264,7 +262,7 @@ def validate(r: Recipe) -> None:
     except RecipeError:
         raise
     except UserError as e:  # a range check (modnet_prune.checks) names the key
-        raise RecipeError(str(e)) from None
+        raise RecipeError(str(e)) from e
 
 
 def _validate(r: Recipe) -> None:

@@ -47,7 +47,7 @@ from ..deploy.web import build_site, ort_missing
 from ..metrics import AGREEMENT, evaluate, reference_mattes
 from ..model.io import load, save
 from ..model.shipped import synthetic_teacher_note, trained_on_synthetic
-from ..files import sha256_file, write_atomic, write_json
+from ..files import remove_stale_temps, sha256_file, write_atomic, write_json
 from ..prune import prune
 from ..report.analysis import analyze
 from ..report.benchmark import benchmark_many, default_threads
@@ -56,6 +56,7 @@ from ..report.document import render_report
 from ..train import Context, TrainConfig, fit, recalibrate_bn
 from ..train.compress import CompressConfig, compress, iteration_files
 from ..train.distributed import pick_device
+from ..train.rundir import LOCK, STATE, RunLock
 from .recipe import DEFAULT_TEACHER, Recipe
 from .summary import build_summary
 
@@ -76,7 +77,7 @@ def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: unreadable ({e}); delete it to redo that stage") from None
+        raise UserError(f"{path}: unreadable ({e}); delete it to redo that stage") from e
 
 
 def teacher_missing_message(path: str) -> str:
@@ -144,7 +145,8 @@ def _start(run: Run, resume: bool, teacher_sha256: str) -> None:
     """Create OUT, or check that the run to resume used this very recipe and teacher."""
     saved = run.path(RECIPE_FILE)
     current = {"recipe": run.recipe.to_dict(), "teacher_sha256": teacher_sha256}
-    if saved.exists():
+    remove_stale_temps(run.out)  # of a killed run; we hold the folder's lock
+    if saved.exists() and _has_progress(run):
         if not resume:
             raise UserError(f"{run.out} already holds a pipeline run: pass --resume to continue "
                             "it, or choose another --out")
@@ -154,10 +156,18 @@ def _start(run: Run, resume: bool, teacher_sha256: str) -> None:
             raise UserError(f"--resume with a different recipe or teacher than the run in "
                             f"{run.out} ({'; '.join(changed[:3])}); use another --out")
         return
-    if run.out.exists() and any(run.out.iterdir()):
+    if not saved.exists() and any(p.name != LOCK for p in run.out.iterdir()):
         raise UserError(f"{run.out} exists and is not a pipeline folder; choose another --out")
     (run.out / STAGE_DIR).mkdir(parents=True, exist_ok=True)
     write_json(saved, current)
+
+
+def _has_progress(run: Run) -> bool:
+    """A finished stage or a saved training step: a folder left by a run that failed while
+    starting up has neither, and a corrected rerun may start it afresh."""
+    return (any((run.out / STAGE_DIR).glob("*.json"))
+            or any(run.out.glob(f"{FINETUNE_DIR}/{STATE}"))
+            or any(run.out.glob(f"{COMPRESS_DIR}/*/{STATE}")))
 
 
 def _differences(a, b, where: str = "") -> list[str]:
@@ -175,11 +185,17 @@ def run_pipeline(recipe: Recipe, out: str | Path, *, resume: bool = False, progr
     if not Path(recipe.teacher).is_file():
         raise UserError(teacher_missing_message(recipe.teacher))
     run = Run(recipe, Path(out), progress, echo, Context(device=pick_device(device)))
-    _start(run, resume, sha256_file(recipe.teacher))
-    if not (is_synthetic(recipe.data.train) and is_synthetic(recipe.data.eval)) \
-            and trained_on_synthetic(recipe.teacher):
-        echo(synthetic_teacher_note(recipe.teacher).replace("--checkpoint/--teacher",
-                                                            "teacher: in the recipe or --teacher"))
+    with RunLock(run.out):
+        _start(run, resume, sha256_file(recipe.teacher))
+        if not (is_synthetic(recipe.data.train) and is_synthetic(recipe.data.eval)) \
+                and trained_on_synthetic(recipe.teacher):
+            echo(synthetic_teacher_note(recipe.teacher).replace(
+                "--checkpoint/--teacher", "teacher: in the recipe or --teacher"))
+        _run_stages(run, echo)
+    return _read_json(run.path("summary.json"))
+
+
+def _run_stages(run: Run, echo: Callable[[str], None]) -> None:
     for index, stage in enumerate(STAGES, start=1):
         head = f"[{index}/{len(STAGES)}] {stage}"
         if run.done(stage):
@@ -191,7 +207,6 @@ def run_pipeline(recipe: Recipe, out: str | Path, *, resume: bool = False, progr
         record["seconds"] = time.perf_counter() - start
         write_json(run.out / STAGE_DIR / f"{stage}.json", record)
         echo(f"{head}: done in {record['seconds']:.1f} s")
-    return _read_json(run.path("summary.json"))
 
 
 # --------------------------------------------------------------------------- stages

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
-import yaml
 from torch import nn
 
 from ..checks import AT_LEAST_ONE, KEEP_FRACTION, RATIO
 from ..errors import UserError
+from ..files import read_yaml
 from ..graph import ChannelGraph, Group, kind_of
 from ..graph.macs import MacModel
 
@@ -169,13 +169,7 @@ def select(group: Group, scores: torch.Tensor, keep: int) -> list[int]:
 # --- plans ----------------------------------------------------------------------------
 def read_plan(path: str | Path) -> dict:
     """A plan file: YAML or JSON mapping a Conv2d/Linear path to {keep: N} or {ratio: r}."""
-    path = Path(path)
-    try:
-        plan = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise UserError(f"{path}: cannot read plan ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML/JSON ({str(e).splitlines()[0]})") from None
+    plan = read_yaml(path, "plan")
     if not isinstance(plan, dict) or not plan:
         raise UserError(f"{path}: a plan must be a non-empty mapping of layer -> {{keep: N}}")
     return plan

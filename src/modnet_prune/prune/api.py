@@ -162,9 +162,26 @@ def _allocation(ratio, target_macs, target_latency, plan, allocation: str) -> di
     return {"mode": "plan", "plan": dict(plan)}
 
 
+def smallest_fraction(model: nn.Module, round_to: int = 8, min_channels: int = 1,
+                      size: tuple[int, int] | int = (512, 512)) -> float:
+    """The share of `model`'s inference MACs left when every channel group is cut to the
+    smallest width `round_to`/`min_channels` allow: no MACs target below it is reachable."""
+    harness = harness_for(model)
+    size = harness.check_size(size)
+    graph, widths = analyze_model(model, harness), allocate.Widths(round_to, min_channels)
+    macs = mac_model(graph, model, harness, size)
+    removed = {g.name: g.width - widths.options(g)[0] for g in graph.prunable}
+    return macs.total(removed) / macs.full
+
+
 def _decide(how: dict, graph, model, scores, macs: MacModel, ms: LatencyCost | None,
             widths) -> dict[str, int]:
     mode = how["mode"]
+    if mode != "plan" and all(len(widths.options(g)) == 1 for g in graph.prunable):
+        widest = max((g.width for g in graph.prunable), default=0)
+        raise UserError(f"nothing can be pruned: with round_to={widths.round_to} and "
+                        f"min_channels={widths.min_channels} no channel group may shrink "
+                        f"(the widest has {widest} channels)")
     if mode == "uniform":
         return allocate.uniform(graph, how["ratio"], widths)
     if mode == "global":

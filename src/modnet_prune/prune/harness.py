@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..memory import require_forward
 from ..model import MODNet
 from ..model.inputs import MULTIPLE, check_size
 from ..model.io import model_from_state_dict
@@ -52,8 +53,10 @@ class Harness:
         return tuple(x.to(device) for x in self.inputs(size, batch, generator))
 
     def check_size(self, size: int | Size) -> Size:
-        return check_size(tuple(size) if not isinstance(size, int) else (size, size),
+        h, w = check_size(tuple(size) if not isinstance(size, int) else (size, size),
                           multiple=self.multiple)
+        require_forward(h, w, what=f"size {h}x{w}: a forward pass")
+        return h, w
 
 
 MODNET = Harness(full={"inference": False}, multiple=MULTIPLE, rebuild=_rebuild_modnet,

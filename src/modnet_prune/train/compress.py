@@ -12,6 +12,7 @@ its own last checkpoint, a pruned-but-untrained student is reused, not re-pruned
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -32,7 +33,7 @@ from ..model.io import load, save
 from ..files import write_atomic, write_json
 from .distributed import Context, barrier
 from .loop import TrainConfig, fit, labeled
-from .rundir import LAST, RunDir
+from .rundir import LAST, RunDir, RunLock
 from .schedule import PRUNE_SCHEDULES, macs_targets
 
 if TYPE_CHECKING:
@@ -63,6 +64,18 @@ class CompressConfig:
         AT_LEAST_ONE.check(self.round_to, "--round-to")
         AT_LEAST_ONE.check(self.min_channels, "--min-channels")
         check_size(self.cost_size, "--cost-size")
+
+    def check_reachable(self, teacher: nn.Module) -> None:
+        """Refuse a target below the smallest model the width rules allow, before round 1
+        (not after hours of training the earlier rounds)."""
+        from ..prune.api import smallest_fraction  # train/ sits above prune/ in the data flow
+        floor = smallest_fraction(teacher, self.round_to, self.min_channels, self.cost_size)
+        if self.target_macs < floor:
+            raise UserError(
+                f"--target-macs {self.target_macs:g} asks to keep {self.target_macs:.1%} of the "
+                f"model's inference MACs, but the smallest model that --round-to "
+                f"{self.round_to} and --min-channels {self.min_channels} allow keeps "
+                f"{floor:.1%}; ask for at least {floor:.3f}, or lower those two")
 
 
 MODEL = "model.safetensors"
@@ -146,6 +159,13 @@ def compress(teacher: nn.Module, train_set: Dataset, cc: CompressConfig, tc: Tra
         raise UserError("compress: target_latency and a latency model go together")
     tc = tc.for_data(labeled(train_set))
     tc.validate(has_teacher=True)
+    cc.check_reachable(teacher.eval())
+    with RunLock(out) if ctx.is_main else contextlib.nullcontext():  # rank 0 alone writes
+        return _compress(teacher, train_set, cc, tc, out, eval_set, resume, ctx, info, progress)
+
+
+def _compress(teacher, train_set, cc: CompressConfig, tc: TrainConfig, out: Path, eval_set,
+              resume: bool, ctx: Context, info: dict | None, progress: bool) -> CompressResult:
     if ctx.is_main:
         RunDir(out).start({"compress": dataclasses.asdict(cc), "finetune": dataclasses.asdict(tc),
                            **(info or {}), "world_size": ctx.world_size}, resume)

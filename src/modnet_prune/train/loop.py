@@ -6,6 +6,7 @@ Runs in a single process or under torchrun (DDP); rank 0 alone logs and writes f
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import signal
@@ -23,6 +24,7 @@ from tqdm import tqdm
 from ..data.transforms import resize_batch
 from ..checks import AT_LEAST_ONE, COUNT, NON_NEGATIVE, POSITIVE, Range
 from ..errors import UserError
+from ..memory import require_forward
 from ..metrics import AGREEMENT, METRICS, evaluate, reference_mattes
 from ..model.inputs import check_size
 from .bn import recalibrate_bn
@@ -31,7 +33,7 @@ from .distributed import (Context, all_gather_objects, all_reduce_mean, any_rank
                           broadcast_object)
 from .loader import Batches
 from .losses import DistillWeights, MattingScales, distill_loss, matting_loss, soc_loss
-from .rundir import BEST, LAST, RunDir, rng_state, set_rng_state
+from .rundir import BEST, LAST, RunDir, RunLock, rng_state, set_rng_state
 from .schedule import LR_SCHEDULES, lr_at, step_size_at
 
 OBJECTIVES = ("supervised", "soc")
@@ -102,6 +104,8 @@ class TrainConfig:
         need(all(s <= self.size for s in self.multi_size),
              f"--multi-size entries must be multiples of 32 and <= --size {self.size}")
         need(self.min_lr <= self.lr, f"--min-lr {self.min_lr:g}: must be <= --lr {self.lr:g}")
+        require_forward(self.size, self.size, self.batch_size,
+                        f"--size {self.size} at --batch-size {self.batch_size}: a training step")
         need(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
         need(self.schedule in LR_SCHEDULES, f"--schedule must be one of {', '.join(LR_SCHEDULES)}")
         need(self.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}")
@@ -425,17 +429,18 @@ def fit(model: nn.Module, train_set: Dataset, cfg: TrainConfig, out: str | Path,
         raise UserError("the evaluation data has no ground-truth mattes: it is scored by "
                         "agreement with the teacher's, and this run has no teacher")
     run = RunDir(out)
-    if ctx.is_main:
-        run.start({**dataclasses.asdict(cfg), **(info or {}), "world_size": ctx.world_size,
-                   "arch": model.arch.to_dict()}, resume)
-    barrier(ctx)
-    trainer = _Trainer(model, train_set, cfg, run, eval_set, teacher, ctx, progress)
-    try:
-        optimizer_state = trainer.restore_or_init(resume)
+    with RunLock(out) if ctx.is_main else contextlib.nullcontext():  # rank 0 alone writes
         if ctx.is_main:
-            run.truncate_log(trainer.step)
-        stopped = trainer.train(optimizer_state) if trainer.step < trainer.total else False
-    finally:
-        trainer.close()
+            run.start({**dataclasses.asdict(cfg), **(info or {}), "world_size": ctx.world_size,
+                       "arch": model.arch.to_dict()}, resume)
+        barrier(ctx)
+        trainer = _Trainer(model, train_set, cfg, run, eval_set, teacher, ctx, progress)
+        try:
+            optimizer_state = trainer.restore_or_init(resume)
+            if ctx.is_main:
+                run.truncate_log(trainer.step)
+            stopped = trainer.train(optimizer_state) if trainer.step < trainer.total else False
+        finally:
+            trainer.close()
     model.eval()
     return FitResult(model, trainer.step, stopped, trainer.best_mad, run.path)

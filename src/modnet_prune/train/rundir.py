@@ -8,11 +8,16 @@ Layout of DIR:
                      checkpoint: a kill at any moment leaves the previous one intact.
   last.safetensors   the same weights as a loadable model (modnet_prune.load)
   best.safetensors   the model with the lowest evaluation MAD so far
+  .lock              who is writing the folder now ({pid, host, started}); see RunLock
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
+import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +27,9 @@ from safetensors.torch import safe_open
 
 from ..errors import CheckpointError, UserError
 from ..model.io import save
-from ..files import write_atomic
+from ..files import remove_stale_temps, write_atomic
 
-CONFIG, LOG, STATE = "config.json", "log.jsonl", "last.state.pt"
+CONFIG, LOG, STATE, LOCK = "config.json", "log.jsonl", "last.state.pt", ".lock"
 LAST, BEST = "last.safetensors", "best.safetensors"
 # May change between a run and its --resume; everything else must match.
 RESUMABLE_CHANGES = {"steps", "epochs", "log_every", "eval_every", "checkpoint_every",
@@ -45,6 +50,97 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+class RunLock:
+    """Exclusive use of a run folder: `DIR/.lock` names the process writing it.
+
+    A second writer gets one line naming the folder and the holder. A lock whose process
+    is gone (killed, machine rebooted) is taken over; one from another host cannot be
+    checked and is left to the user. The lock file appears complete or not at all (a
+    hard link of a written file), so a reader never sees a half-written holder.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK
+        self.me = {"pid": os.getpid(), "host": socket.gethostname(),
+                   "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+    def __enter__(self) -> "RunLock":
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fresh = self.folder / f"{LOCK}.{os.getpid()}.new"
+        fresh.write_text(json.dumps(self.me))
+        try:
+            for _ in range(3):
+                if self._create(fresh):
+                    return self
+                self._take_over_if_stale()
+            raise UserError(f"{self.folder}: could not take the run lock {self.path}")
+        finally:
+            fresh.unlink(missing_ok=True)
+
+    def _create(self, fresh: Path) -> bool:
+        try:
+            os.link(fresh, self.path)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links here (FAT, some network shares): exclusive create
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(self.me))
+            return True
+
+    def _holder(self) -> dict | None:
+        return self._read(self.path)
+
+    @staticmethod
+    def _read(path: Path) -> dict | None:
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}  # not ours to judge: an unreadable lock counts as held
+
+    def _take_over_if_stale(self) -> None:
+        holder = self._holder()
+        if holder is None:
+            return  # released meanwhile: try again
+        pid, host = holder.get("pid"), holder.get("host")
+        if host == self.me["host"] and isinstance(pid, int) and not _alive(pid):
+            stale = self.folder / f"{LOCK}.stale.{os.getpid()}"
+            try:
+                os.rename(self.path, stale)  # one taker wins; the others see it gone
+            except FileNotFoundError:
+                return
+            if self._read(stale) != holder:  # another taker's fresh lock: put it back
+                with contextlib.suppress(FileExistsError):
+                    os.link(stale, self.path)
+            stale.unlink()
+            return
+        where = f"process {pid} on {host}, since {holder.get('started')}" if holder else \
+            f"an unreadable {LOCK}"
+        raise UserError(f"{self.folder} is in use by {where}; wait for that run to end or "
+                        f"choose another --out (if it is gone, delete {self.path})")
+
+    def __exit__(self, *exc) -> None:
+        if self._holder() == self.me:
+            self.path.unlink(missing_ok=True)
+
+
 class RunDir:
     """Reads and writes one run folder. Only rank 0 should write."""
 
@@ -55,17 +151,22 @@ class RunDir:
         return self.path / name
 
     def has_run(self) -> bool:
-        return self.file(CONFIG).exists() or self.file(STATE).exists()
+        """A finished step is saved here (or, for compress, in an iteration's folder). A
+        folder left by a run that failed during start-up holds none: not a run to protect."""
+        return self.file(STATE).exists() or any(self.path.glob(f"*/{STATE}"))
 
     # --- config -------------------------------------------------------------------
     def start(self, config: dict, resume: bool) -> None:
-        """Create the folder for a new run, or check `config` against the run to resume."""
-        if resume and self.file(CONFIG).exists():
-            self._check_same(config)
-        elif self.has_run() and not resume:
-            raise UserError(f"{self.path} already holds a run: pass --resume to continue "
-                            "it, or choose another --out")
+        """Create the folder for a new run, or check `config` against the run to resume.
+        Call it holding the folder's RunLock: it also clears temp files of killed runs."""
+        if self.has_run():
+            if not resume:
+                raise UserError(f"{self.path} already holds a run: pass --resume to continue "
+                                "it, or choose another --out")
+            if self.file(CONFIG).exists():
+                self._check_same(config)
         self.path.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.path)
         text = json.dumps(config, indent=2, sort_keys=True) + "\n"
         write_atomic(self.file(CONFIG), lambda tmp: Path(tmp).write_text(text))
 
@@ -73,7 +174,7 @@ class RunDir:
         try:
             saved = json.loads(self.file(CONFIG).read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise UserError(f"{self.file(CONFIG)}: unreadable ({e})") from None
+            raise UserError(f"{self.file(CONFIG)}: unreadable ({e})") from e
         changed = sorted(k for k in set(saved) | set(config)
                          if k not in RESUMABLE_CHANGES and saved.get(k) != config.get(k))
         if changed:
@@ -116,7 +217,7 @@ class RunDir:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # a truncated or foreign file: say which, never a traceback
             raise CheckpointError(f"{path}: unreadable training state ({type(e).__name__}); "
-                                  "delete it to restart the run") from None
+                                  "delete it to restart the run") from e
 
     def best_file_mad(self) -> float | None:
         """The MAD recorded in best.safetensors, if there is one."""
