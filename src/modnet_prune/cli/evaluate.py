@@ -15,6 +15,7 @@ from ..errors import UserError
 from ..deploy.runtime import RUNTIMES, open_runtime
 from ..metrics import METRICS, SCALING, evaluate
 from ..files import write_atomic
+from ..model.io import untrained_size_warning
 from .common import output_path, print_json
 
 
@@ -68,6 +69,9 @@ def run(args) -> int:
         source = open_source(_spec(args), size=args.size, train=False)
     for warning in caught:
         print(f"modnet-prune evaluate: warning: {warning.message}", file=sys.stderr)
+    untrained = untrained_size_warning(args.checkpoint, args.size or getattr(source, "native_size", None))
+    if untrained:
+        print(f"modnet-prune evaluate: warning: {untrained}", file=sys.stderr)
     save_dir = _check_prediction_dir(args.save_predictions, source) if args.save_predictions else None
     runtime = open_runtime(args.checkpoint, runtime=args.runtime, threads=args.threads,
                            device=args.device)

@@ -8,7 +8,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import UserError
-from ..model.io import load, save, stored_dtype
+from ..model.io import load, save, stored_dtype, train_sizes
 from ..files import sha256_file
 from ..prune import CRITERIA, prune
 from .common import output_path, print_json
@@ -39,7 +39,7 @@ def register(sub) -> None:
 def run(args) -> int:
     out = output_path(args.out, (args.checkpoint,))
     data = _data(args.data, args.criterion) if args.data else None
-    model = load(args.checkpoint)
+    model, metadata = load(args.checkpoint, with_metadata=True)
     result = prune(model, ratio=args.ratio, target_macs=args.target_macs, plan=args.plan,
                    allocation=args.allocation, criterion=args.criterion,
                    round_to=args.round_to, min_channels=args.min_channels,
@@ -47,7 +47,8 @@ def run(args) -> int:
     digest = sha256_file(args.checkpoint)
     # Removing channels changes no value: an fp16-stored input stays fp16, losslessly.
     save(result.model, out, dtype=stored_dtype(args.checkpoint), prune=result.to_dict(),
-         source=str(args.checkpoint), source_sha256=digest)
+         source=str(args.checkpoint), source_sha256=digest,
+         train_sizes=train_sizes(metadata))  # the weights kept are the input's
     summary = _summary(args, out, result)
     if args.json:
         print_json(summary)

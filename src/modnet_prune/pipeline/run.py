@@ -36,7 +36,7 @@ from ..data.images import alpha_to_uint8, write_png
 from ..errors import UserError
 from ..deploy.onnx_export import export_onnx
 from ..metrics import evaluate
-from ..model.io import load, save
+from ..model.io import load, read_train_sizes, save
 from ..files import sha256_file, write_atomic, write_json
 from ..prune import prune
 from ..report.analysis import analyze
@@ -98,6 +98,10 @@ class Run:
         if "teacher" not in self._cache:
             self._cache["teacher"] = load(self.recipe.teacher)
         return self._cache["teacher"]
+
+    def teacher_train_sizes(self) -> list[int] | None:
+        """Sizes the teacher was trained at, from its metadata (None: unknown)."""
+        return read_train_sizes(self.recipe.teacher)
 
     def train_set(self):
         r = self.recipe
@@ -180,12 +184,14 @@ def stage_prune(run: Run) -> dict:
                    round_to=p.round_to, min_channels=p.min_channels,
                    size=(r.sizes.benchmark, r.sizes.benchmark), data=data, seed=r.seed)
     details = result.to_dict()
-    save(result.model, run.path(PRUNED), recipe=r.name, prune=details)
+    sizes = run.teacher_train_sizes()  # pruning keeps the teacher's weights
+    save(result.model, run.path(PRUNED), recipe=r.name, prune=details, train_sizes=sizes)
     record = {"method": p.method, "iterative": False, "prune": details, "pruned": PRUNED}
     if r.recalibrate_bn:
         model = result.model
         used = recalibrate_bn(model, run.batches(r.recalibrate_bn))
-        save(model.eval(), run.path(RECALIBRATED), recipe=r.name, recalibrated_batches=used)
+        save(model.eval(), run.path(RECALIBRATED), recipe=r.name, recalibrated_batches=used,
+             train_sizes=sizes)
         record.update(recalibrated=RECALIBRATED, recalibrate_batches=used)
     return record
 
@@ -215,6 +221,7 @@ def stage_finetune(run: Run) -> dict:
     model = load(run.path(start)) if start else load(r.teacher)
     record = {"mode": "one-shot", "start": start or r.teacher, "steps": r.steps,
               "samples": r.steps * r.finetune.batch_size, "run": None}
+    sizes = run.teacher_train_sizes()
     if r.steps:
         teacher = run.teacher() if r.distill.enabled else None
         folder = run.path(FINETUNE_DIR)
@@ -225,7 +232,9 @@ def stage_finetune(run: Run) -> dict:
         if result.stopped:
             raise PipelineStopped(f"fine-tuning stopped at step {result.step}")
         model, record["run"] = result.model, FINETUNE_DIR
-    save(model.eval(), run.path(STUDENT), recipe=r.name, teacher_sha256=sha256_file(r.teacher))
+        sizes = train_config(r, r.steps, 0).train_sizes
+    save(model.eval(), run.path(STUDENT), recipe=r.name, teacher_sha256=sha256_file(r.teacher),
+         train_sizes=sizes)
     record["student"] = STUDENT
     return record
 
@@ -242,13 +251,14 @@ def _compress(run: Run) -> dict:
                         criterion=p.criterion, round_to=p.round_to,
                         min_channels=p.min_channels, cost_size=r.sizes.benchmark)
     folder = run.path(COMPRESS_DIR)
-    result = compress(run.teacher(), run.train_set(), cc,
-                      train_config(r, per_iteration, r.recalibrate_bn), folder,
+    tc = train_config(r, per_iteration, r.recalibrate_bn)
+    result = compress(run.teacher(), run.train_set(), cc, tc, folder,
                       eval_set=run.eval_set(), resume=(folder / "config.json").exists(),
                       ctx=run.ctx, info=_info(r), progress=run.progress)
     if result.stopped:
         raise PipelineStopped("compression stopped")
-    save(result.model.eval(), run.path(STUDENT), recipe=r.name, teacher_sha256=sha256_file(r.teacher))
+    save(result.model.eval(), run.path(STUDENT), recipe=r.name, teacher_sha256=sha256_file(r.teacher),
+         train_sizes=tc.train_sizes)
     steps = per_iteration * p.iterations
     return {"mode": "iterative", "iterations": result.rows, "steps": steps,
             "steps_per_iteration": per_iteration, "samples": steps * r.finetune.batch_size,

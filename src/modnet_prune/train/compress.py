@@ -101,7 +101,9 @@ def compress(teacher: nn.Module, train_set: Dataset, cc: CompressConfig, tc: Tra
             student = load(folder / LAST)
             continue
         step_cfg = dataclasses.replace(tc, seed=tc.seed + index)
-        student = _pruned(student, target * original, folder, cc, train_set, step_cfg, ctx)
+        # the pruned model keeps the training sizes of what it was cut from (unknown for the teacher)
+        sizes = tc.train_sizes if index > 1 else None
+        student = _pruned(student, target * original, folder, cc, train_set, step_cfg, ctx, sizes)
         result = fit(student, train_set, step_cfg, folder, eval_set=eval_set, teacher=teacher,
                      resume=resume or (folder / "config.json").exists(), ctx=ctx,
                      info={"iteration": index, **(info or {})}, progress=progress)
@@ -118,7 +120,8 @@ def compress(teacher: nn.Module, train_set: Dataset, cc: CompressConfig, tc: Tra
         barrier(ctx)
     summary = None
     if ctx.is_main:
-        save(student, out / "model.safetensors", teacher_macs=original, iterations=len(rows))
+        save(student, out / "model.safetensors", teacher_macs=original, iterations=len(rows),
+             train_sizes=tc.train_sizes)
         teacher_mad = (evaluate(teacher, eval_set, size=tc.size)["mad"]
                        if eval_set is not None else None)
         summary = {"teacher_macs": original, "teacher_mad": teacher_mad,
@@ -132,7 +135,7 @@ def compress(teacher: nn.Module, train_set: Dataset, cc: CompressConfig, tc: Tra
 
 
 def _pruned(model: nn.Module, target: float, folder: Path, cc: CompressConfig, data,
-            tc: TrainConfig, ctx: Context) -> nn.Module:
+            tc: TrainConfig, ctx: Context, train_sizes: list[int] | None) -> nn.Module:
     """The student for an iteration: reused from folder if already pruned, else pruned by
     rank 0 to `target` MACs and shared with the other ranks through the file."""
     path = folder / "pruned.safetensors"
@@ -140,6 +143,6 @@ def _pruned(model: nn.Module, target: float, folder: Path, cc: CompressConfig, d
         folder.mkdir(parents=True, exist_ok=True)
         current = inference_macs(model, cc.cost_size)
         pruned = _prune_step(model, min(1.0, target / current), cc, data, tc.batch_size, tc.seed)
-        save(pruned, path, target_macs=target)
+        save(pruned, path, target_macs=target, train_sizes=train_sizes)
     barrier(ctx)
     return load(path)

@@ -67,6 +67,11 @@ class TrainConfig:
     distill: dict[str, float] = field(default_factory=dict)  # DistillWeights fields; {} = off
     recalibrate_bn: int = 0         # batches for BN re-estimation before training
 
+    @property
+    def train_sizes(self) -> list[int]:
+        """The input sizes this run trains at; every checkpoint it saves records them."""
+        return sorted(set(self.multi_size)) if self.multi_size else [self.size]
+
     def validate(self, has_teacher: bool) -> None:
         def need(ok: bool, msg: str) -> None:
             if not ok:
@@ -307,7 +312,8 @@ class _Trainer:
                           "count": summary["count"], "region": summary["region"]})
             if self.best_mad is None or metrics["mad"] < self.best_mad:
                 self.best_mad = metrics["mad"]
-                self.run.save_model(self.student.model, BEST, step=self.step, mad=metrics["mad"])
+                self.run.save_model(self.student.model, BEST, step=self.step, mad=metrics["mad"],
+                                    train_sizes=self.cfg.train_sizes)
         self.best_mad = broadcast_object(self.best_mad, self.ctx)
         return metrics
 
@@ -321,7 +327,8 @@ class _Trainer:
             self.run.save_state({"step": self.step, "module": self.student.state_dict(),
                                  "optimizer": optimizer.state_dict(), "rng": rngs,
                                  "best_mad": self.best_mad, "world_size": self.ctx.world_size})
-            self.run.save_model(self.student.model, LAST, step=self.step)
+            self.run.save_model(self.student.model, LAST, step=self.step,
+                                train_sizes=self.cfg.train_sizes)
         barrier(self.ctx)
 
 
