@@ -22,6 +22,7 @@ import yaml
 from ..errors import UserError
 from ..deploy.onnx_export import MAX_OPSET, MIN_OPSET
 from ..prune import CRITERIA
+from ..prune.allocate import PLAN_DECISIONS
 from ..prune.api import ALLOCATIONS
 from ..train.loop import OPTIMIZERS
 from ..train.schedule import LR_SCHEDULES, PRUNE_SCHEDULES
@@ -308,14 +309,19 @@ def _validate_plan(plan: dict) -> None:
     for module, decision in plan.items():
         key = f"prune.plan.{module}"
         _need(isinstance(decision, dict) and len(decision) == 1 and
-              next(iter(decision)) in ("keep", "ratio"), key, "expected {keep: N} or {ratio: r}")
+              next(iter(decision)) in PLAN_DECISIONS, key,
+              "expected {keep: N}, {ratio: r}, {threshold: t} or {follow: LAYER}")
         (kind, value), = decision.items()
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if kind == "keep":
             _need(isinstance(value, int) and not isinstance(value, bool) and value >= 1, key,
                   f"keep {value!r}: must be an int >= 1")
+        elif kind == "ratio":
+            _need(number and 0 < value < 1, key, f"ratio {value!r}: must be in (0, 1)")
+        elif kind == "threshold":
+            _need(number and 0 < value <= 1, key, f"threshold {value!r}: must be in (0, 1]")
         else:
-            _need(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1,
-                  key, f"ratio {value!r}: must be in (0, 1)")
+            _need(isinstance(value, str) and bool(value), key, f"follow {value!r}: name a layer")
 
 
 def _validate_finetune(f: FinetuneSpec) -> None:
