@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from ..data import open_dataset
+from ..data import open_dataset, open_source
 from ..data.images import alpha_to_uint8, write_png
 from ..errors import UserError
 from ..deploy.onnx_export import export_onnx
@@ -45,7 +45,7 @@ from ..report.document import render_report
 from ..train import Context, TrainConfig, fit, recalibrate_bn
 from ..train.compress import CompressConfig, compress
 from ..train.distributed import pick_device
-from .recipe import DEFAULT_TEACHER, Recipe
+from .recipe import DEFAULT_TEACHER, Recipe, synthetic_seeds
 from .summary import build_summary
 
 STAGES = ("prune", "finetune", "evaluate", "export", "benchmark", "report")
@@ -53,6 +53,9 @@ RECIPE_FILE, STAGE_DIR = "recipe.json", "stages"
 TEACHER_ONNX, STUDENT_ONNX, STUDENT = "teacher.onnx", "student.onnx", "student.safetensors"
 PRUNED, RECALIBRATED = "pruned.safetensors", "recalibrated.safetensors"
 FINETUNE_DIR, COMPRESS_DIR = "finetune", "compress"
+# Version of the evaluate stage's record: a resumed run whose record is older (accuracy at
+# sizes.eval only, none at the deployment size) evaluates again, then reports again.
+EVALUATE_FORMAT = 2
 
 
 class PipelineStopped(Exception):
@@ -92,7 +95,9 @@ class Run:
         return _read_json(self.out / STAGE_DIR / f"{stage}.json")
 
     def done(self, stage: str) -> bool:
-        return (self.out / STAGE_DIR / f"{stage}.json").exists()
+        if not (self.out / STAGE_DIR / f"{stage}.json").exists():
+            return False
+        return stage != "evaluate" or self.record(stage).get("format") == EVALUATE_FORMAT
 
     def teacher(self) -> torch.nn.Module:
         if "teacher" not in self._cache:
@@ -102,6 +107,16 @@ class Run:
     def teacher_train_sizes(self) -> list[int] | None:
         """Sizes the teacher was trained at, from its metadata (None: unknown)."""
         return read_train_sizes(self.recipe.teacher)
+
+    def eval_source(self, size: int | None):
+        """The held-out set as scored at `size`. Synthetic portraits are rendered at that
+        size from the same seeds, so a score at the deployment size sees the detail an
+        image of that size has (upsampling a 128x128 render would not); dataset folders
+        are read as they are (their images are resized to `size` when scored)."""
+        spec, seeds = self.recipe.data.eval, synthetic_seeds(self.recipe.data.eval)
+        if size is not None and seeds is not None:
+            spec = f"synthetic:{len(seeds)}@{size}+seed{seeds.start}"
+        return open_source(spec, size=size or self.recipe.sizes.train, train=False)
 
     def train_set(self):
         r = self.recipe
@@ -157,11 +172,13 @@ def run_pipeline(recipe: Recipe, out: str | Path, *, resume: bool = False, progr
         raise UserError(teacher_missing_message(recipe.teacher))
     run = Run(recipe, Path(out), progress, echo, Context(device=pick_device(device)))
     _start(run, resume, sha256_file(recipe.teacher))
+    ran = False
     for index, stage in enumerate(STAGES, start=1):
         head = f"[{index}/{len(STAGES)}] {stage}"
-        if run.done(stage):
+        if run.done(stage) and not (ran and stage == "report"):  # a report of what is there now
             echo(f"{head}: done earlier, skipped")
             continue
+        ran = True
         echo(f"{head} ...")
         start = time.perf_counter()
         record = STAGE_FUNCTIONS[stage](run)
@@ -287,8 +304,12 @@ def _variants(run: Run) -> list[tuple[str, str, Path]]:
 
 
 def stage_evaluate(run: Run) -> dict:
+    """Every model at `sizes.eval` (cheap: the training curves and the accuracy-vs-compute
+    figure); teacher and student also at the deployment size `sizes.benchmark`, where their
+    latency is measured: that is the main table's accuracy, predictions and sample grid."""
     r = run.recipe
-    source = run.eval_set().source
+    deploy = r.sizes.benchmark
+    source, deploy_source = run.eval_source(r.sizes.eval), run.eval_source(deploy)
     scored, costs = {}, {}  # costs depend on the widths only: one analysis per Arch
     for name, label, path in _variants(run):
         model = load(path)
@@ -296,23 +317,40 @@ def stage_evaluate(run: Run) -> dict:
         predictions = run.path(f"predictions/{'teacher' if name == 'teacher' else 'student'}") \
             if final else None
         run.echo(f"  evaluating {label} ({path})")
-        result = evaluate(model, source, size=r.sizes.eval, save_predictions=predictions,
-                          progress=run.progress)
+        same = r.sizes.eval == deploy
+        result = evaluate(model, source, size=r.sizes.eval, progress=run.progress,
+                          save_predictions=predictions if same else None)
+        if final and not same:
+            run.echo(f"  evaluating {label} at the deployment size {deploy}x{deploy}")
+            deployed = evaluate(model, deploy_source, size=deploy, save_predictions=predictions,
+                                progress=run.progress)
+        else:
+            deployed = result
         arch = model.arch.to_json()
         if arch not in costs:
-            costs[arch] = analyze(model, r.sizes.benchmark)
+            costs[arch] = analyze(model, deploy)
         cost = {**costs[arch], "file_bytes": os.path.getsize(path)}
         scored[name] = {
             "label": label, "checkpoint": str(path), "sha256": sha256_file(path),
             "params": cost["params"], "macs": cost["macs"], "macs_train": cost["macs_train"],
             "file_bytes": cost["file_bytes"], "weight_bytes": cost["weight_bytes"]["fp32"],
-            "widths": _layer_widths(model),
-            "metrics": {"whole": {k: result[k] for k in ("mse", "mad", "sad", "grad", "conn")},
-                        **({"unknown": result["unknown"]} if "unknown" in result else {})},
+            "widths": _layer_widths(model), "metrics": _metrics(result),
+            "deploy_metrics": _metrics(deployed) if final else None,
             "predictions": str(predictions.relative_to(run.out)) if predictions else None}
-        info = {k: result[k] for k in ("count", "region", "scaling", "dataset", "input")}
-    return {"models": scored, "evaluation": {**info, "size": r.sizes.eval},
-            "samples": _sample_inputs(run, source)}
+        if final:
+            info, deploy_info = _evaluation(result, r.sizes.eval), _evaluation(deployed, deploy)
+    return {"format": EVALUATE_FORMAT, "models": scored, "evaluation": info, "deploy": deploy_info,
+            "samples": _sample_inputs(run, deploy_source)}
+
+
+def _metrics(result: dict) -> dict:
+    return {"whole": {k: result[k] for k in ("mse", "mad", "sad", "grad", "conn")},
+            **({"unknown": result["unknown"]} if "unknown" in result else {})}
+
+
+def _evaluation(result: dict, size: int | None) -> dict:
+    return {**{k: result[k] for k in ("count", "region", "scaling", "dataset", "input")},
+            "size": size}
 
 
 def _layer_widths(model: torch.nn.Module) -> dict[str, int]:

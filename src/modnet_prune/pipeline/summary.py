@@ -12,18 +12,23 @@ unless absolute; MACs are conv + linear multiply-accumulates at `size`, batch 1.
       latency {runtime: {median_ms, p90_ms, min_ms, mean_ms, throughput, times_ms, device
                (torch device or ONNX Runtime provider), peak_rss_mb (with benchmark.peak_rss)}}
       speedup {runtime: teacher/student, median of per-round ratios (1.0 for the teacher)}
-      metrics {"whole": {mse, mad, sad, grad, conn}, "unknown": {... , count, region}}
+      metrics {"whole": {mse, mad, sad, grad, conn}, "unknown": {... , count, region}}: at
+               the deployment size `size`, where the latency is measured (one operating point)
+      metrics_eval   the same at evaluation.eval_size (the size of the training-time
+               evaluations and of `variants`), shown beside `metrics` when the sizes differ
       predictions         folder of its predicted held-out mattes (8-bit PNG)
-  variants[]          every model scored on the held-out set (teacher, pruned, BN
-                      re-estimated, each compress iteration, student): name, label,
-                      params, macs, mad, grad, role
+  variants[]          every model scored on the held-out set at evaluation.eval_size
+                      (teacher, pruned, BN re-estimated, each compress iteration,
+                      student): name, label, params, macs, mad, grad, role
   layers[]            {name, widths: {model name: output channels}} per conv/linear layer
   training            {model name: {mode, samples, steps, batch_size, samples_per_s,
                       curve[] {step, samples, loss, lr, <terms>}, eval[] {step, samples, mse,
                       mad, sad, grad, conn}, iterations[] {index, start_samples, macs_fraction}}}
-  evaluation          {dataset, count, size, input, region, scaling}
+  evaluation          {dataset, count, size (the deployment size, = size[0]), input, region,
+                      scaling, eval_size (int, or null: the MODNet protocol), eval_input}
   benchmark           {size, threads, repeat, warmup, order, runtimes, warnings}
-  samples[]           {name, images: {input, ground truth, teacher, <student>: path}}
+  samples[]           {name, images: {input, ground truth, teacher, <student>: path}}, at
+                      the deployment size
   environment         cpu, cpu_count, threads, load_avg, python, platform, omp_wait_policy,
                       torch, onnxruntime, onnx, numpy, modnet_prune
   stages              {stage: seconds}
@@ -41,7 +46,7 @@ from .. import __version__
 from ..files import package_version
 from .recipe import Recipe
 
-SCHEMA = "modnet-prune/pipeline-summary/1"
+SCHEMA = "modnet-prune/pipeline-summary/2"
 
 
 
@@ -106,8 +111,8 @@ def _model_entry(name: str, role: str, label: str, scored: dict, teacher: dict, 
             "file_bytes": scored["file_bytes"], "weight_bytes": scored["weight_bytes"],
             "onnx_bytes": onnx.get("file_bytes"),
             "onnx_parity": max((p["max_abs"] for p in onnx.get("parity", [])), default=None),
-            "latency": latency, "speedup": speedup, "metrics": scored["metrics"],
-            "predictions": scored["predictions"]}
+            "latency": latency, "speedup": speedup, "metrics": scored["deploy_metrics"],
+            "metrics_eval": scored["metrics"], "predictions": scored["predictions"]}
 
 
 def _environment(bench: dict) -> dict:
@@ -149,7 +154,7 @@ def build_summary(recipe: Recipe, out: Path, records: dict[str, dict]) -> dict:
         "out": str(out), "size": [recipe.sizes.benchmark] * 2,
         "models": models, "variants": variants, "layers": layers,
         "training": {recipe.name: training},
-        "evaluation": records["evaluate"]["evaluation"],
+        "evaluation": _evaluation(records["evaluate"]),
         "benchmark": {"size": first.get("size"), "threads": first.get("threads"),
                       "repeat": first.get("repeat"), "warmup": first.get("warmup"),
                       "order": first.get("order"), "runtimes": list(bench),
@@ -158,6 +163,12 @@ def build_summary(recipe: Recipe, out: Path, records: dict[str, dict]) -> dict:
         "stages": {stage: r.get("seconds") for stage, r in records.items()},
         "budget_note": _budget_note(training, recipe),
     }
+
+
+def _evaluation(record: dict) -> dict:
+    """Where the accuracy numbers were measured: the deployment size and sizes.eval."""
+    at_eval = record["evaluation"]
+    return {**record["deploy"], "eval_size": at_eval["size"], "eval_input": at_eval["input"]}
 
 
 def _budget_note(training: dict, recipe: Recipe) -> str:

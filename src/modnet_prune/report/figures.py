@@ -16,6 +16,7 @@ from matplotlib.colors import to_rgba  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from ..files import write_atomic  # noqa: E402
+from .labels import eval_size_text, size_text  # noqa: E402
 
 INK, MUTED, GRID = "#1f2933", "#7b8794", "#e4e7eb"
 TEACHER_COLOUR, STUDENT_COLOURS = "#52606d", ("#d64545", "#2680c2", "#3ebd93", "#c99a2e", "#8662c7")
@@ -79,7 +80,7 @@ def pareto(summary: dict, path: Path) -> Path:
                    color=colours.get(v["name"], TEACHER_COLOUR))
     size = "x".join(str(s) for s in summary["size"])
     ax.set_xlabel(f"inference MACs at {size} (G, conv + linear)")
-    ax.set_ylabel(f"MAD, {summary['evaluation']['region']} (mean |Δα|)")
+    ax.set_ylabel(f"MAD at {eval_size_text(summary)}, {summary['evaluation']['region']} (mean |Δα|)")
     ax.set_xlim(0, max(xs.max() * 1.2, 0.1) if len(xs) else 1)
     if len(ys) and ys.min() > 0:  # log: pre-fine-tuning errors are 10-100x the final ones
         ax.set_yscale("log")
@@ -201,8 +202,8 @@ def curves(summary: dict, path: Path) -> Path | None:
         for boundary in training.get("iterations", [])[1:]:
             for ax in (loss_ax, mad_ax):
                 ax.axvline(boundary["start_samples"], color=GRID, lw=1.0, ls="--", zorder=0)
-    teacher_mad = next((m["metrics"]["whole"]["mad"] for m in summary["models"]
-                        if m["role"] == "teacher" and m.get("metrics")), None)
+    teacher_mad = next((m["metrics_eval"]["whole"]["mad"] for m in summary["models"]
+                        if m["role"] == "teacher" and m.get("metrics_eval")), None)  # curves' size
     if teacher_mad is not None:
         mad_ax.axhline(teacher_mad, color=TEACHER_COLOUR, lw=1.0, ls=":", label="teacher")
     loss_ax.set_xlabel("training samples seen")
@@ -210,7 +211,7 @@ def curves(summary: dict, path: Path) -> Path | None:
     loss_ax.set_ylim(bottom=0)
     loss_ax.set_title("Fine-tuning loss", loc="left", fontsize=10)
     mad_ax.set_xlabel("training samples seen")
-    mad_ax.set_ylabel("held-out MAD")
+    mad_ax.set_ylabel(f"held-out MAD at {eval_size_text(summary)}")
     mad_ax.set_title("Held-out MAD during fine-tuning", loc="left", fontsize=10)
     mad_ax.set_ylim(bottom=0)
     for ax in (loss_ax, mad_ax):
@@ -226,7 +227,8 @@ def _read(path: Path, mode: str) -> np.ndarray:
 
 
 def sample_grid(summary: dict, root: Path, path: Path) -> Path | None:
-    """Rows of held-out samples: input, ground truth, each model's matte, |error| of the last."""
+    """Rows of held-out samples at the deployment size: input, ground truth, each model's
+    matte, |error| of the last."""
     rows = summary.get("samples") or []
     if not rows:
         return None
@@ -256,5 +258,7 @@ def sample_grid(summary: dict, root: Path, path: Path) -> Path | None:
             if r == 0:
                 ax.set_title(title, fontsize=8)
         axes[r][0].set_ylabel(row["name"], fontsize=7)
+    fig.suptitle(f"held-out samples at {size_text(summary['size'])}, the deployment size",
+                 x=0.01, ha="left", fontsize=8)
     fig.tight_layout(pad=0.4)
     return _save(fig, path)
