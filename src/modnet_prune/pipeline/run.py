@@ -36,7 +36,7 @@ from ..data.images import alpha_to_uint8, write_png
 from ..errors import UserError
 from ..deploy.onnx_export import export_onnx
 from ..metrics import evaluate
-from ..model.io import load, read_train_sizes, save
+from ..model.io import load, read_train_sizes, save, untrained_size_warning
 from ..files import sha256_file, write_atomic, write_json
 from ..prune import prune
 from ..report.analysis import analyze
@@ -320,6 +320,8 @@ def stage_evaluate(run: Run) -> dict:
         same = r.sizes.eval == deploy
         result = evaluate(model, source, size=r.sizes.eval, progress=run.progress,
                           save_predictions=predictions if same else None)
+        if final and (untrained := untrained_size_warning(path, deploy)):
+            run.echo(f"  warning: {untrained}")
         if final and not same:
             run.echo(f"  evaluating {label} at the deployment size {deploy}x{deploy}")
             deployed = evaluate(model, deploy_source, size=deploy, save_predictions=predictions,

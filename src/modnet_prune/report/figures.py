@@ -234,7 +234,7 @@ def sample_grid(summary: dict, root: Path, path: Path) -> Path | None:
         return None
     columns = list(rows[0]["images"])
     error_of = columns[-1]
-    titles = [*columns, f"|{error_of} − truth|"]
+    titles = [f"input at {size_text(summary['size'])}", *columns[1:], f"|{error_of} − truth|"]
     fig, axes = plt.subplots(len(rows), len(titles), figsize=(1.55 * len(titles), 1.6 * len(rows)),
                              squeeze=False)
     for r, row in enumerate(rows):
@@ -258,7 +258,5 @@ def sample_grid(summary: dict, root: Path, path: Path) -> Path | None:
             if r == 0:
                 ax.set_title(title, fontsize=8)
         axes[r][0].set_ylabel(row["name"], fontsize=7)
-    fig.suptitle(f"held-out samples at {size_text(summary['size'])}, the deployment size",
-                 x=0.01, ha="left", fontsize=8)
     fig.tight_layout(pad=0.4)
     return _save(fig, path)
