@@ -94,11 +94,28 @@ def test_vs_json_shape_torch_against_onnxruntime(capsys, narrow_and_onnx):
     assert r["env"]["onnxruntime"]
 
 
+def test_runtimes_side_by_side_name_the_fastest(capsys, narrow_and_onnx):
+    pytest.importorskip("openvino", reason="openvino is not installed (CI installs it)")
+    _, onnx_path = narrow_and_onnx
+    r = _run_json(capsys, "--checkpoint", str(onnx_path), "--runtimes", "onnxruntime,openvino")
+    assert set(r) == {"models", "fastest", "env"} and r["env"]["openvino"]
+    assert [m["runtime"] for m in r["models"]] == ["onnxruntime", "openvino"]
+    for m in r["models"]:
+        assert STATS <= set(m) and len(m["times_ms"]) == 2 and m["runtime_info"]["threads"] == 1
+    best = min(r["models"], key=lambda m: m["median_ms"])
+    assert r["fastest"] == {str(onnx_path): best["runtime"]}
+    second = r["models"][1]
+    assert second["ratio"] == pytest.approx(bm.pair_ratio(second["times_ms"],
+                                                          r["models"][0]["times_ms"]))
+
+
 def test_bad_inputs_refused_with_one_line(capsys, official, tmp_path):
     for args, message in [(["--checkpoint", str(tmp_path / "none.ckpt")], "no such file"),
                           (["--checkpoint", str(official), "--size", "100"], "96x96, 128x128"),
                           (["--checkpoint", str(official), "--repeat", "0"], "repeat >= 1"),
-                          (["--checkpoint", str(official), "--threads", "0"], "threads >= 1")]:
+                          (["--checkpoint", str(official), "--threads", "0"], "threads >= 1"),
+                          (["--checkpoint", str(official), "--runtimes", "onnxruntime,tensorrt"],
+                           "name distinct runtimes")]:
         assert main(["benchmark", *args]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err

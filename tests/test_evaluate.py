@@ -146,6 +146,16 @@ def test_official_ckpt_and_onnx_give_the_same_scores(checkpoint, tmp_path, capsy
     assert scores[0]["sad"] == scores[1]["sad"]
     assert scores[2]["runtime"]["runtime"] == "onnxruntime"
     assert scores[2]["mad"] == pytest.approx(scores[0]["mad"], abs=2 / 255)
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return  # `--runtime openvino` needs the optional package (CI installs it)
+    code, out, _ = run_cli(capsys, "evaluate", "--checkpoint", tmp_path / "m.onnx", "--data",
+                           "synthetic:2@64", "--json", "--threads", 1, "--runtime", "openvino")
+    assert code == 0
+    by_openvino = json.loads(out)
+    assert by_openvino["runtime"]["runtime"] == "openvino"
+    assert by_openvino["mad"] == pytest.approx(scores[2]["mad"], abs=1e-4)
 
 
 def test_library_evaluate_restores_training_mode(checkpoint):

@@ -17,10 +17,18 @@ maximum exceeds 1 is read as 0/128/255).
          threshold before x leaves the largest 4-connected component of (p >= t & g >= t)
          (1 if it never does), phi = 1 - d [d >= 0.15] with d = alpha - l. Equal-sized
          largest components: the first in row-major scan order wins.
+
+Agreement with another model (`evaluate(..., reference=R)`): the five errors above with
+R's 8-bit mattes in place of the ground truth (whole image), plus
+  iou      = |p >= 0.5 and r >= 0.5| / |p >= 0.5 or r >= 0.5|   (1 when both are empty)
+  boundary = mean |p - r| where 0.05 <= r <= 0.95, the reference's transition band
+             (NaN when the band is empty; images without one are left out of the mean)
+A model agrees with itself perfectly: every error 0, IoU 1.
 """
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
@@ -34,8 +42,11 @@ from tqdm import tqdm
 from .data.datasets import open_source
 from .data.images import alpha_to_uint8, write_png
 from .data.protocol import to_input, to_original_size
+from .errors import UserError
 
 METRICS = ("sad", "mse", "mad", "grad", "conn")
+AGREEMENT = ("iou", "boundary")
+BOUNDARY_BAND, IOU_THRESHOLD = (0.05, 0.95), 0.5
 SCALING = {"sad": "sum / 1000", "mse": "mean", "mad": "mean", "grad": "sum / 1000",
            "conn": "sum / 1000"}
 GRAD_SIGMA, CONN_STEP, CONN_CUTOFF = 1.4, 0.1, 0.15
@@ -142,6 +153,17 @@ def conn(pred, gt, trimap=None, step: float = CONN_STEP) -> float:
     return _total(np.abs(phi_p - phi_g), region) / 1000.0
 
 
+def iou(pred, reference, threshold: float = IOU_THRESHOLD) -> float:
+    p, r = _as_matte(pred) >= threshold, _as_matte(reference) >= threshold
+    union = int((p | r).sum())
+    return float((p & r).sum() / union) if union else 1.0
+
+
+def boundary(pred, reference, band: tuple[float, float] = BOUNDARY_BAND) -> float:
+    p, r, _ = _prepare(pred, reference, None)
+    return _mean(np.abs(p - r), (r >= band[0]) & (r <= band[1]))
+
+
 def all_metrics(pred, gt, trimap=None) -> dict[str, float]:
     """All five metrics, in METRICS order."""
     functions = {"sad": sad, "mse": mse, "mad": mad, "grad": grad, "conn": conn}
@@ -176,7 +198,7 @@ def network_input(image: np.ndarray, size: int | None) -> torch.Tensor:
 
 
 def evaluate(model, data, *, size: int | None = None, save_predictions: str | Path | None = None,
-             progress: bool = False) -> dict:
+             progress: bool = False, reference=None) -> dict:
     """Mean matting errors of `model` over a dataset, at each ground truth's resolution.
 
     model: a MODNet (any nn.Module image -> matte) or a runtime (numpy N,3,H,W -> N,1,H,W).
@@ -185,43 +207,92 @@ def evaluate(model, data, *, size: int | None = None, save_predictions: str | Pa
     on synthetic data; an int runs every image at size x size. Predictions are resized
     back (area) and scored as the 8-bit mattes `save_predictions` writes (one PNG per
     image, named by its stem), like published evaluations that score saved PNGs.
+    reference: None scores against the ground truth; a model or runtime (or the list
+    `reference_mattes` made of it on the same data and size) scores agreement with its
+    mattes instead (module doc), on labeled and unlabeled data alike.
     Returns {"count", "sad", "mse", "mad", "grad", "conn" (whole-image means), "unknown"
-    (means over the trimap's unknown region, when samples have trimaps), "per_image", ...}.
+    (means over the trimap's unknown region, when samples have trimaps), "iou" and
+    "boundary" (with a reference), "reference", "per_image", ...}.
     """
-    source = open_source(data) if isinstance(data, str) else getattr(data, "source", data)
+    source = _source(data)
     size = size if size is not None else getattr(source, "native_size", None)
-    predict, was_training = _predictor(model), getattr(model, "training", False)
+    if reference is None and not getattr(source, "labeled", True):
+        raise UserError(f"{source.description}: no ground-truth mattes to score against; "
+                        "score agreement with another model's mattes instead "
+                        "(evaluate --reference MODEL)")
+    targets = reference
+    if reference is not None and not isinstance(reference, list):
+        targets = reference_mattes(reference, source, size=size, progress=progress)
+    if targets is not None and len(targets) != len(source):
+        raise ValueError(f"{len(targets)} reference mattes for {len(source)} samples")
+    rows = []
+    with _eval_mode(model) as predict:
+        for index in tqdm(range(len(source)), desc="evaluate", unit="img", disable=not progress):
+            target = None if targets is None else targets[index].astype(np.float32) / np.float32(255.0)
+            rows.append(_evaluate_one(predict, source.sample(index), size, save_predictions, target))
+    return _summary(rows, size, getattr(source, "description", type(source).__name__),
+                    "ground truth" if reference is None else "reference mattes")
+
+
+def reference_mattes(model, data, *, size: int | None = None, progress: bool = False
+                     ) -> list[np.ndarray]:
+    """`model`'s 8-bit mattes of every sample (the targets of an agreement evaluation)."""
+    source = _source(data)
+    size = size if size is not None else getattr(source, "native_size", None)
+    with _eval_mode(model) as predict:
+        return [_matte8(predict, source.sample(i).image, size)
+                for i in tqdm(range(len(source)), desc="reference", unit="img", disable=not progress)]
+
+
+def _source(data):
+    return open_source(data) if isinstance(data, str) else getattr(data, "source", data)
+
+
+@contextmanager
+def _eval_mode(model):
+    """The model's predictor, with an nn.Module in eval mode meanwhile."""
+    was_training = getattr(model, "training", False)
     if was_training:
         model.eval()
-    rows = []
     try:
-        for index in tqdm(range(len(source)), desc="evaluate", unit="img", disable=not progress):
-            rows.append(_evaluate_one(predict, source.sample(index), size, save_predictions))
+        yield _predictor(model)
     finally:
         if was_training:
             model.train()
-    return _summary(rows, size, getattr(source, "description", type(source).__name__))
 
 
-def _evaluate_one(predict, sample, size: int | None, save_dir) -> dict:
-    height, width = sample.alpha.shape
-    matte = to_original_size(predict(network_input(sample.image, size)), height, width)
-    matte8 = alpha_to_uint8(matte[0, 0].numpy())
+def _matte8(predict, image: np.ndarray, size: int | None) -> np.ndarray:
+    height, width = image.shape[:2]
+    matte = to_original_size(predict(network_input(image, size)), height, width)
+    return alpha_to_uint8(matte[0, 0].numpy())
+
+
+def _evaluate_one(predict, sample, size: int | None, save_dir, target: np.ndarray | None) -> dict:
+    height, width = sample.image.shape[:2]
+    matte8 = _matte8(predict, sample.image, size)
     if save_dir is not None:
         path = Path(save_dir) / f"{sample.name}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         write_png(path, matte8)
     pred = matte8.astype(np.float32) / np.float32(255.0)  # exactly what reading the PNG gives
-    row = {"name": sample.name, "height": height, "width": width, **all_metrics(pred, sample.alpha)}
+    row = {"name": sample.name, "height": height, "width": width}
+    if target is not None:
+        return {**row, **all_metrics(pred, target), "iou": iou(pred, target),
+                "boundary": boundary(pred, target)}
+    row.update(all_metrics(pred, sample.alpha))
     if sample.trimap is not None:
         row.update({f"unknown_{k}": v for k, v in all_metrics(pred, sample.alpha, sample.trimap).items()})
     return row
 
 
-def _summary(rows: list[dict], size: int | None, description: str) -> dict:
+def _summary(rows: list[dict], size: int | None, description: str, reference: str) -> dict:
     summary = {"count": len(rows)}
     summary.update({m: float(np.mean([r[m] for r in rows])) if rows else float("nan") for m in METRICS})
-    summary.update(region="whole image", scaling=SCALING, dataset=description,
+    if rows and "iou" in rows[0]:
+        bands = [r["boundary"] for r in rows if not math.isnan(r["boundary"])]
+        summary.update(iou=float(np.mean([r["iou"] for r in rows])),
+                       boundary=float(np.mean(bands)) if bands else float("nan"))
+    summary.update(region="whole image", scaling=SCALING, dataset=description, reference=reference,
                    input=(f"fixed {size}x{size}" if size else
                           "MODNet protocol (short side 512, sides floored to multiples of 32)"))
     scored = [r for r in rows if "unknown_sad" in r]

@@ -6,8 +6,9 @@ import sys
 from rich.console import Console
 
 from ..deploy.runtime import RUNTIMES
-from ..report.benchmark import benchmark
-from ..report.render import render_benchmark
+from ..errors import UserError
+from ..report.benchmark import benchmark, benchmark_many
+from ..report.render import render_benchmark, render_benchmark_runs
 from .common import print_json
 
 
@@ -17,6 +18,9 @@ def register(sub) -> None:
     p.add_argument("--vs", help="model B, timed interleaved with A (A B A B ...)")
     p.add_argument("--runtime", choices=RUNTIMES, default="auto",
                    help="auto (default): onnxruntime for .onnx, torch otherwise")
+    p.add_argument("--runtimes", metavar="LIST",
+                   help="comma-separated, e.g. onnxruntime,openvino: time every model under "
+                        "each runtime, all interleaved in one run, and name the fastest per model")
     p.add_argument("--size", default="512", help="input size, N or HxW, multiples of 32 (default 512)")
     p.add_argument("--threads", type=int, default=None,
                    help="intra-op threads (default: all CPUs this process may use)")
@@ -27,12 +31,28 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    result = benchmark(args.checkpoint, args.vs, runtime=args.runtime, size=args.size,
-                       threads=args.threads, repeat=args.repeat, warmup=args.warmup)
+    options = dict(size=args.size, threads=args.threads, repeat=args.repeat, warmup=args.warmup)
+    if args.runtimes:
+        runtimes = parse_runtimes(args.runtimes)
+        paths = [args.checkpoint] + ([args.vs] if args.vs else [])
+        result = benchmark_many(paths, runtimes=runtimes, **options)
+        render = render_benchmark_runs
+    else:
+        result = benchmark(args.checkpoint, args.vs, runtime=args.runtime, **options)
+        render = render_benchmark
     if args.json:
         print_json(result)
     else:
-        render_benchmark(result, Console())
+        render(result, Console())
     for warning in result["env"]["warnings"]:  # stderr, so that --json output stays clean
         print(f"modnet-prune benchmark: warning: {warning}", file=sys.stderr)
     return 0
+
+
+def parse_runtimes(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in RUNTIMES or name == "auto"]
+    if not names or unknown or len(set(names)) != len(names):
+        raise UserError(f"--runtimes {text!r}: name distinct runtimes from "
+                        f"{', '.join(r for r in RUNTIMES if r != 'auto')}")
+    return names

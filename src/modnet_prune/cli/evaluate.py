@@ -10,21 +10,28 @@ from rich.console import Console
 from rich.table import Table
 
 from ..data import open_source
+from ..data.datasets import is_synthetic
 from ..data.protocol import MULTIPLE
 from ..errors import UserError
 from ..deploy.runtime import RUNTIMES, open_runtime
 from ..metrics import METRICS, SCALING, evaluate
+from ..model.shipped import synthetic_teacher_note, trained_on_synthetic
 from ..files import write_atomic
 from ..model.io import untrained_size_warning
 from .common import output_path, print_json
 
 
 def register(sub) -> None:
-    p = sub.add_parser("evaluate", help="SAD/MSE/MAD/Grad/Conn of a model on a dataset")
+    p = sub.add_parser("evaluate", help="SAD/MSE/MAD/Grad/Conn of a model on a dataset, "
+                                        "or its agreement with another model")
     p.add_argument("--checkpoint", required=True, help=".safetensors, official .ckpt, or .onnx")
+    p.add_argument("--reference", metavar="MODEL",
+                   help="score agreement with this model's mattes instead of ground truth "
+                        "(adds IoU at 0.5 and the boundary |delta alpha|); works on unlabeled data")
     data = p.add_mutually_exclusive_group(required=True)
-    data.add_argument("--data", help="synthetic:N@S[+seedK], a dataset folder, or "
-                                     "images=DIR,alphas=DIR[,trimaps=DIR]")
+    data.add_argument("--data", help="synthetic:N@S[+seedK], a dataset folder, "
+                                     "images=DIR,alphas=DIR[,trimaps=DIR], or unlabeled photos/"
+                                     "videos with --reference")
     data.add_argument("--image-dir", help="folder of images (with --alpha-dir)")
     p.add_argument("--alpha-dir", help="folder of ground-truth mattes, paired by file stem")
     p.add_argument("--trimap-dir", help="optional trimaps (0/128/255) for unknown-region scores")
@@ -54,6 +61,7 @@ def _check_prediction_dir(save_dir: str, source) -> Path:
     out = Path(save_dir)
     inputs = {d.resolve() for p in getattr(source, "pairs", ())
               for d in (p.image.parent, p.alpha.parent, p.trimap.parent if p.trimap else None) if d}
+    inputs |= {item.path.parent.resolve() for item in getattr(source, "items", ())}  # unlabeled
     if out.resolve() in inputs:
         raise UserError(f"{out}: is an input folder of the dataset; refusing to write into it")
     out.mkdir(parents=True, exist_ok=True)
@@ -72,15 +80,21 @@ def run(args) -> int:
     untrained = untrained_size_warning(args.checkpoint, args.size or getattr(source, "native_size", None))
     if untrained:
         print(f"modnet-prune evaluate: warning: {untrained}", file=sys.stderr)
+    if not is_synthetic(_spec(args)):
+        for path in filter(trained_on_synthetic, filter(None, (args.checkpoint, args.reference))):
+            print(f"modnet-prune evaluate: {synthetic_teacher_note(path)}", file=sys.stderr)
     save_dir = _check_prediction_dir(args.save_predictions, source) if args.save_predictions else None
-    runtime = open_runtime(args.checkpoint, runtime=args.runtime, threads=args.threads,
-                           device=args.device)
+    runtime, reference = (open_runtime(path, runtime=args.runtime, threads=args.threads,
+                                       device=args.device) if path else None
+                          for path in (args.checkpoint, args.reference))
     result = evaluate(runtime, source, size=args.size, save_predictions=save_dir,
-                      progress=not args.json)
+                      progress=not args.json, reference=reference)
     rows = result.pop("per_image")
     if csv_path:
         write_atomic(csv_path, lambda tmp: _write_csv(tmp, rows))
     result.update(checkpoint=str(args.checkpoint), runtime=runtime.describe())
+    if reference is not None:
+        result["reference"] = str(args.reference)
     if args.json:
         print_json(result)
     else:
@@ -99,8 +113,10 @@ def _write_csv(path: str, rows: list[dict]) -> None:
 def _print_table(result: dict, csv_path, save_dir) -> None:
     console = Console()
     unknown = result.get("unknown")
+    against = ("ground-truth size" if result["reference"] == "ground truth"
+               else f"image size, against the mattes of {result['reference']}")
     console.print(f"{result['checkpoint']} ({result['runtime']['runtime']}) on {result['dataset']}; "
-                  f"input {result['input']}; errors at ground-truth size, "
+                  f"input {result['input']}; errors at {against}, "
                   f"means over {result['count']} images")
     table = Table()
     table.add_column("metric")
@@ -111,6 +127,9 @@ def _print_table(result: dict, csv_path, save_dir) -> None:
     for m in METRICS:
         cells = [f"{result[m]:.6f}"] + ([f"{unknown[m]:.6f}"] if unknown else [])
         table.add_row(m.upper(), SCALING[m], *cells)
+    if "iou" in result:
+        table.add_row("IoU", "mask >= 0.5, mean", f"{result['iou']:.4f}")
+        table.add_row("boundary", "mean |delta| where 0.05 <= ref <= 0.95", f"{result['boundary']:.6f}")
     console.print(table)
     for what, path in (("per-image CSV", csv_path), ("predictions", save_dir)):
         if path:

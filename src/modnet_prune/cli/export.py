@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.console import Console
 
 from ..errors import UserError
-from ..deploy.onnx_export import DEFAULT_OPSET, PARITY_TOL, export_onnx, parse_hw
+from ..deploy.onnx_export import DEFAULT_OPSET, GRAPHS, PARITY_TOL, export_onnx, parse_hw
 from ..model.io import load
 from ..files import sha256_file
 from .common import output_path, print_json
@@ -22,6 +22,9 @@ def register(sub) -> None:
                    "batch, height and width)")
     p.add_argument("--fp16", action="store_true",
                    help="store weights in float16 (half the file; I/O and compute stay float32)")
+    p.add_argument("--graph", choices=GRAPHS, default="fused",
+                   help="fused (default): the same matte in fewer passes (BatchNorm folded into "
+                        "split convs, no slice/concat pairs); plain: the training module's graph")
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                    help=f"compare ONNX Runtime with PyTorch, fail above {PARITY_TOL:g} "
                         "(default on)")
@@ -37,13 +40,13 @@ def run(args) -> int:
     model = load(args.checkpoint)
     source = {"source": Path(args.checkpoint).name, "source_sha256": sha256_file(args.checkpoint)}
     report = export_onnx(model, out, opset=args.opset, static_hw=static_hw, fp16=args.fp16,
-                         check=args.check, metadata=source)
+                         check=args.check, metadata=source, graph=args.graph)
     if args.json:
         print_json(report.as_dict())
         return 0
     console = Console(soft_wrap=True)  # one line per fact, whatever the terminal width
     console.print(f"wrote [bold]{out}[/]  {report.file_bytes / 2**20:.1f} MiB  opset {report.opset}"
-                  f"  {report.nodes} nodes  {report.precision}")
+                  f"  {report.nodes} nodes ({report.graph} graph)  {report.precision}")
     console.print(f"params {report.params:,}  MACs {report.macs:,} at {report.macs_input}")
     for check in report.parity:
         shape = "x".join(map(str, check["shape"]))

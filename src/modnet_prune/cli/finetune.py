@@ -18,9 +18,9 @@ def add_distill_args(p) -> None:
     for name, default in DistillWeights().as_dict().items():
         g.add_argument(f"--kd-{name}", type=float, default=default,
                        help=f"{_KD_HELP[name]} (default {default:g})")
-    g.add_argument("--supervised", type=float, default=1.0,
-                   help="weight of the official supervised loss (0: pure distillation, "
-                        "for unlabeled data)")
+    g.add_argument("--supervised", type=float,
+                   help="weight of the official supervised loss (default: 1 with ground-truth "
+                        "mattes; 0, pure distillation, on unlabeled data, where > 0 is refused)")
     g.add_argument("--recalibrate-bn", type=int, default=0, metavar="N",
                    help="re-estimate BatchNorm statistics on N batches before training")
 

@@ -7,6 +7,7 @@ from tqdm import tqdm
 
 from ..deploy.matting import SAVE_KINDS, Background, Matter, matte_files
 from ..deploy.runtime import RUNTIMES, open_runtime
+from ..model.shipped import synthetic_teacher_note, trained_on_synthetic
 
 
 def register(sub) -> None:
@@ -37,6 +38,8 @@ def run(args) -> int:
     else:
         save = ["alpha", "composite"] if args.background else ["alpha"]
     background = Background.parse(args.background) if args.background else None
+    if trained_on_synthetic(args.checkpoint):  # users matte their own photos, not ours
+        print(f"modnet-prune matte: {synthetic_teacher_note(args.checkpoint)}", file=sys.stderr)
     matter = Matter(open_runtime(args.checkpoint, args.runtime, args.threads), ref=args.size)
 
     def report(_path, message: str) -> None:  # above the progress bars, as they happen

@@ -22,7 +22,10 @@ from .common import print_json
 def add_training_args(p, *, lr: float = 0.01, schedule: str = "step", length: bool = True) -> None:
     """Options shared by train, finetune and compress (`length`: --steps/--epochs)."""
     g = p.add_argument_group("data")
-    g.add_argument("--data", required=True, help="training set: synthetic:N@S[+seedK] or a folder")
+    g.add_argument("--data", required=True,
+                   help="training set: synthetic:N@S[+seedK], a dataset folder, a folder of "
+                        "unlabeled photos/videos (VIDEO@2fps), SPEC[:90%%], or a mixture "
+                        "'3*photos/ + 1*synthetic:20000@128' (see recipes/README.md)")
     g.add_argument("--size", type=int, default=512, help="training crop size (multiple of 32)")
     g.add_argument("--multi-size", type=_sizes, default=[],
                    help="multi-scale training: each step's batch is resized to one of these "

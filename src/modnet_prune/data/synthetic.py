@@ -19,6 +19,11 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 GENERATOR_VERSION = 2  # bump whenever the pixels a seed produces change
+# "shifted" draws settings the standard generator never does, a second distribution to
+# measure how far a student's imitation of its teacher carries: close-ups (head half-width
+# 0.2-0.3 of the frame instead of 0.08-0.2), under- or over-exposure (gain 0.5-0.7 or
+# 1.35-1.6 instead of 0.8-1.2) and stronger sensor noise (0.03-0.06 instead of 0-0.025).
+VARIANTS = ("standard", "shifted")
 HAIR_STYLES = ("short", "long", "curly", "updo", "buzz")
 HAIR_STYLE_WEIGHTS = (0.28, 0.36, 0.14, 0.12, 0.10)
 
@@ -28,19 +33,22 @@ def sample_name(seed: int) -> str:
     return f"synth_{seed:07d}"
 
 
-def render_portrait(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+def render_portrait(seed: int, size: int, variant: str = "standard") -> tuple[np.ndarray, np.ndarray]:
     """One sample: image uint8 (size, size, 3) and alpha uint8 (size, size)."""
     if size < 16:
         raise ValueError(f"synthetic size must be at least 16, got {size}")
+    if variant not in VARIANTS:
+        raise ValueError(f"synthetic variant {variant!r}: expected one of {VARIANTS}")
+    shifted = variant == "shifted"
     rng = np.random.default_rng(seed)
     canvas = _Canvas(size)
     background = _background(rng, canvas)
-    layers = _portrait_layers(rng, canvas, background.mean(axis=(0, 1)))
+    layers = _portrait_layers(rng, canvas, background.mean(axis=(0, 1)), shifted)
     image, alpha = background, np.zeros((size, size), np.float32)
     for layer_alpha, colour in layers:  # back to front, "over" compositing
         image = image + layer_alpha[..., None] * (colour - image)
         alpha = alpha + layer_alpha * (1.0 - alpha)
-    image = _camera(rng, canvas, image)
+    image = _camera(rng, canvas, image, shifted)
     return (np.round(np.clip(image, 0, 1) * 255).astype(np.uint8),
             np.round(np.clip(alpha, 0, 1) * 255).astype(np.uint8))
 
@@ -230,10 +238,11 @@ def _stripes(rng, canvas: _Canvas) -> np.ndarray:
 
 # --------------------------------------------------------------------------- the portrait
 
-def _portrait_layers(rng, canvas: _Canvas, ambient: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+def _portrait_layers(rng, canvas: _Canvas, ambient: np.ndarray, shifted: bool = False
+                     ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(alpha, colour) layers, back to front: back hair, body, head, hair, strands."""
     s = canvas.size
-    rx = rng.uniform(0.08, 0.2) * s  # head half-width
+    rx = rng.uniform(*((0.2, 0.3) if shifted else (0.08, 0.2))) * s  # head half-width
     ry = rx * rng.uniform(1.2, 1.38)
     head = dict(cx=rng.uniform(0.2, 0.8) * s, cy=rng.uniform(0.22, 0.5) * s, rx=rx, ry=ry,
                 roll=float(np.clip(rng.normal(0, 0.13), -0.35, 0.35)),
@@ -468,12 +477,15 @@ def _splat_curves(size, x0, y0, angle, length, bend, strength) -> np.ndarray:
 
 # --------------------------------------------------------------------------- camera
 
-def _camera(rng, canvas: _Canvas, image: np.ndarray) -> np.ndarray:
+def _camera(rng, canvas: _Canvas, image: np.ndarray, shifted: bool = False) -> np.ndarray:
     """White balance, exposure, optical softness and sensor noise."""
-    image = image * rng.uniform(0.9, 1.1, 3).astype(np.float32) * rng.uniform(0.8, 1.2)
+    balance = rng.uniform(0.9, 1.1, 3).astype(np.float32)  # draw order kept: same pixels
+    gain = (rng.uniform(*((0.5, 0.7) if rng.random() < 0.5 else (1.35, 1.6))) if shifted
+            else rng.uniform(0.8, 1.2))
+    image = image * balance * gain
     image = np.clip(image, 0, 1) ** rng.uniform(0.8, 1.25)
     if rng.random() < 0.3:  # mild: a strand the matte has should stay visible
         sigma = rng.uniform(0.2, 0.5) * canvas.unit
         image = _blur(image, sigma)
     noise = rng.standard_normal(image.shape, dtype=np.float32)
-    return image + rng.uniform(0.0, 0.025) * noise
+    return image + rng.uniform(*((0.03, 0.06) if shifted else (0.0, 0.025))) * noise

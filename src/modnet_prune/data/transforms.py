@@ -31,21 +31,24 @@ def trimap_from_alpha(alpha: np.ndarray, radius: int | None = None) -> np.ndarra
     return trimap
 
 
-def resize_sample(image: np.ndarray, alpha: np.ndarray, trimap: np.ndarray | None,
+def resize_sample(image: np.ndarray, alpha: np.ndarray | None, trimap: np.ndarray | None,
                   size: int, box: tuple[float, float, float, float] | None = None):
     """Crop `box` (x0, y0, x1, y1; default the whole image) and resize it to size x size.
-    Image and alpha use Pillow's antialiased bilinear filter, a trimap nearest neighbour."""
-    h, w = alpha.shape
+    Image and alpha use Pillow's antialiased bilinear filter, a trimap nearest neighbour;
+    a None alpha (unlabeled image) stays None."""
+    h, w = image.shape[:2]
     if box is None:
         if (h, w) == (size, size):
             return image, alpha, trimap
         box = (0.0, 0.0, float(w), float(h))
     bilinear, nearest = Image.Resampling.BILINEAR, Image.Resampling.NEAREST
     image = np.asarray(Image.fromarray(image).resize((size, size), bilinear, box=box))
-    alpha = np.asarray(Image.fromarray(alpha.astype(np.float32)).resize((size, size), bilinear, box=box))
+    if alpha is not None:
+        alpha = np.asarray(Image.fromarray(alpha.astype(np.float32)).resize((size, size), bilinear, box=box))
+        alpha = np.clip(alpha, 0.0, 1.0)
     if trimap is not None:
         trimap = np.asarray(Image.fromarray(trimap).resize((size, size), nearest, box=box))
-    return image, np.clip(alpha, 0.0, 1.0), trimap
+    return image, alpha, trimap
 
 
 def random_crop_box(rng: np.random.Generator, height: int, width: int,
@@ -72,22 +75,25 @@ def colour_jitter(rng: np.random.Generator, image: np.ndarray, strength: float =
 
 
 def train_transform(rng: np.random.Generator, image, alpha, trimap, size: int):
-    """Random crop + resize to size x size, horizontal flip, colour jitter."""
-    box = random_crop_box(rng, *alpha.shape)
+    """Random crop + resize to size x size, horizontal flip, colour jitter (alpha and
+    trimap may be None)."""
+    box = random_crop_box(rng, *image.shape[:2])
     image, alpha, trimap = resize_sample(image, alpha, trimap, size, box)
     if rng.random() < 0.5:
-        image, alpha = image[:, ::-1], alpha[:, ::-1]
-        trimap = None if trimap is None else trimap[:, ::-1]
+        image, alpha, trimap = (None if a is None else a[:, ::-1] for a in (image, alpha, trimap))
     return colour_jitter(rng, image), alpha, trimap
 
 
-def to_tensors(image: np.ndarray, alpha: np.ndarray, trimap: np.ndarray | None) -> dict:
+def to_tensors(image: np.ndarray, alpha: np.ndarray | None, trimap: np.ndarray | None) -> dict:
     """Network tensors: image (3,H,W) in [-1, 1], alpha (1,H,W) in [0, 1], trimap (1,H,W)
-    in {0, 0.5, 1} (derived from the alpha by the module rule when not given)."""
+    in {0, 0.5, 1} (derived from the alpha by the module rule when not given); an
+    unlabeled sample (alpha None) gives the image alone."""
+    img = torch.from_numpy(np.array(image, np.float32)).permute(2, 0, 1)  # copies: inputs
+    if alpha is None:                                                     # may be read-only
+        return {"image": (img / 255.0 - 0.5) / 0.5}
     if trimap is None:
         trimap = trimap_from_alpha(alpha)
-    img = torch.from_numpy(np.array(image, np.float32)).permute(2, 0, 1)  # copies: inputs
-    tri = torch.from_numpy(np.array(trimap, np.float32))                  # may be read-only
+    tri = torch.from_numpy(np.array(trimap, np.float32))
     return {
         "image": (img / 255.0 - 0.5) / 0.5,
         "alpha": torch.from_numpy(np.array(alpha, np.float32))[None],
@@ -105,6 +111,7 @@ def resize_batch(batch: dict, size: int) -> dict:
         return F.interpolate(x, (size, size), mode="bilinear", antialias=True, align_corners=False)
     out = dict(batch)
     out["image"] = smooth(batch["image"])
-    out["alpha"] = smooth(batch["alpha"]).clamp_(0.0, 1.0)
-    out["trimap"] = F.interpolate(batch["trimap"], (size, size), mode="nearest-exact")
+    if "alpha" in batch:  # unlabeled batches hold images only
+        out["alpha"] = smooth(batch["alpha"]).clamp_(0.0, 1.0)
+        out["trimap"] = F.interpolate(batch["trimap"], (size, size), mode="nearest-exact")
     return out

@@ -24,11 +24,11 @@ from tqdm import tqdm
 
 from ..data.images import IMAGE_SUFFIXES, alpha_to_uint8, read_image, write_png
 from ..data.protocol import protocol_size, to_original_size
+from ..data.video import VIDEO_SUFFIXES
 from ..errors import UserError
 from ..files import write_atomic
 from .runtime import Runtime
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".avi")
 SAVE_KINDS = ("alpha", "rgba", "composite")
 VIDEO_KINDS = ("alpha", "composite")  # an RGBA cut-out has no widely playable video format
 VIDEO_CRF = "16"  # H.264 quality: matte edges are worth more than file size

@@ -30,6 +30,7 @@ from ..data.protocol import MULTIPLE
 from ..errors import UserError
 from ..graph.cost import layer_costs
 from ..files import write_atomic
+from .inference_graph import InferenceMODNet
 from .runtime import OnnxRuntime, TorchRuntime
 
 INPUT, OUTPUT = "image", "matte"
@@ -39,10 +40,13 @@ PARITY_TOL = 1e-4
 CHECK_SHAPES = ((1, 256, 256), (2, 128, 192))
 MACS_SIZE = 512  # MACs in the metadata are for a 512x512 input (the protocol's reference)
 FP16_MIN_ELEMENTS = 16  # smaller tensors stay float32: a Cast node would outweigh the saving
+# "fused": InferenceMODNet, the same matte in fewer passes (inference_graph.py);
+# "plain": the training module's own forward, kept so that benchmarks can compare the two.
+GRAPHS = ("fused", "plain")
 
 
 class MatteGraph(nn.Module):
-    """image -> matte only: the training-only heads are not in the traced graph."""
+    """image -> matte only, as the training module computes it (the "plain" graph)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -56,6 +60,7 @@ class MatteGraph(nn.Module):
 class ExportReport:
     out: str
     opset: int
+    graph: str
     nodes: int
     params: int
     macs: int
@@ -83,7 +88,7 @@ def parse_hw(text: str) -> tuple[int, int]:
     return h, w
 
 
-def _trace_to_onnx(graph: MatteGraph, opset: int,
+def _trace_to_onnx(graph: nn.Module, opset: int,
                    static_hw: tuple[int, int] | None) -> onnx.ModelProto:
     h, w = static_hw or (64, 64)
     dynamic = None if static_hw else {name: {0: "batch", 2: "height", 3: "width"}
@@ -168,7 +173,7 @@ def _inference_params(model: nn.Module) -> int:
 
 
 def _metadata(model: nn.Module, params: int, macs: int, macs_input: str, precision: str,
-              extra: dict[str, str]) -> dict[str, str]:
+              graph: str, extra: dict[str, str]) -> dict[str, str]:
     meta = {
         "input": f"{INPUT}: float32 N x 3 x H x W, RGB, (pixel / 255 - 0.5) / 0.5, in [-1, 1]",
         "output": f"{OUTPUT}: float32 N x 1 x H x W, alpha in [0, 1]",
@@ -183,6 +188,7 @@ def _metadata(model: nn.Module, params: int, macs: int, macs_input: str, precisi
         "macs": str(macs),
         "macs_input": macs_input,
         "precision": precision,
+        "graph": graph,
         "arch": model.arch.to_json() if hasattr(model, "arch") else "",
         "onnx_export": f"torch.onnx (TorchScript) {torch.__version__}",
         "tool_version": __version__,
@@ -225,8 +231,11 @@ def _parity(fp32_bytes: bytes, fp16_bytes: bytes | None, model: nn.Module,
 
 def export_onnx(model: nn.Module, out: str | Path, opset: int = DEFAULT_OPSET,
                 static_hw: tuple[int, int] | None = None, fp16: bool = False,
-                check: bool = True, metadata: dict[str, str] | None = None) -> ExportReport:
+                check: bool = True, metadata: dict[str, str] | None = None,
+                graph: str = "fused") -> ExportReport:
     """Write the matte-only ONNX graph of `model` to `out` (atomically) and describe it.
+
+    `graph` "fused" (default) traces `InferenceMODNet`, "plain" the model's own forward.
 
     With `check`, ONNX Runtime must match PyTorch to 1e-4 (fp32 graph) before anything is
     written; with `fp16` the half-precision file's deviation is measured and reported.
@@ -234,6 +243,8 @@ def export_onnx(model: nn.Module, out: str | Path, opset: int = DEFAULT_OPSET,
     """
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise UserError(f"--opset {opset}: supported range is {MIN_OPSET}..{MAX_OPSET}")
+    if graph not in GRAPHS:
+        raise UserError(f"--graph {graph!r}: choose from {', '.join(GRAPHS)}")
     model = copy.deepcopy(model).float().cpu().eval()
     h, w = static_hw or (MACS_SIZE, MACS_SIZE)
     macs = sum(c.macs for c in layer_costs(model, torch.zeros(1, 3, h, w), inference=True))
@@ -242,11 +253,12 @@ def export_onnx(model: nn.Module, out: str | Path, opset: int = DEFAULT_OPSET,
 
     # eval() on the wrapper too: the exporter restores the wrapper's mode, recursively, after
     # tracing, and a fresh Module is in training mode (BN would then use batch statistics)
-    proto = _trace_to_onnx(MatteGraph(model).eval(), opset, static_hw)
+    traced = InferenceMODNet(model) if graph == "fused" else MatteGraph(model)
+    proto = _trace_to_onnx(traced.eval(), opset, static_hw)
     _lean(proto)
     proto.producer_name, proto.producer_version = "modnet-prune", __version__
     proto.doc_string = "MODNet portrait matting, matte-only graph (image -> matte)"
-    meta = _metadata(model, params, macs, f"1x3x{h}x{w}", precision, metadata or {})
+    meta = _metadata(model, params, macs, f"1x3x{h}x{w}", precision, graph, metadata or {})
     onnx.helper.set_model_props(proto, meta)
     onnx.checker.check_model(proto)
     fp32_bytes = proto.SerializeToString()
@@ -255,8 +267,8 @@ def export_onnx(model: nn.Module, out: str | Path, opset: int = DEFAULT_OPSET,
         onnx.checker.check_model(proto)
     payload = proto.SerializeToString()
 
-    report = ExportReport(out=str(out), opset=opset, nodes=len(proto.graph.node), params=params,
-                          macs=macs, macs_input=f"1x3x{h}x{w}", file_bytes=len(payload),
+    report = ExportReport(out=str(out), opset=opset, graph=graph, nodes=len(proto.graph.node),
+                          params=params, macs=macs, macs_input=f"1x3x{h}x{w}", file_bytes=len(payload),
                           precision=precision)
     if check:
         _parity(fp32_bytes, payload if fp16 else None, model, static_hw, report)

@@ -1,8 +1,9 @@
-"""One calling convention for every way we run a MODNet: PyTorch or ONNX Runtime.
+"""One calling convention for every way we run a MODNet: PyTorch, ONNX Runtime or OpenVINO.
 
 A runtime maps a normalised batch (N, 3, H, W) float32 in [-1, 1] to mattes (N, 1, H, W)
 float32 in [0, 1]; H and W are multiples of 32. `open_runtime` picks the backend from the
-file: `.onnx` goes to ONNX Runtime, anything `modnet_prune.load` accepts goes to PyTorch.
+file: `.onnx` goes to ONNX Runtime (or OpenVINO on request), anything `modnet_prune.load`
+accepts goes to PyTorch.
 """
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from torch import nn
 
 from ..data.protocol import MULTIPLE
 from ..errors import UserError
+from ..files import package_version
 from ..model.io import load
 
-RUNTIMES = ("auto", "torch", "onnxruntime")
+RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
+ONNX_RUNTIMES = ("onnxruntime", "openvino")  # the runtimes that read our .onnx files
 
 
 def _check_batch(x: np.ndarray, static_hw: tuple[int, int] | None = None,
@@ -152,22 +155,85 @@ class OnnxRuntime(Runtime):
                 "path": self.path}
 
 
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
+class OpenVinoRuntime(Runtime):
+    """An exported `.onnx` file (fp32, fp16 weights or int8 QDQ) compiled by OpenVINO for the CPU.
+
+    The `openvino` package is optional (`pip install 'modnet-prune[openvino]'`). Inference
+    precision is pinned to f32: on CPUs with bf16 units OpenVINO would otherwise compute in
+    bf16, and the matte would no longer be the one the export checked (int8 QDQ layers still
+    run in int8). `threads` sets INFERENCE_NUM_THREADS; one stream, latency hint.
+    """
+
+    name = "openvino"
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        try:
+            import openvino as ov
+        except ImportError:
+            raise UserError("--runtime openvino needs the openvino package: "
+                            "pip install 'modnet-prune[openvino]'") from None
+        super().__init__(str(path))
+        if not Path(path).is_file():
+            raise UserError(f"{path}: no such file")
+        core = ov.Core()
+        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+                  "NUM_STREAMS": 1}
+        if threads is not None:
+            config["INFERENCE_NUM_THREADS"] = threads
+        try:
+            model = core.read_model(str(path))
+            if len(model.inputs) != 1 or len(model.outputs) != 1:
+                raise UserError(f"{path}: expected one input and one output, found "
+                                f"{len(model.inputs)} and {len(model.outputs)}")
+            self.compiled = core.compile_model(model, "CPU", config)
+        except RuntimeError as e:  # OpenVINO raises RuntimeError subclasses for bad files
+            raise UserError(f"{path}: OpenVINO cannot load it ({_first_line(e)})") from None
+        shape = model.input(0).get_partial_shape()
+        if shape[2].is_static and shape[3].is_static:
+            self.static_hw = (shape[2].get_length(), shape[3].get_length())
+        self.static_batch = shape[0].get_length() if shape[0].is_static else None
+        self.request = self.compiled.create_infer_request()
+        self.threads = self.compiled.get_property("INFERENCE_NUM_THREADS")
+        self.version = package_version("openvino")
+        import onnx  # here, not at the top: benchmarks import this module for its RSS baseline
+
+        self.metadata = {p.key: p.value for p in
+                         onnx.load(str(path), load_external_data=False).metadata_props}
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        batch = _check_batch(x, self.static_hw, self.static_batch)
+        self.request.infer({0: batch})
+        # a copy: the request's output buffer is reused by the next call
+        return np.array(self.request.get_output_tensor(0).data, dtype=np.float32)
+
+    def describe(self) -> dict:
+        return {"runtime": self.name, "version": self.version, "device": "CPU",
+                "threads": self.threads, "path": self.path}
+
+
 def open_runtime(path: str | os.PathLike, runtime: str = "auto", threads: int | None = None,
                  device: str | None = None) -> Runtime:
     """A Runtime for a checkpoint (`.ckpt`/`.pth`/`.safetensors`) or an `.onnx` file.
 
-    runtime: "auto" (by file type), "torch" or "onnxruntime". `device` applies to torch only.
+    runtime: "auto" (by file type), "torch", "onnxruntime" or "openvino". `device` applies
+    to torch only.
     """
     if runtime not in RUNTIMES:
         raise UserError(f"unknown runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
     is_onnx = Path(path).suffix.lower() == ".onnx"
     if runtime == "auto":
         runtime = "onnxruntime" if is_onnx else "torch"
-    if runtime == "onnxruntime":
+    if runtime in ONNX_RUNTIMES:
         if not is_onnx:
-            raise UserError(f"{path}: onnxruntime needs an .onnx file "
+            raise UserError(f"{path}: {runtime} needs an .onnx file "
                             "(export one with `modnet-prune export`)")
+        if runtime == "openvino":
+            return OpenVinoRuntime(path, threads=threads)
         return OnnxRuntime(path, threads=threads)
     if is_onnx:
-        raise UserError(f"{path}: an .onnx file runs with onnxruntime, not torch")
+        raise UserError(f"{path}: an .onnx file runs with onnxruntime or openvino, not torch")
     return TorchRuntime(load(path), path=str(path), threads=threads, device=device)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from ..data.datasets import spec_parts, synthetic_seeds
 from ..errors import UserError
 from ..deploy.onnx_export import MAX_OPSET, MIN_OPSET
 from ..prune import CRITERIA
@@ -30,7 +31,6 @@ from ..train.schedule import LR_SCHEDULES, PRUNE_SCHEDULES
 DEFAULT_TEACHER = "models/modnet-synthetic.safetensors"
 PRUNE_METHODS = ("target_macs", "plan", "ratio", "none")
 RUNTIMES = ("torch", "onnxruntime")
-_SYNTHETIC = re.compile(r"synthetic:(\d+)(?:@(\d+))?(?:\+seed(\d+))?")
 
 
 class RecipeError(UserError):
@@ -65,7 +65,8 @@ class FinetuneSpec:
     step_samples: int | None = None       # schedule step: samples between decays (None: 1/4)
     gamma: float = 0.1
     min_lr: float = 0.0
-    supervised: float = 1.0               # weight of the ground-truth objective
+    supervised: float | None = None       # weight of the ground-truth objective; None: 1
+                                          # with ground truth, 0 without (> 0 is refused)
     scales: dict[str, float] = field(default_factory=lambda: {"semantic": 10.0, "detail": 10.0,
                                                              "matte": 1.0})
     eval_every_samples: int = 0           # held-out evaluations during training (0: at the end)
@@ -259,7 +260,7 @@ def validate(r: Recipe) -> None:
     _validate_finetune(r.finetune)
     for name, weight in dataclasses.asdict(r.distill).items():
         _need(weight >= 0 and math.isfinite(weight), f"distill.{name}", "must be a finite weight >= 0")
-    _need(r.finetune.samples == 0 or r.finetune.supervised > 0 or r.distill.enabled,
+    _need(r.finetune.samples == 0 or r.finetune.supervised != 0 or r.distill.enabled,
           "finetune.supervised", "is 0 and every distill weight is 0: nothing to train on")
     for key in ("train", "eval", "benchmark"):
         size = getattr(r.sizes, key)
@@ -338,7 +339,7 @@ def _validate_finetune(f: FinetuneSpec) -> None:
     _need(f.step_samples is None or f.step_samples >= 1, "finetune.step_samples", "must be >= 1")
     _need(0 < f.gamma <= 1, "finetune.gamma", "must be in (0, 1]")
     _need(0 <= f.min_lr <= f.lr, "finetune.min_lr", "must be in [0, lr]")
-    _need(f.supervised >= 0, "finetune.supervised", "must be >= 0")
+    _need(f.supervised is None or f.supervised >= 0, "finetune.supervised", "must be >= 0")
     unknown = set(f.scales) - {"semantic", "detail", "matte"}
     _need(not unknown, f"finetune.scales.{min(unknown) if unknown else ''}",
           "unknown term (known: semantic, detail, matte)")
@@ -348,26 +349,34 @@ def _validate_finetune(f: FinetuneSpec) -> None:
     _need(f.workers >= 0, "finetune.workers", "must be >= 0")
 
 
-def synthetic_seeds(spec: str) -> range | None:
-    """Seeds a `synthetic:N@S+seedK` spec draws from (K defaults to 0); None for folders."""
-    m = _SYNTHETIC.fullmatch(spec.strip())
-    if not m:
-        return None
-    start = int(m[3] or 0)
-    return range(start, start + int(m[1]))
-
-
 def _validate_data(d: DataSpec) -> None:
-    _need(bool(d.train.strip()), "data.train", "give a dataset spec")
-    _need(bool(d.eval.strip()), "data.eval", "give a dataset spec")
     for key, spec in (("data.train", d.train), ("data.eval", d.eval)):
-        _need(not spec.startswith("synthetic") or synthetic_seeds(spec) is not None, key,
-              f"{spec!r}: expected synthetic:N@S[+seedK]")
-    train, held_out = synthetic_seeds(d.train), synthetic_seeds(d.eval)
+        _need(bool(spec.strip()), key, "give a dataset spec")
+        for base, _ in spec_parts(spec):
+            _need(not base.startswith("synthetic") or synthetic_seeds(base) is not None, key,
+                  f"{base!r}: expected synthetic:N@S[+seedK]")
+    for train_base, train_cut in spec_parts(d.train):
+        for eval_base, eval_cut in spec_parts(d.eval):
+            _check_disjoint(train_base, train_cut, eval_base, eval_cut)
+
+
+def _check_disjoint(train_spec: str, train_cut, eval_spec: str, eval_cut) -> None:
+    """Held-out data shares no sample with one part of the training data."""
+    train, held_out = synthetic_seeds(train_spec), synthetic_seeds(eval_spec)
     if train is not None and held_out is not None:
+        train, held_out = _cut(train, train_cut), _cut(held_out, eval_cut)
         overlap = range(max(train.start, held_out.start), min(train.stop, held_out.stop))
         _need(not overlap, "data.eval", f"seeds {held_out.start}..{held_out.stop - 1} overlap the "
               f"training seeds {train.start}..{train.stop - 1}: held-out data must be disjoint")
-    elif train is None and held_out is None:
-        _need(Path(d.train) != Path(d.eval) or Path(d.train).joinpath("validation").is_dir(),
-              "data.eval", "is the training folder: use a held-out folder")
+    elif (train is None and held_out is None and Path(train_spec) == Path(eval_spec)
+          and not Path(train_spec).joinpath("validation").is_dir()):
+        whole = train_cut == eval_cut == (0.0, 100.0)
+        _need(max(train_cut[0], eval_cut[0]) >= min(train_cut[1], eval_cut[1]), "data.eval",
+              "is the training folder: use a held-out folder, or a part of it such as "
+              f"{train_spec}[90%:] with {train_spec}[:90%] for training" if whole else
+              f"{eval_spec}[{eval_cut[0]:g}%:{eval_cut[1]:g}%] overlaps the training part "
+              f"[{train_cut[0]:g}%:{train_cut[1]:g}%]: held-out data must be disjoint")
+
+
+def _cut(seeds: range, cut: tuple[float, float]) -> range:
+    return seeds[math.floor(cut[0] / 100 * len(seeds)):math.floor(cut[1] / 100 * len(seeds))]

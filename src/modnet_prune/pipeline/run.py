@@ -9,7 +9,8 @@ its own last checkpoint):
   finetune   fine-tune with the recipe's budget (finetune/ run folder), or iterative
              compress (compress/iter-K/...); writes student.safetensors
   evaluate   teacher, student and every intermediate model on the held-out set: matting
-             errors, params and MACs; teacher/student predictions and the matte-grid inputs
+             errors (held-out data without ground truth: agreement with the teacher's
+             mattes), params and MACs; teacher/student predictions and the matte-grid inputs
   export     teacher.onnx and student.onnx, each checked against PyTorch
   benchmark  teacher vs student interleaved, per runtime, at the benchmark size
   report     summary.json, report.md, report.html, figures/
@@ -32,11 +33,13 @@ from pathlib import Path
 import torch
 
 from ..data import open_dataset, open_source
+from ..data.datasets import is_synthetic, synthetic_at
 from ..data.images import alpha_to_uint8, write_png
 from ..errors import UserError
 from ..deploy.onnx_export import export_onnx
-from ..metrics import evaluate
+from ..metrics import AGREEMENT, evaluate, reference_mattes
 from ..model.io import load, read_train_sizes, save, untrained_size_warning
+from ..model.shipped import synthetic_teacher_note, trained_on_synthetic
 from ..files import sha256_file, write_atomic, write_json
 from ..prune import prune
 from ..report.analysis import analyze
@@ -45,7 +48,7 @@ from ..report.document import render_report
 from ..train import Context, TrainConfig, fit, recalibrate_bn
 from ..train.compress import CompressConfig, compress
 from ..train.distributed import pick_device
-from .recipe import DEFAULT_TEACHER, Recipe, synthetic_seeds
+from .recipe import DEFAULT_TEACHER, Recipe
 from .summary import build_summary
 
 STAGES = ("prune", "finetune", "evaluate", "export", "benchmark", "report")
@@ -113,10 +116,9 @@ class Run:
         size from the same seeds, so a score at the deployment size sees the detail an
         image of that size has (upsampling a 128x128 render would not); dataset folders
         are read as they are (their images are resized to `size` when scored)."""
-        spec, seeds = self.recipe.data.eval, synthetic_seeds(self.recipe.data.eval)
-        if size is not None and seeds is not None:
-            spec = f"synthetic:{len(seeds)}@{size}+seed{seeds.start}"
-        return open_source(spec, size=size or self.recipe.sizes.train, train=False)
+        spec = self.recipe.data.eval
+        return open_source(synthetic_at(spec, size) if size else spec,
+                           size=size or self.recipe.sizes.train, train=False)
 
     def train_set(self):
         r = self.recipe
@@ -172,6 +174,10 @@ def run_pipeline(recipe: Recipe, out: str | Path, *, resume: bool = False, progr
         raise UserError(teacher_missing_message(recipe.teacher))
     run = Run(recipe, Path(out), progress, echo, Context(device=pick_device(device)))
     _start(run, resume, sha256_file(recipe.teacher))
+    if not (is_synthetic(recipe.data.train) and is_synthetic(recipe.data.eval)) \
+            and trained_on_synthetic(recipe.teacher):
+        echo(synthetic_teacher_note(recipe.teacher).replace("--checkpoint/--teacher",
+                                                            "teacher: in the recipe or --teacher"))
     ran = False
     for index, stage in enumerate(STAGES, start=1):
         head = f"[{index}/{len(STAGES)}] {stage}"
@@ -306,10 +312,19 @@ def _variants(run: Run) -> list[tuple[str, str, Path]]:
 def stage_evaluate(run: Run) -> dict:
     """Every model at `sizes.eval` (cheap: the training curves and the accuracy-vs-compute
     figure); teacher and student also at the deployment size `sizes.benchmark`, where their
-    latency is measured: that is the main table's accuracy, predictions and sample grid."""
+    latency is measured: that is the main table's accuracy, predictions and sample grid.
+    With `sizes.eval` null (photos, the MODNet protocol) the protocol is the deployment."""
     r = run.recipe
-    deploy = r.sizes.benchmark
+    # sizes.eval null is the MODNet protocol (short side 512): what deployment runs on photos
+    deploy = r.sizes.benchmark if r.sizes.eval is not None else None
+    same = r.sizes.eval == deploy
     source, deploy_source = run.eval_source(r.sizes.eval), run.eval_source(deploy)
+    targets = deploy_targets = None  # ground truth; data without it is scored against the teacher
+    if not source.labeled:
+        run.echo(f"  {source.description}: no ground truth; scoring agreement with the teacher")
+        targets = reference_mattes(run.teacher(), source, size=r.sizes.eval, progress=run.progress)
+        deploy_targets = targets if same else reference_mattes(run.teacher(), deploy_source,
+                                                               size=deploy, progress=run.progress)
     scored, costs = {}, {}  # costs depend on the widths only: one analysis per Arch
     for name, label, path in _variants(run):
         model = load(path)
@@ -317,15 +332,14 @@ def stage_evaluate(run: Run) -> dict:
         predictions = run.path(f"predictions/{'teacher' if name == 'teacher' else 'student'}") \
             if final else None
         run.echo(f"  evaluating {label} ({path})")
-        same = r.sizes.eval == deploy
         result = evaluate(model, source, size=r.sizes.eval, progress=run.progress,
-                          save_predictions=predictions if same else None)
+                          save_predictions=predictions if same else None, reference=targets)
         if final and (untrained := untrained_size_warning(path, deploy)):
             run.echo(f"  warning: {untrained}")
         if final and not same:
             run.echo(f"  evaluating {label} at the deployment size {deploy}x{deploy}")
             deployed = evaluate(model, deploy_source, size=deploy, save_predictions=predictions,
-                                progress=run.progress)
+                                progress=run.progress, reference=deploy_targets)
         else:
             deployed = result
         arch = model.arch.to_json()
@@ -341,12 +355,14 @@ def stage_evaluate(run: Run) -> dict:
             "predictions": str(predictions.relative_to(run.out)) if predictions else None}
         if final:
             info, deploy_info = _evaluation(result, r.sizes.eval), _evaluation(deployed, deploy)
-    return {"format": EVALUATE_FORMAT, "models": scored, "evaluation": info, "deploy": deploy_info,
-            "samples": _sample_inputs(run, deploy_source)}
+    reference = {"reference": "ground truth" if targets is None else "teacher"}
+    return {"format": EVALUATE_FORMAT, "models": scored, "evaluation": {**info, **reference},
+            "deploy": {**deploy_info, **reference}, "samples": _sample_inputs(run, deploy_source)}
 
 
 def _metrics(result: dict) -> dict:
-    return {"whole": {k: result[k] for k in ("mse", "mad", "sad", "grad", "conn")},
+    return {"whole": {k: result[k] for k in ("mse", "mad", "sad", "grad", "conn", *AGREEMENT)
+                      if k in result},
             **({"unknown": result["unknown"]} if "unknown" in result else {})}
 
 
@@ -370,19 +386,22 @@ def _layer_widths(model: torch.nn.Module) -> dict[str, int]:
 
 
 def _sample_inputs(run: Run, source) -> list[dict]:
-    """Input and ground truth of the first held-out samples as PNGs for the matte grid."""
+    """Input and ground truth (when there is one) of the first held-out samples as PNGs
+    for the matte grid."""
     rows = []
     folder = run.path("samples")
-    folder.mkdir(exist_ok=True)
     for index in range(min(run.recipe.report.samples, len(source))):
         sample = source.sample(index)
-        image, truth = folder / f"{sample.name}.input.png", folder / f"{sample.name}.truth.png"
+        image = folder / f"{sample.name}.input.png"
+        image.parent.mkdir(parents=True, exist_ok=True)  # names of photo trees hold folders
         write_png(image, sample.image)
-        write_png(truth, alpha_to_uint8(sample.alpha))
+        images = {"input": str(image.relative_to(run.out))}
+        if sample.alpha is not None:
+            truth = folder / f"{sample.name}.truth.png"
+            write_png(truth, alpha_to_uint8(sample.alpha))
+            images["ground truth"] = str(truth.relative_to(run.out))
         rows.append({"name": sample.name, "images": {
-            "input": str(image.relative_to(run.out)),
-            "ground truth": str(truth.relative_to(run.out)),
-            "teacher": f"predictions/teacher/{sample.name}.png",
+            **images, "teacher": f"predictions/teacher/{sample.name}.png",
             "student": f"predictions/student/{sample.name}.png"}})
     return rows
 

@@ -12,8 +12,9 @@ unless absolute; MACs are conv + linear multiply-accumulates at `size`, batch 1.
       latency {runtime: {median_ms, p90_ms, min_ms, mean_ms, throughput, times_ms, device
                (torch device or ONNX Runtime provider), peak_rss_mb (with benchmark.peak_rss)}}
       speedup {runtime: teacher/student, median of per-round ratios (1.0 for the teacher)}
-      metrics {"whole": {mse, mad, sad, grad, conn}, "unknown": {... , count, region}}: at
-               the deployment size `size`, where the latency is measured (one operating point)
+      metrics {"whole": {mse, mad, sad, grad, conn [, iou, boundary]}, "unknown": {... ,
+               count, region}}: at the deployment size `size`, where the latency is
+               measured (one operating point)
       metrics_eval   the same at evaluation.eval_size (the size of the training-time
                evaluations and of `variants`), shown beside `metrics` when the sizes differ
       predictions         folder of its predicted held-out mattes (8-bit PNG)
@@ -23,9 +24,13 @@ unless absolute; MACs are conv + linear multiply-accumulates at `size`, batch 1.
   layers[]            {name, widths: {model name: output channels}} per conv/linear layer
   training            {model name: {mode, samples, steps, batch_size, samples_per_s,
                       curve[] {step, samples, loss, lr, <terms>}, eval[] {step, samples, mse,
-                      mad, sad, grad, conn}, iterations[] {index, start_samples, macs_fraction}}}
+                      mad, sad, grad, conn [, iou, boundary]}, iterations[] {index,
+                      start_samples, macs_fraction}}}
   evaluation          {dataset, count, size (the deployment size, = size[0]), input, region,
-                      scaling, eval_size (int, or null: the MODNet protocol), eval_input}
+                      scaling, eval_size (int, or null: the MODNet protocol), eval_input,
+                      reference: "ground truth" or "teacher" (held-out data without ground
+                      truth: every model's metrics are its agreement with the teacher's
+                      mattes, plus iou and boundary)}
   benchmark           {size, threads, repeat, warmup, order, runtimes, warnings}
   samples[]           {name, images: {input, ground truth, teacher, <student>: path}}, at
                       the deployment size
@@ -85,7 +90,8 @@ def _training(recipe: Recipe, out: Path, record: dict) -> dict:
                                        if k not in ("kind", "step", "world_size")}})
                 speeds.append(log.get("samples_per_s"))
             elif log.get("kind") == "eval":
-                evals.append({**at, **{m: log[m] for m in ("mse", "mad", "sad", "grad", "conn")}})
+                evals.append({**at, **{m: log[m] for m in ("mse", "mad", "sad", "grad", "conn",
+                                                           "iou", "boundary") if m in log}})
     speeds = [s for s in speeds if s]
     return {"mode": record.get("mode"), "samples": record["samples"], "steps": record["steps"],
             "batch_size": batch, "samples_per_s": float(np.median(speeds)) if speeds else None,

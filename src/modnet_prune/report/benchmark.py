@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from importlib import import_module
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ from tqdm import tqdm
 
 from ..files import package_version
 from ..errors import UserError
-from ..deploy.runtime import open_runtime
+from ..deploy.runtime import ONNX_RUNTIMES, open_runtime
 from .analysis import Size, parse_size
 
 Infer = Callable[[np.ndarray], object]
@@ -115,8 +116,10 @@ def rss_probe(argv: Sequence[str]) -> None:
         x = np.zeros((1, 3, h, w), dtype=np.float32)
         rt(x)
         rt(x)
-    elif runtime == "onnxruntime":
-        import onnxruntime  # noqa: F401  (the baseline includes the runtime's import)
+    else:  # the baseline includes the import of every runtime the benchmark uses
+        for name in runtime.split(","):
+            if name in ONNX_RUNTIMES:
+                import_module(name)
     print(json.dumps({"peak_rss_mb": _peak_rss_mb_self()}))
 
 
@@ -134,7 +137,7 @@ def peak_rss_mb(path: str, runtime: str, size: Size, threads: int) -> float:
 def environment(threads: int, size: Size, repeat: int, warmup: int) -> dict:
     warning = busy_warning(threads)
     return {"threads": threads, "torch": torch.__version__,
-            "onnxruntime": package_version("onnxruntime"),
+            "onnxruntime": package_version("onnxruntime"), "openvino": package_version("openvino"),
             "cpu": cpu_model(), "cpu_count": os.cpu_count(), "load_avg": list(os.getloadavg()),
             "python": platform.python_version(), "platform": platform.platform(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "size": list(size), "batch": 1,
@@ -144,28 +147,47 @@ def environment(threads: int, size: Size, repeat: int, warmup: int) -> dict:
 
 def benchmark_many(paths: Sequence[str], runtime: str = "auto", size: int | str | Size = 512,
                    threads: int | None = None, repeat: int = 20, warmup: int = 3,
-                   rss: bool = True, progress: bool | None = None) -> dict:
+                   rss: bool = True, progress: bool | None = None,
+                   runtimes: Sequence[str] | None = None) -> dict:
     """Time several models interleaved. Returns {"models": [...], "env": {...}}; each model
-    has latency stats, `peak_rss_mb` and `ratio` (median per-round ratio to the first)."""
+    has latency stats, `peak_rss_mb` and `ratio` (median per-round ratio to the first).
+
+    With `runtimes` (e.g. ["onnxruntime", "openvino"]) every path runs under each of them,
+    all in the same rounds (path-major order), and the result adds `fastest`: for each path,
+    the runtime with the lowest median.
+    """
     size = parse_size(size)
     threads = default_threads() if threads is None else threads
     _check_counts(repeat, warmup, threads)
     env = environment(threads, size, repeat, warmup)  # load average before we add to it
     torch.set_num_threads(threads)
-    runtimes = [open_runtime(p, runtime, threads=threads) for p in paths]
+    runs = [(p, r) for p in paths for r in (runtimes or [runtime])]
+    opened = [open_runtime(p, r, threads=threads) for p, r in runs]
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, *size)).astype(np.float32)
-    times = interleaved_times(runtimes, x, repeat, warmup, progress)
+    times = interleaved_times(opened, x, repeat, warmup, progress)
     models = [{"path": str(p), "runtime": rt.name, "runtime_info": rt.describe(),
                **latency_stats(t), "ratio": pair_ratio(t, times[0]),
                "peak_rss_mb": peak_rss_mb(str(p), rt.name, size, threads) if rss else None,
                "times_ms": t}
-              for p, rt, t in zip(paths, runtimes, times)]
+              for (p, _), rt, t in zip(runs, opened, times)]
     if rss:
-        uses_ort = any(rt.name == "onnxruntime" for rt in runtimes)
-        env["rss_baseline_mb"] = peak_rss_mb("", "onnxruntime" if uses_ort else "torch", size, threads)
+        used = sorted({rt.name for rt in opened})
+        env["rss_baseline_mb"] = peak_rss_mb("", ",".join(used), size, threads)
         env["peak_rss"] = ("peak_rss_mb: a fresh process that loads the model alone and runs it "
-                           "twice; rss_baseline_mb: one that only imports the runtime")
-    return {"models": models, "env": env}
+                           "twice; rss_baseline_mb: one that only imports the runtime(s)")
+    result = {"models": models, "env": env}
+    if runtimes and len(runtimes) > 1:
+        result["fastest"] = fastest_runtimes(models)
+    return result
+
+
+def fastest_runtimes(models: Sequence[dict]) -> dict[str, str]:
+    """{path: the runtime with the lowest median latency for it}."""
+    best: dict[str, dict] = {}
+    for m in models:
+        if m["path"] not in best or m["median_ms"] < best[m["path"]]["median_ms"]:
+            best[m["path"]] = m
+    return {path: m["runtime"] for path, m in best.items()}
 
 
 def benchmark(a: str, b: str | None = None, **options) -> dict:

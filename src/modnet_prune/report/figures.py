@@ -228,18 +228,20 @@ def _read(path: Path, mode: str) -> np.ndarray:
 
 def sample_grid(summary: dict, root: Path, path: Path) -> Path | None:
     """Rows of held-out samples at the deployment size: input, ground truth, each model's
-    matte, |error| of the last."""
+    matte, |error| of the last (against the teacher's matte when there is no ground truth)."""
     rows = summary.get("samples") or []
     if not rows:
         return None
     columns = list(rows[0]["images"])
     error_of = columns[-1]
-    titles = [f"input at {size_text(summary['size'])}", *columns[1:], f"|{error_of} − truth|"]
+    reference = "ground truth" if "ground truth" in columns else "teacher"
+    titles = [f"input at {size_text(summary['evaluation']['size'])}", *columns[1:],
+              f"|{error_of} − {'truth' if reference == 'ground truth' else 'teacher'}|"]
     fig, axes = plt.subplots(len(rows), len(titles), figsize=(1.55 * len(titles), 1.6 * len(rows)),
                              squeeze=False)
     for r, row in enumerate(rows):
         images = {c: root / p for c, p in row["images"].items()}
-        truth = _read(images["ground truth"], "L")
+        truth = _read(images[reference], "L")
         for c, title in enumerate(titles):
             ax = axes[r][c]
             if c < len(columns):

@@ -106,8 +106,37 @@ def render_benchmark(result: dict, console: Console) -> None:
         verdict = f"A is {1 / r:.2f}x as fast as B" if r < 1 else f"A is {r:.2f}x as slow as B"
         console.print(f"A/B latency ratio [bold]{r:.3f}[/] (median of {env['repeat']} "
                       f"interleaved pairs): {verdict}")
+    _render_env(env, console)
+
+
+def _render_env(env: dict, console: Console) -> None:
     if "rss_baseline_mb" in env:
         console.print(f"[dim]peak RSS: each model alone in a fresh process; a process that only "
-                      f"imports the runtime peaks at {env['rss_baseline_mb']:.0f} MB[/]")
-    console.print(f"[dim]torch {env['torch']}, onnxruntime {env['onnxruntime']}, {env['cpu']} "
-                  f"({env['cpu_count']} logical CPUs), load average {env['load_avg'][0]:.2f}[/]")
+                      f"imports the runtime(s) peaks at {env['rss_baseline_mb']:.0f} MB[/]")
+    openvino = f", openvino {env['openvino']}" if env.get("openvino") else ""
+    console.print(f"[dim]torch {env['torch']}, onnxruntime {env['onnxruntime']}{openvino}, "
+                  f"{env['cpu']} ({env['cpu_count']} logical CPUs), load average "
+                  f"{env['load_avg'][0]:.2f}[/]")
+
+
+def render_benchmark_runs(result: dict, console: Console) -> None:
+    """Latency table for `benchmark_many(..., runtimes=[...])`: every model under every
+    runtime, the speed-up of each over the first row, and the fastest runtime per model."""
+    env = result["env"]
+    h, w = env["size"]
+    table = Table(title=f"Latency at {h}x{w}, batch 1, {env['threads']} thread(s), "
+                        f"{env['repeat']} interleaved rounds after {env['warmup']} warm-up",
+                  title_justify="left")
+    for column in ("model", "runtime", "median ms", "p90 ms", "vs first row", "peak RSS MB"):
+        table.add_column(column, justify="left" if column in ("model", "runtime") else "right",
+                         overflow="fold")
+    fastest = result.get("fastest", {})
+    for m in result["models"]:
+        rss = "-" if m["peak_rss_mb"] is None else f"{m['peak_rss_mb']:.0f}"
+        best = " (fastest)" if fastest.get(m["path"]) == m["runtime"] else ""
+        table.add_row(Path(m["path"]).name, m["runtime"] + best, f"{m['median_ms']:.2f}",
+                      f"{m['p90_ms']:.2f}", f"{1 / m['ratio']:.2f}x", rss)
+    console.print(table)
+    console.print("[dim]vs first row: median over rounds of first-row time / this row's time "
+                  "(above 1: faster)[/]")
+    _render_env(env, console)

@@ -27,7 +27,7 @@ from ..metrics import evaluate
 from ..model.io import load, save
 from ..files import write_atomic, write_json
 from .distributed import Context, barrier
-from .loop import TrainConfig, fit
+from .loop import TrainConfig, fit, labeled
 from .rundir import LAST, RunDir
 from .schedule import PRUNE_SCHEDULES, macs_targets
 
@@ -84,6 +84,7 @@ def compress(teacher: nn.Module, train_set: Dataset, cc: CompressConfig, tc: Tra
     by `tc` (its `steps` per iteration) of fine-tuning with distillation from `teacher`."""
     ctx, out = ctx or Context(), Path(out)
     cc.validate()
+    tc = tc.for_data(labeled(train_set))
     tc.validate(has_teacher=True)
     if ctx.is_main:
         RunDir(out).start({"compress": dataclasses.asdict(cc), "finetune": dataclasses.asdict(tc),
@@ -123,7 +124,7 @@ def compress(teacher: nn.Module, train_set: Dataset, cc: CompressConfig, tc: Tra
         save(student, out / "model.safetensors", teacher_macs=original, iterations=len(rows),
              train_sizes=tc.train_sizes)
         teacher_mad = (evaluate(teacher, eval_set, size=tc.size)["mad"]
-                       if eval_set is not None else None)
+                       if eval_set is not None and labeled(eval_set) else None)
         summary = {"teacher_macs": original, "teacher_mad": teacher_mad,
                    "teacher_params": count_params(teacher), "cost_size": cc.cost_size,
                    "iterations": rows}

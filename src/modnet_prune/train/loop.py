@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from ..data.transforms import resize_batch
 from ..errors import UserError
-from ..metrics import METRICS, evaluate
+from ..metrics import AGREEMENT, METRICS, evaluate, reference_mattes
 from .bn import recalibrate_bn
 from .distill import FEATURE_TAPS, FeatureTaps, Student, teacher_widths
 from .distributed import (Context, all_gather_objects, all_reduce_mean, any_rank, barrier,
@@ -62,7 +62,8 @@ class TrainConfig:
     eval_every: int = 0             # 0: evaluate only at the end (if there is an eval set)
     checkpoint_every: int = 100
     objective: str = "supervised"   # or "soc" (unlabeled adaptation; teacher = frozen copy)
-    supervised: float = 1.0         # weight of the supervised objective
+    supervised: float | None = None  # weight of the supervised objective; None: 1 on
+                                     # labeled data, 0 on unlabeled (`for_data`)
     scales: dict[str, float] = field(default_factory=lambda: dataclasses.asdict(MattingScales()))
     distill: dict[str, float] = field(default_factory=dict)  # DistillWeights fields; {} = off
     recalibrate_bn: int = 0         # batches for BN re-estimation before training
@@ -71,6 +72,24 @@ class TrainConfig:
     def train_sizes(self) -> list[int]:
         """The input sizes this run trains at; every checkpoint it saves records them."""
         return sorted(set(self.multi_size)) if self.multi_size else [self.size]
+
+    def for_data(self, labeled: bool) -> "TrainConfig":
+        """This config with `supervised` resolved for the training data. Without ground
+        truth the teacher provides every target: asking for the ground-truth objective is
+        an error, and so is having nothing else to learn from."""
+        if labeled:
+            return dataclasses.replace(self, supervised=1.0 if self.supervised is None
+                                       else self.supervised)
+        if self.supervised:
+            raise UserError(f"the training data has no ground-truth mattes, so the supervised "
+                            f"objective (weight {self.supervised:g}) cannot be computed: set "
+                            "--supervised 0 (recipes: finetune.supervised: 0) and distil from "
+                            "a teacher")
+        if self.objective != "soc" and not any(self.distill.values()):
+            raise UserError("the training data has no ground-truth mattes: the teacher must "
+                            "provide the targets; give a teacher and distillation weights "
+                            "(--kd-*), or --objective soc")
+        return dataclasses.replace(self, supervised=0.0)
 
     def validate(self, has_teacher: bool) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -98,6 +117,7 @@ class TrainConfig:
         need(not wants_kd or has_teacher, "distillation weights need a teacher")
         need(self.objective != "soc" or has_teacher,
              "SOC adaptation needs a frozen reference model")
+        need(self.supervised is not None, "resolve `supervised` with for_data() first")
         need(self.objective == "soc" or self.supervised > 0 or wants_kd,
              "nothing to train: supervised weight is 0 and no distillation term is on")
 
@@ -155,6 +175,7 @@ class _Trainer:
         self.student = Student(model, widths).to(ctx.device).train()  # load() gives eval mode
         self.best_mad: float | None = None
         self.step = 0
+        self._reference = None  # the teacher's mattes of an unlabeled eval set, made once
 
     # --- set-up ---------------------------------------------------------------------
     def restore_or_init(self, resume: bool) -> None:
@@ -306,10 +327,14 @@ class _Trainer:
             return None
         metrics = None
         if self.ctx.is_main:
-            summary = evaluate(self.student.model, self.eval_set, size=self.cfg.size)
-            metrics = {m: summary[m] for m in METRICS}
+            if not labeled(self.eval_set) and self._reference is None:
+                self._reference = reference_mattes(self.teacher, self.eval_set, size=self.cfg.size)
+            summary = evaluate(self.student.model, self.eval_set, size=self.cfg.size,
+                               reference=self._reference)
+            metrics = {m: summary[m] for m in METRICS + AGREEMENT if m in summary}
             self.run.log({"kind": "eval", "step": self.step, **metrics,
-                          "count": summary["count"], "region": summary["region"]})
+                          "count": summary["count"], "region": summary["region"],
+                          "reference": "ground truth" if labeled(self.eval_set) else "teacher"})
             if self.best_mad is None or metrics["mad"] < self.best_mad:
                 self.best_mad = metrics["mad"]
                 self.run.save_model(self.student.model, BEST, step=self.step, mad=metrics["mad"],
@@ -348,6 +373,11 @@ class _Trainer:
             raise RuntimeError(f"DDP replicas diverged at step {self.step}: {sums}")
 
 
+def labeled(dataset: Dataset) -> bool:
+    """Whether a dataset has ground-truth mattes (`MattingDataset.labeled`; others: yes)."""
+    return getattr(dataset, "labeled", True)
+
+
 def fit(model: nn.Module, train_set: Dataset, cfg: TrainConfig, out: str | Path, *,
         eval_set: Dataset | None = None, teacher: nn.Module | None = None,
         resume: bool = False, ctx: Context | None = None, info: dict | None = None,
@@ -357,9 +387,16 @@ def fit(model: nn.Module, train_set: Dataset, cfg: TrainConfig, out: str | Path,
     `teacher` is the distillation teacher (objective "supervised" with cfg.distill) or
     the frozen reference of SOC; it is frozen (requires_grad off) and put in eval mode.
     `info` (data specs, input files...) is saved with the config and must match on resume.
+    Unlabeled training data (a dataset whose `labeled` is False) trains on the teacher's
+    targets alone (`TrainConfig.for_data`); an unlabeled `eval_set` is scored by agreement
+    with the teacher's mattes, and its MAD picks best.safetensors.
     """
     ctx = ctx or Context()
+    cfg = cfg.for_data(labeled(train_set))
     cfg.validate(has_teacher=teacher is not None)
+    if eval_set is not None and not labeled(eval_set) and teacher is None:
+        raise UserError("the evaluation data has no ground-truth mattes: it is scored by "
+                        "agreement with the teacher's, and this run has no teacher")
     run = RunDir(out)
     if ctx.is_main:
         run.start({**dataclasses.asdict(cfg), **(info or {}), "world_size": ctx.world_size,

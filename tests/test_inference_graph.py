@@ -1,0 +1,136 @@
+"""The fused inference graph: the same matte as MODNet's own forward, for any widths and
+sizes, in an ONNX graph with fewer nodes of every kind the rewrite removes."""
+import collections
+import dataclasses
+
+import numpy as np
+import onnx
+import onnx.numpy_helper
+import pytest
+import torch
+
+from modnet_prune import MODNet, save
+from modnet_prune.cli import main
+from modnet_prune.errors import UserError
+from modnet_prune.deploy.inference_graph import InferenceMODNet
+from modnet_prune.deploy.onnx_export import export_onnx
+from modnet_prune.deploy.runtime import OnnxRuntime
+from modnet_prune.model.arch import HEAD_CONVS
+from test_export import randomise_bn
+from tiny import tiny_arch
+
+SIZES = [(1, 64, 64), (2, 96, 160), (1, 160, 96)]  # odd valid sizes: 96 and 160 are 3x, 5x 32
+
+
+def uneven_arch():
+    """Tiny widths with every IBNorm case: only BN, only IN, and uneven splits; conv_enc2x
+    has 16 feature channels (image convolved apart), conv_f.0 8 (image concatenated)."""
+    arch = tiny_arch()
+    heads = dict.fromkeys(HEAD_CONVS, 8)
+    heads.update({"hr_branch.tohr_enc2x": 16, "hr_branch.conv_hr4x.0": 24,
+                  "lr_branch.conv_lr8x": 16})
+    bn = {name: int(width / 2) for name, width in heads.items()}
+    bn.update({"hr_branch.conv_hr2x.0": 8,             # only BN
+               "hr_branch.conv_hr2x.1": 0,             # only IN
+               "f_branch.conv_f.0": 0,                 # only IN, before the output conv
+               "lr_branch.conv_lr16x": 8,              # only BN
+               "hr_branch.conv_hr4x.0": 5, "f_branch.conv_f2x": 3, "lr_branch.conv_lr8x": 11})
+    return dataclasses.replace(arch, heads=heads, ibn_bn=bn)
+
+
+def forward_both(model, shapes, atol=1e-4):
+    fused = InferenceMODNet(model)
+    rng = np.random.default_rng(5)
+    worst = 0.0
+    for n, h, w in shapes:
+        x = torch.from_numpy(rng.uniform(-1, 1, (n, 3, h, w)).astype(np.float32))
+        with torch.no_grad():
+            expected, got = model(x), fused(x)
+        assert got.shape == expected.shape == (n, 1, h, w)
+        worst = max(worst, float((got - expected).abs().max()))
+    assert worst <= atol, worst
+    return fused
+
+
+def test_official_architecture_same_matte():
+    torch.manual_seed(2)
+    fused = forward_both(randomise_bn(MODNet()), SIZES[:2])
+    # the official widths convolve the raw image apart at all three places it enters
+    assert fused.conv_enc2x.image_apart and fused.hr4x[0].image_apart and fused.f0.image_apart
+
+
+def test_pruned_widths_with_one_kind_ibnorms_same_matte():
+    torch.manual_seed(3)
+    model = randomise_bn(MODNet(uneven_arch()))
+    fused = forward_both(model, SIZES)
+    assert fused.conv_enc2x.image_apart and not fused.f0.image_apart  # both paths ran
+    assert fused.hr2x[0].split == fused.hr2x[0].channels and fused.hr2x[1].split == 0
+
+
+def test_rewrite_copies_weights():
+    model = randomise_bn(MODNet(tiny_arch()))
+    fused = InferenceMODNet(model)
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        before = fused(x)
+        for p in model.parameters():
+            p.zero_()
+        assert torch.equal(fused(x), before)
+    with pytest.raises(TypeError, match="rewrites a MODNet"):
+        InferenceMODNet(torch.nn.Conv2d(3, 1, 1))
+
+
+def _ops(path):
+    return collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+
+
+def _resizes_of_one_tensor(path):
+    """Resize nodes whose input and scales another Resize already has (work done twice)."""
+    graph = onnx.load(str(path)).graph
+    constants = {t.name: tuple(onnx.numpy_helper.to_array(t).ravel()) for t in graph.initializer}
+    seen, repeats = set(), 0
+    for node in graph.node:
+        if node.op_type == "Resize":
+            key = (node.input[0], *(constants.get(name, name) for name in node.input[1:]))
+            repeats += key in seen
+            seen.add(key)
+    return repeats
+
+
+def test_fused_export_removes_nodes_and_matches_torch(tmp_path):
+    # Random tiny models with IN-only layers are ill-conditioned: for some seeds float32
+    # ORT and torch differ by ~1e-4 on the plain graph already (and the fused one alike).
+    torch.manual_seed(2)
+    model = randomise_bn(MODNet(uneven_arch()))
+    plain = export_onnx(model, tmp_path / "plain.onnx", graph="plain")
+    fused = export_onnx(model, tmp_path / "fused.onnx")
+    assert fused.graph == "fused" and fused.nodes < plain.nodes
+    before, after = _ops(tmp_path / "plain.onnx"), _ops(tmp_path / "fused.onnx")
+    assert after["BatchNormalization"] == 0 < before["BatchNormalization"]
+    assert after["Concat"] < before["Concat"]
+    assert after["Slice"] + after["Split"] < before["Slice"] + before["Split"]
+    assert after["InstanceNormalization"] == before["InstanceNormalization"]
+    assert _resizes_of_one_tensor(tmp_path / "fused.onnx") == 0
+    assert _resizes_of_one_tensor(tmp_path / "plain.onnx") == 1  # up(lr8x), twice
+    # independent of the exporter's own check: ORT on the saved file vs the plain forward
+    rt = OnnxRuntime(tmp_path / "fused.onnx")
+    rng = np.random.default_rng(6)
+    for n, h, w in SIZES:
+        x = rng.uniform(-1, 1, (n, 3, h, w)).astype(np.float32)
+        with torch.no_grad():
+            expected = model(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(rt(x), expected, atol=1e-4, rtol=0)
+
+
+def test_cli_graph_option(tmp_path, capsys):
+    model = randomise_bn(MODNet(tiny_arch()))
+    save(model, tmp_path / "m.safetensors")
+    for graph in ("plain", "fused"):
+        out = tmp_path / f"{graph}.onnx"
+        assert main(["export", "--checkpoint", str(tmp_path / "m.safetensors"), "--out", str(out),
+                     "--graph", graph]) == 0
+        assert f"({graph} graph)" in capsys.readouterr().out
+        meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+        assert meta["graph"] == graph
+    with pytest.raises(UserError, match="choose from fused, plain"):
+        export_onnx(model, tmp_path / "x.onnx", graph="other")
