@@ -117,7 +117,7 @@ def metrics_table(summary: dict) -> Table:
     differs), with the scaling next to it."""
     scaling = summary["evaluation"]["scaling"]
     headers = ["model"] + [f"{k.upper()} ({scaling[k]})" for k in METRIC_NAMES]
-    sizes = [("metrics", size_text(summary["size"]))]
+    sizes = [("metrics", size_text(summary["evaluation"]["size"]))]
     if other_size_text(summary):
         sizes.append(("metrics_eval", other_size_text(summary)))
     rows, classes = [], []
