@@ -1,6 +1,6 @@
 """Params, MACs, file size and latency of several MODNet checkpoints, each vs the first.
 
-The comparison the origin write-up made by hand (see ORIGIN.md), in one run: exact costs
+The comparison the origin write-up made by hand (see docs/origin.md), in one run: exact costs
 from `modnet_prune.report.analyze`, latency from all models timed interleaved in this one
 process (ratios are medians of per-round ratios, so a busy machine slows all alike).
 
@@ -54,7 +54,7 @@ DEMO_NOTES = [
     "hr_channels 32 -> 24 (every head width but `conv_lr16x` x 3/4). Random weights: "
     "cost and speed do not depend on the values.",
     "For scale, the write-up's V2 (these cuts plus layer-by-layer pruning) reached 1.76 M "
-    "params, 8,977 M training-graph MACs and 7,213 KB (ORIGIN.md).",
+    "params, 8,977 M training-graph MACs and 7,213 KB (docs/origin.md).",
 ]
 
 

@@ -83,7 +83,7 @@ def test_official_counts_match_published_numbers(official_512):
     assert r["macs"] == 15_465_971_712
     assert r["macs_train"] == 18_117_066_752
     assert r["size"] == [512, 512]
-    # published 512x512 shares (MODNET.md), to the printed 0.1 %
+    # published 512x512 shares (docs/origin.md), to the printed 0.1 %
     shares = {name: round(100 * part["share"], 1) for name, part in r["parts"].items()}
     assert shares == {"backbone": 10.1, "lr_branch": 22.4, "hr_branch": 48.4, "f_branch": 19.1}
     assert round(100 * _share(r, "lr_branch.conv_lr16x"), 1) == 20.3

@@ -13,7 +13,7 @@ from modnet_prune.cli import main
 from modnet_prune.data import open_dataset, open_source
 from modnet_prune.data.images import read_alpha
 from modnet_prune.metrics import METRICS, all_metrics, evaluate
-from tiny import tiny_model
+from helpers import tiny_model
 
 
 @pytest.fixture(scope="module")

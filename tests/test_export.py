@@ -13,21 +13,10 @@ from modnet_prune.errors import UserError
 from modnet_prune.deploy import onnx_export as exporter
 from modnet_prune.deploy.onnx_export import export_onnx
 from modnet_prune.deploy.runtime import OnnxRuntime
-from tiny import tiny_arch
+from helpers import randomise_bn, tiny_arch
 
-OFFICIAL_MACS_512 = 15_465_971_712  # matte-only, MODNET.md
+OFFICIAL_MACS_512 = 15_465_971_712  # matte-only, docs/origin.md
 OFFICIAL_PARAMS, TRAINING_HEAD_PARAMS = 6_487_075, 10_466
-
-
-def randomise_bn(model: MODNet) -> MODNet:
-    """Non-trivial BN statistics, so a mis-exported BN cannot pass as identity."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.8, 1.2)
-            m.bias.data.uniform_(-0.1, 0.1)
-    return model.eval()
 
 
 def pruned_arch() -> Arch:

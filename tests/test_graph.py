@@ -10,6 +10,8 @@ from modnet_prune.graph.rules import remap
 from modnet_prune.graph.propagate import Channels, Unsupported
 from modnet_prune.model import HEAD_CONVS, OUTPUT_CONVS
 
+from helpers import GroupedCNN, ResidualCNN, SECNN, UNet
+
 F_ = "backbone.model.features."
 
 
@@ -110,8 +112,8 @@ def test_shared_backbone_is_analysed_once(modnet_graph):
 def test_ibnorm_halves_are_remembered_per_channel(modnet_graph):
     group = modnet_graph.group("hr_branch.conv_hr2x.1.layers.0")
     norm = _member(group, "hr_branch.conv_hr2x.1.layers.1", "norm")
-    assert norm.kind == "ibnorm" and norm.split == 16
-    assert [norm.part(k) for k in range(32)] == ["bn"] * 16 + ["in"] * 16
+    assert norm.kind == "ibnorm" and norm.splits == (16,)
+    assert [norm.part(k) for k in range(32)] == [0] * 16 + [1] * 16  # BatchNorm, then IN
     assert group.min_keep == 2
 
 
@@ -122,79 +124,11 @@ def test_pruned_widths_and_unequal_ibnorm_split_are_read_from_the_model():
     graph = analyze(mp.MODNet(arch), torch.randn(1, 3, 64, 64), concrete_args={"inference": False})
     group = graph.group("hr_branch.conv_hr2x.1.layers.0")
     norm = _member(group, "hr_branch.conv_hr2x.1.layers.1", "norm")
-    assert group.width == 24 and [norm.part(k) for k in range(24)].count("bn") == 5
+    assert group.width == 24 and [norm.part(k) for k in range(24)].count(0) == 5
     assert graph.group(F_ + "18.0").width == 640 and len(graph.prunable) == 43
 
 
-# --- generic models ---------------------------------------------------------------------
-class ResidualCNN(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
-        self.blocks = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(16, 24, 3, padding=1), nn.BatchNorm2d(24), nn.ReLU(),
-                          nn.Conv2d(24, 16, 3, padding=1), nn.BatchNorm2d(16)) for _ in range(2))
-        self.head = nn.Conv2d(16, 1, 1)
-
-    def forward(self, x):
-        x = self.stem(x)
-        for block in self.blocks:
-            x = F.relu(x + block(x))
-        return self.head(x)
-
-
-class UNet(nn.Module):
-    """Skip concatenations, and the raw image concatenated at offset 0 of the decoder."""
-
-    def __init__(self):
-        super().__init__()
-        self.enc1 = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
-        self.enc2 = nn.Sequential(nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU())
-        self.mid = nn.Sequential(nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.ReLU())
-        self.dec2 = nn.Sequential(nn.Conv2d(64, 24, 3, padding=1), nn.ReLU())
-        self.dec1 = nn.Sequential(nn.Conv2d(3 + 24 + 16, 16, 3, padding=1), nn.ReLU())
-        self.out = nn.Conv2d(16, 1, 1)
-
-    def forward(self, x):
-        e1 = self.enc1(x)
-        e2 = self.enc2(e1)
-        m = F.interpolate(self.mid(e2), scale_factor=2.0, mode="bilinear", align_corners=False)
-        d2 = F.interpolate(self.dec2(torch.cat([m, e2], 1)), scale_factor=2.0, mode="nearest")
-        return torch.sigmoid(self.out(self.dec1(torch.cat([x, d2, e1], dim=1))))
-
-
-class GroupedCNN(nn.Module):
-    """A depthwise conv with channel multiplier 2 and a grouped conv (4 groups)."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU6())
-        self.dw = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1, groups=16), nn.BatchNorm2d(32), nn.ReLU6())
-        self.grouped = nn.Sequential(nn.Conv2d(32, 48, 3, padding=1, groups=4), nn.BatchNorm2d(48), nn.ReLU())
-        self.head = nn.Conv2d(48, 1, 1)
-
-    def forward(self, x):
-        return self.head(self.grouped(self.dw(self.conv(x))))
-
-
-class SECNN(nn.Module):
-    """Squeeze-excitation with .view(b, c, 1, 1), then flatten of a 4x4 map into a Linear."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Sequential(nn.Conv2d(3, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU())
-        self.fc1, self.fc2 = nn.Linear(32, 8), nn.Linear(8, 32)
-        self.pool = nn.AdaptiveAvgPool2d(4)
-        self.classifier = nn.Sequential(nn.Linear(32 * 16, 24), nn.ReLU(), nn.Linear(24, 10))
-
-    def forward(self, x):
-        y = self.conv(x)
-        b, c = y.size(0), y.size(1)
-        w = torch.sigmoid(self.fc2(F.relu(self.fc1(y.mean((2, 3))))))
-        y = y * w.view(b, c, 1, 1)
-        return self.classifier(torch.flatten(self.pool(y), 1))
-
-
+# --- generic models (tests/helpers.py) -------------------------------------------------
 def test_residual_cnn_joins_every_add_into_one_group():
     graph = analyze(ResidualCNN(), torch.randn(1, 3, 32, 32))
     stage = graph.group("stem.0")

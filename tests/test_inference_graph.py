@@ -16,8 +16,7 @@ from modnet_prune.deploy.inference_graph import InferenceMODNet
 from modnet_prune.deploy.onnx_export import export_onnx
 from modnet_prune.deploy.runtime import OnnxRuntime
 from modnet_prune.model.arch import HEAD_CONVS
-from test_export import randomise_bn
-from tiny import tiny_arch
+from helpers import randomise_bn, tiny_arch
 
 SIZES = [(1, 64, 64), (2, 96, 160), (1, 160, 96)]  # odd valid sizes: 96 and 160 are 3x, 5x 32
 

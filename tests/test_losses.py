@@ -54,7 +54,7 @@ def test_empty_band_is_finite_and_band_terms_vanish():
 
 
 def _reference_matting_loss(image, trimap, alpha, semantic, detail, matte):
-    """Per-pixel loops over the written definition (MODNET.md), no vectorised shortcuts."""
+    """Per-pixel loops over the written definition (docs/origin.md), no vectorised shortcuts."""
     n, _, h, w = alpha.shape
     detail_sum = matte_sum = 0.0
     for b in range(n):
@@ -143,13 +143,13 @@ def test_distill_loss_terms_and_weights():
 
 
 def test_lr_schedules():
-    assert [lr_at(s, 100, 1.0, "constant", warmup=4) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
-    assert lr_at(4, 100, 1.0, "cosine", warmup=4) == pytest.approx(1.0)
-    last = lr_at(99, 100, 1.0, "cosine", warmup=4, min_lr=0.01)
+    assert [lr_at(s, 100, lr=1.0, schedule="constant", warmup=4) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert lr_at(4, 100, lr=1.0, schedule="cosine", warmup=4) == pytest.approx(1.0)
+    last = lr_at(99, 100, lr=1.0, schedule="cosine", warmup=4, min_lr=0.01)
     assert 0.01 < last == pytest.approx(0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * 95 / 96)))
-    assert lr_at(4 + 48, 100, 1.0, "cosine", warmup=4) == pytest.approx(0.5)
+    assert lr_at(4 + 48, 100, lr=1.0, schedule="cosine", warmup=4) == pytest.approx(0.5)
     # official: x0.1 every quarter of the run
-    assert [lr_at(s, 40, 0.01, "step") for s in (0, 9, 10, 29, 30)] == pytest.approx(
+    assert [lr_at(s, 40, lr=0.01, schedule="step") for s in (0, 9, 10, 29, 30)] == pytest.approx(
         [0.01, 0.01, 0.001, 0.0001, 0.00001])
 
 

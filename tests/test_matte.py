@@ -15,7 +15,7 @@ from modnet_prune.data.protocol import to_input, to_original_size
 from modnet_prune.errors import UserError
 from modnet_prune.deploy import Background, Matter, TorchRuntime, export_onnx, matte_files
 from modnet_prune.deploy.runtime import OnnxRuntime
-from tiny import tiny_model
+from helpers import tiny_model
 
 REF = 64  # protocol reference size: small keeps the tests fast
 

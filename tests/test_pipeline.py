@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from pipeline_helpers import make_teacher, tiny_recipe, write_recipe
+from helpers import make_teacher, tiny_recipe, write_recipe
 
 from PIL import Image
 
@@ -128,7 +128,7 @@ def test_resume_re_evaluates_a_run_evaluated_by_an_older_version(iterative_run, 
                            progress=False, echo=lambda _: None)
     assert json.loads(record.read_text())["format"] == pipeline_run.EVALUATE_FORMAT
     assert (out / "summary.json").stat().st_mtime_ns != reported  # reported again
-    assert summary["models"][1]["metrics"] == old["models"]["tiny"]["deploy_metrics"]
+    assert summary["models"][1]["metrics"] == old["models"]["student"]["deploy_metrics"]
 
 
 @pytest.mark.slow  # same fixture
@@ -145,9 +145,11 @@ def test_rerun_refuses_without_resume_or_with_another_recipe(iterative_run, caps
 @pytest.mark.slow
 def test_interrupted_run_resumes_at_the_failed_stage(tmp_path, monkeypatch):
     """A one-shot recipe whose export fails: a resumed run redoes export onward only, and
-    its summary equals what the first run had computed up to there."""
-    data = tiny_recipe(make_teacher(tmp_path), finetune={"samples": 16, "eval_every_samples": 0})
-    data.update(prune={"method": "ratio", "ratio": 0.5, "round_to": 4}, distill={})
+    its summary equals what the first run had computed up to there. The recipe is called
+    `teacher`: models are keyed by role, so its student replaces no teacher entry."""
+    teacher = make_teacher(tmp_path)
+    data = tiny_recipe(teacher, finetune={"samples": 16, "eval_every_samples": 0})
+    data.update(name="teacher", prune={"method": "ratio", "ratio": 0.5, "round_to": 4}, distill={})
     recipe = recipe_from_dict(data)
     out = tmp_path / "run"
 
@@ -164,9 +166,14 @@ def test_interrupted_run_resumes_at_the_failed_stage(tmp_path, monkeypatch):
     for stage in ("prune", "finetune", "evaluate"):
         monkeypatch.setitem(pipeline_run.STAGE_FUNCTIONS, stage, _must_not_run)
     summary = run_pipeline(recipe, out, resume=True, progress=False, echo=lambda _: None)
-    assert summary["models"][1]["metrics"] == evaluated["models"]["tiny"]["deploy_metrics"]
-    assert [v["name"] for v in summary["variants"]] == ["teacher", "pruned", "recalibrated", "tiny"]
-    assert summary["training"]["tiny"]["samples"] == 16
+    assert summary["models"][1]["metrics"] == evaluated["models"]["student"]["deploy_metrics"]
+    assert evaluated["models"]["teacher"]["checkpoint"] == str(teacher)
+    assert summary["models"][0]["checkpoint"] == str(teacher)
+    assert [m["name"] for m in summary["models"]] == ["teacher", "teacher (student)"]
+    assert [v["name"] for v in summary["variants"]] == [
+        "teacher", "pruned", "recalibrated", "teacher (student)"]
+    assert summary["training"]["teacher (student)"]["samples"] == 16
+    assert {p.name for p in (out / "predictions").iterdir()} == {"teacher", "student"}
 
 
 def test_missing_default_teacher_says_how_to_train_it(tmp_path, capsys, monkeypatch):

@@ -11,7 +11,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 from PIL import Image
-from pipeline_helpers import make_teacher, tiny_recipe
+from helpers import make_teacher, tiny_recipe
 
 from modnet_prune.pipeline.recipe import recipe_from_dict
 from modnet_prune.pipeline.run import run_pipeline

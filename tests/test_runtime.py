@@ -9,7 +9,7 @@ import torch
 from modnet_prune import save
 from modnet_prune.errors import UserError
 from modnet_prune.deploy import OnnxRuntime, TorchRuntime, open_runtime
-from tiny import tiny_model
+from helpers import tiny_model
 
 
 @pytest.fixture(scope="module")

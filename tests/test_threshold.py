@@ -7,7 +7,7 @@ import modnet_prune as mp
 from modnet_prune.errors import UserError
 from modnet_prune.prune import prune
 from modnet_prune.prune.threshold import round_width, threshold_count
-from test_graph import ResidualCNN
+from helpers import ResidualCNN
 
 
 def _filters_with_norms(conv: torch.nn.Conv2d, norms: list[float]) -> None:
@@ -57,7 +57,7 @@ def test_threshold_plan_on_a_tiny_residual_cnn():
 
 
 @pytest.mark.parametrize("plan, message", [
-    ({"blocks.0.0": {"threshold": 0}}, r"threshold 0 must be a number in \(0, 1\]"),
+    ({"blocks.0.0": {"threshold": 0}}, r"threshold 0: must be in \(0, 1\]"),
     ({"blocks.0.0": {"follow": 3}}, "must name a Conv2d or Linear"),
     ({"blocks.0.0": {"follow": "blocks.1.0"}, "blocks.1.0": {"follow": "stem.0"}}, "follow a layer"),
     ({"stem.0": {"follow": "blocks.0.0"}, "blocks.0.3": {"keep": 8}}, "follow a layer"),

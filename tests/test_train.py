@@ -1,6 +1,5 @@
 """The training loop: learning, exact resume, run-folder rules, Ctrl-C, BN re-estimation."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,30 +10,12 @@ import pytest
 import torch
 
 import modnet_prune as mp
-from modnet_prune.cli import main
 from modnet_prune.data import open_dataset
 from modnet_prune.errors import UserError
-from modnet_prune.model import Arch
 from modnet_prune.train import Student, TrainConfig, fit, recalibrate_bn
 from modnet_prune.train.rundir import RunDir
 
-ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-
-
-def tiny_arch(div: int = 4) -> Arch:
-    """The official structure at 1/div of every width (fast on 2 cores)."""
-    official = Arch()
-    return Arch(stem=official.stem // div, stages=tuple(max(2, w // div) for w in official.stages),
-                expansion=tuple(w // div for w in official.expansion), last=official.last // div,
-                se_hidden=official.se_hidden // div,
-                heads={k: max(2, w // div) for k, w in official.heads.items()})
-
-
-def cfg(**kw) -> TrainConfig:
-    base = dict(size=64, batch_size=4, steps=6, lr=0.01, workers=0, log_every=1,
-                checkpoint_every=3, schedule="cosine")
-    return TrainConfig(**{**base, **kw})
-
+from helpers import ENV, cfg, cli_process, divided_arch, run_cli, torchrun
 
 def train_rows(out) -> list[dict]:
     return [r for r in RunDir(out).rows() if r["kind"] == "train"]
@@ -42,7 +23,7 @@ def train_rows(out) -> list[dict]:
 
 def test_loss_falls_when_fitting_a_fixed_batch(tmp_path):
     data = open_dataset("synthetic:4@64", size=64, train=False)  # same batch every step
-    model = mp.MODNet(tiny_arch())
+    model = mp.MODNet(divided_arch())
     fit(model, data, cfg(steps=30, optimizer="adamw", lr=3e-3, checkpoint_every=30),
         tmp_path / "run", progress=False)
     losses = [r["loss"] for r in train_rows(tmp_path / "run")]
@@ -70,7 +51,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, monkeypatch)
 
     evalset = open_dataset("synthetic:2@64+seed500", size=64, train=False)
     run = RunDir(tmp_path / "run")
-    fit(mp.MODNet(tiny_arch()), data, cfg(eval_every=2), run.path, eval_set=evalset,
+    fit(mp.MODNet(divided_arch()), data, cfg(eval_every=2), run.path, eval_set=evalset,
         progress=False)
     straight, straight_rows = _final_weights(run.path), train_rows(run.path)
     assert sorted(saved_states) == [3, 6]
@@ -78,7 +59,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, monkeypatch)
     run.file("last.state.pt").write_bytes(saved_states[3])
 
     torch.manual_seed(123)  # whatever the caller's RNG, the state file decides
-    result = fit(mp.MODNet(tiny_arch()), data, cfg(eval_every=2), run.path, eval_set=evalset,
+    result = fit(mp.MODNet(divided_arch()), data, cfg(eval_every=2), run.path, eval_set=evalset,
                  resume=True, progress=False)
     assert result.step == 6 and not result.stopped
     evals = [r for r in run.rows() if r["kind"] == "eval"]
@@ -94,21 +75,21 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, monkeypatch)
 def test_run_folder_rules(tmp_path):
     data = open_dataset("synthetic:8@64", size=64, train=True)
     out = tmp_path / "run"
-    fit(mp.MODNet(tiny_arch()), data, cfg(steps=2), out, progress=False)
+    fit(mp.MODNet(divided_arch()), data, cfg(steps=2), out, progress=False)
     saved = json.loads((out / "config.json").read_text())
-    assert saved["lr"] == 0.01 and saved["arch"] == tiny_arch().to_dict()
+    assert saved["lr"] == 0.01 and saved["arch"] == divided_arch().to_dict()
     with pytest.raises(UserError, match="already holds a run"):
-        fit(mp.MODNet(tiny_arch()), data, cfg(steps=2), out, progress=False)
+        fit(mp.MODNet(divided_arch()), data, cfg(steps=2), out, progress=False)
     with pytest.raises(UserError, match="different settings.*lr"):
-        fit(mp.MODNet(tiny_arch()), data, cfg(steps=4, lr=0.5), out, resume=True, progress=False)
+        fit(mp.MODNet(divided_arch()), data, cfg(steps=4, lr=0.5), out, resume=True, progress=False)
     with pytest.raises(UserError, match="fewer than --batch-size"):
-        fit(mp.MODNet(tiny_arch()), data, cfg(batch_size=16), tmp_path / "b", progress=False)
+        fit(mp.MODNet(divided_arch()), data, cfg(batch_size=16), tmp_path / "b", progress=False)
     with pytest.raises(UserError, match="exactly one of"):
-        fit(mp.MODNet(tiny_arch()), data, cfg(epochs=1.0), tmp_path / "c", progress=False)
-    with pytest.raises(UserError, match="must be > 0"):
-        fit(mp.MODNet(tiny_arch()), data, cfg(steps=0), tmp_path / "c", progress=False)
+        fit(mp.MODNet(divided_arch()), data, cfg(epochs=1.0), tmp_path / "c", progress=False)
+    with pytest.raises(UserError, match="--steps 0: must be an integer >= 1"):
+        fit(mp.MODNet(divided_arch()), data, cfg(steps=0), tmp_path / "c", progress=False)
     # epochs: 8 samples / batch 4 = 2 steps per epoch
-    r = fit(mp.MODNet(tiny_arch()), data, cfg(steps=None, epochs=1.5), tmp_path / "d",
+    r = fit(mp.MODNet(divided_arch()), data, cfg(steps=None, epochs=1.5), tmp_path / "d",
             progress=False)
     assert r.step == 3
 
@@ -117,7 +98,7 @@ def test_eval_keeps_best_by_mad(tmp_path):
     data = open_dataset("synthetic:8@64", size=64, train=True)
     evalset = open_dataset("synthetic:2@64+seed500", size=64, train=False)
     out = tmp_path / "run"
-    result = fit(mp.MODNet(tiny_arch()), data, cfg(steps=4, eval_every=2), out,
+    result = fit(mp.MODNet(divided_arch()), data, cfg(steps=4, eval_every=2), out,
                  eval_set=evalset, progress=False)
     evals = [r for r in RunDir(out).rows() if r["kind"] == "eval"]
     assert [r["step"] for r in evals] == [2, 4]
@@ -127,7 +108,7 @@ def test_eval_keeps_best_by_mad(tmp_path):
 
 
 def test_recalibrate_bn_gives_the_exact_mean_over_batches():
-    model = mp.MODNet(tiny_arch()).train()
+    model = mp.MODNet(divided_arch()).train()
     bn = model.backbone.model.features[2].conv[1]  # a backbone BN
     seen = []
     handle = bn.register_forward_hook(lambda m, i, o: seen.append(i[0].detach()))
@@ -142,7 +123,7 @@ def test_recalibrate_bn_gives_the_exact_mean_over_batches():
 def test_adapter_init_recovers_kept_channels():
     """A student that keeps teacher channels [5, 1, 6] of hr2x: the least-squares init
     finds that selection (up to numerical noise)."""
-    student = Student(mp.MODNet(tiny_arch()), {"hr2x": 8})
+    student = Student(mp.MODNet(divided_arch()), {"hr2x": 8})
     hr2x = student.model.hr_branch.conv_hr2x
     kept = torch.tensor([5, 1, 6, 0, 2, 3, 4, 7])[: hr2x[-1].layers[0].out_channels]
     img = torch.randn(2, 3, 64, 64)
@@ -161,27 +142,14 @@ def test_adapter_init_recovers_kept_channels():
     assert torch.allclose(w, expected, atol=1e-3)
 
 
-def _cli(*args, **kw):
-    """The CLI in a fresh process (for signals, and what a user sees)."""
-    return subprocess.run([sys.executable, "-m", "modnet_prune", *args], env=ENV,
-                          capture_output=True, text=True, timeout=300, **kw)
-
-
-def run_cli(capsys, *args) -> subprocess.CompletedProcess:
-    """The CLI in this process (no interpreter start-up); same result shape as _cli."""
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, out, err)
-
-
 def test_cli_train_errors_are_one_line(tmp_path, capsys):
-    r = run_cli(capsys, "train", "--data", str(tmp_path / "nope"), "--steps", "1",
+    r = runcli_process(capsys, "train", "--data", str(tmp_path / "nope"), "--steps", "1",
                 "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "no such folder" in r.stderr and "Traceback" not in r.stderr
-    r = run_cli(capsys, "train", "--data", "synthetic:8@64", "--size", "50", "--steps", "1",
+    r = runcli_process(capsys, "train", "--data", "synthetic:8@64", "--size", "50", "--steps", "1",
              "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "multiple of 32" in r.stderr
-    r = run_cli(capsys, "train", "--data", "synthetic:8@64", "--size", "64", "--steps", "1",
+    r = runcli_process(capsys, "train", "--data", "synthetic:8@64", "--size", "64", "--steps", "1",
                 "--checkpoint", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "no such file" in r.stderr
 
@@ -204,40 +172,34 @@ def test_ctrl_c_saves_and_resume_finishes(tmp_path):
     state = torch.load(out / "last.state.pt", weights_only=True)
     rows = train_rows(out)
     assert state["step"] == rows[-1]["step"] < 400  # saved where it stopped, nothing lost
-    r = _cli(*[a if a != "400" else str(state["step"] + 2) for a in args], "--resume", "--json")
+    r = cli_process(*[a if a != "400" else str(state["step"] + 2) for a in args], "--resume", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["step"] == state["step"] + 2
     steps = [x["step"] for x in train_rows(out)]
     assert steps == list(range(1, state["step"] + 3))
 
 
-def _torchrun(*args, nproc: int = 2):
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
-                           str(nproc), "-m", "modnet_prune", *args], env=ENV,
-                          capture_output=True, text=True, timeout=400)
-
-
 @pytest.mark.slow
 def test_torchrun_two_processes_train_and_resume(tmp_path):
-    init = mp.save(mp.MODNet(tiny_arch()), tmp_path / "init.safetensors")
+    init = mp.save(mp.MODNet(divided_arch()), tmp_path / "init.safetensors")
     out = tmp_path / "run"
     common = ["train", "--checkpoint", str(init), "--data", "synthetic:16@64", "--size", "64",
               "--batch-size", "2", "--log-every", "1", "--checkpoint-every", "2",
               "--workers", "1", "--out", str(out), "--no-progress", "--json"]
-    r = _torchrun(*common, "--steps", "2")
+    r = torchrun(*common, "--steps", "2")
     assert r.returncode == 0, r.stderr[-2000:]
-    r = _torchrun(*common, "--steps", "4", "--resume")
+    r = torchrun(*common, "--steps", "4", "--resume")
     assert r.returncode == 0, r.stderr[-2000:]
     rows = train_rows(out)
     assert [x["step"] for x in rows] == [1, 2, 3, 4]
     assert {x["world_size"] for x in rows} == {2}
     assert json.loads((out / "config.json").read_text())["world_size"] == 2
-    assert mp.load(out / "last.safetensors").arch == tiny_arch()
+    assert mp.load(out / "last.safetensors").arch == divided_arch()
 
 
 def test_distillation_pulls_the_student_towards_the_teacher(tmp_path):
     data = open_dataset("synthetic:4@64", size=64, train=False)
-    teacher, student = mp.MODNet(tiny_arch(2)).eval(), mp.MODNet(tiny_arch(4))
+    teacher, student = mp.MODNet(divided_arch(2)).eval(), mp.MODNet(divided_arch(4))
     weights = {"matte": 1.0, "detail": 1.0, "semantic": 10.0, "lr8x": 1.0, "hr2x": 1.0}
     fit(student, data, cfg(steps=20, optimizer="adamw", lr=3e-3, checkpoint_every=20,
                            supervised=0.0, distill=weights), tmp_path / "kd", teacher=teacher,
@@ -250,16 +212,16 @@ def test_distillation_pulls_the_student_towards_the_teacher(tmp_path):
     state = torch.load(tmp_path / "kd" / "last.state.pt", weights_only=True)
     assert {k for k in state["module"] if k.startswith("adapters.")} == {
         "adapters.lr8x.weight", "adapters.lr8x.bias", "adapters.hr2x.weight", "adapters.hr2x.bias"}
-    assert mp.load(tmp_path / "kd" / "last.safetensors").arch == tiny_arch(4)  # no adapters
+    assert mp.load(tmp_path / "kd" / "last.safetensors").arch == divided_arch(4)  # no adapters
     hooked = [m for net in (student, teacher) for m in net.modules() if m._forward_hooks]
     assert not hooked  # the feature taps are gone once the run is over
 
 
 def test_cli_finetune_with_teacher_and_bn_recalibration(tmp_path, capsys):
-    teacher = mp.save(mp.MODNet(tiny_arch(2)), tmp_path / "teacher.safetensors")
-    student = mp.save(mp.MODNet(tiny_arch(4)), tmp_path / "student.safetensors")
+    teacher = mp.save(mp.MODNet(divided_arch(2)), tmp_path / "teacher.safetensors")
+    student = mp.save(mp.MODNet(divided_arch(4)), tmp_path / "student.safetensors")
     out = tmp_path / "ft"
-    r = run_cli(capsys, "finetune", "--student", str(student), "--teacher", str(teacher),
+    r = runcli_process(capsys, "finetune", "--student", str(student), "--teacher", str(teacher),
              "--data", "synthetic:8@64", "--size", "64", "--batch-size", "4", "--steps", "2",
              "--log-every", "1", "--recalibrate-bn", "2", "--kd-detail", "0", "--workers", "0",
              "--out", str(out), "--json", "--no-progress")
@@ -276,12 +238,12 @@ def test_cli_finetune_with_teacher_and_bn_recalibration(tmp_path, capsys):
 
 
 def test_soc_adaptation_runs_finite_from_a_checkpoint(tmp_path, capsys):
-    init = mp.save(mp.MODNet(tiny_arch()), tmp_path / "init.safetensors")
-    r = run_cli(capsys, "train", "--objective", "soc", "--data", "synthetic:4@64", "--size", "64",
+    init = mp.save(mp.MODNet(divided_arch()), tmp_path / "init.safetensors")
+    r = runcli_process(capsys, "train", "--objective", "soc", "--data", "synthetic:4@64", "--size", "64",
                 "--batch-size", "2", "--steps", "2", "--workers", "0", "--log-every", "1",
                 "--out", str(tmp_path / "soc"), "--json")
     assert r.returncode == 2 and "give it as --checkpoint" in r.stderr
-    r = run_cli(capsys, "train", "--objective", "soc", "--checkpoint", str(init),
+    r = runcli_process(capsys, "train", "--objective", "soc", "--checkpoint", str(init),
                 "--data", "synthetic:4@64", "--size", "64", "--batch-size", "2", "--steps", "2",
                 "--workers", "0", "--log-every", "1", "--lr", "0.001",
                 "--out", str(tmp_path / "soc"), "--json")
@@ -321,7 +283,7 @@ def test_checkpoints_record_the_training_sizes(tmp_path):
 
     data = open_dataset("synthetic:4@64", size=64, train=False)
     for name, multi, expected in (("one", [], [64]), ("multi", [64, 32], [32, 64])):
-        fit(mp.MODNet(tiny_arch(8)), data, cfg(steps=2, checkpoint_every=2, multi_size=multi),
+        fit(mp.MODNet(divided_arch(8)), data, cfg(steps=2, checkpoint_every=2, multi_size=multi),
             tmp_path / name, eval_set=data, progress=False)
         for checkpoint in ("last.safetensors", "best.safetensors"):
             assert read_train_sizes(tmp_path / name / checkpoint) == expected

@@ -8,13 +8,14 @@ import modnet_prune as mp
 from modnet_prune.data import open_dataset
 from modnet_prune.train.compress import CompressConfig, compress, inference_macs
 from modnet_prune.train.rundir import RunDir
-from test_train import _torchrun, cfg, run_cli, tiny_arch
+
+from helpers import cfg, divided_arch, run_cli, torchrun
 
 KD = {"matte": 1.0, "semantic": 10.0, "lr8x": 1.0, "hr2x": 1.0}
 
 
 def test_compress_reaches_target_in_k_rounds_and_resumes_per_round(tmp_path):
-    teacher = mp.MODNet(tiny_arch(2)).eval()
+    teacher = mp.MODNet(divided_arch(2)).eval()
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     data = open_dataset("synthetic:8@64", size=64, train=True)
     evalset = open_dataset("synthetic:2@64+seed99", size=64, train=False)
@@ -53,7 +54,7 @@ def test_compress_reaches_target_in_k_rounds_and_resumes_per_round(tmp_path):
 
 
 def test_cli_compress_and_bad_target(tmp_path, capsys):
-    teacher = mp.save(mp.MODNet(tiny_arch(2)), tmp_path / "t.safetensors")
+    teacher = mp.save(mp.MODNet(divided_arch(2)), tmp_path / "t.safetensors")
     common = ["compress", "--checkpoint", str(teacher), "--iterations", "1",
               "--finetune-steps", "1", "--round-to", "2", "--data", "synthetic:8@64",
               "--size", "64", "--batch-size", "4", "--workers", "0", "--recalibrate-bn", "1",
@@ -64,14 +65,14 @@ def test_cli_compress_and_bad_target(tmp_path, capsys):
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert len(summary["iterations"]) == 1 and summary["iterations"][0]["fraction"] <= 0.7
-    assert mp.load(summary["model"]).arch != tiny_arch(2)
+    assert mp.load(summary["model"]).arch != divided_arch(2)
 
 
 @pytest.mark.slow
 def test_torchrun_two_processes_compress(tmp_path):
-    teacher = mp.save(mp.MODNet(tiny_arch(2)), tmp_path / "t.safetensors")
+    teacher = mp.save(mp.MODNet(divided_arch(2)), tmp_path / "t.safetensors")
     out = tmp_path / "c"
-    r = _torchrun("compress", "--checkpoint", str(teacher), "--target-macs", "0.6",
+    r = torchrun("compress", "--checkpoint", str(teacher), "--target-macs", "0.6",
                   "--iterations", "2", "--finetune-steps", "2", "--round-to", "2",
                   "--data", "synthetic:8@64", "--size", "64", "--batch-size", "2",
                   "--workers", "0", "--log-every", "1", "--recalibrate-bn", "1",

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from pipeline_helpers import make_teacher
+from helpers import make_teacher
 
 import modnet_prune as mp
 from modnet_prune.cli import main
@@ -20,7 +20,7 @@ from modnet_prune.errors import UserError
 from modnet_prune.metrics import METRICS, all_metrics, boundary, evaluate, iou
 from modnet_prune.pipeline.recipe import load_recipe
 from modnet_prune.train import TrainConfig, fit
-from tiny import tiny_arch, tiny_model
+from helpers import tiny_arch, tiny_model
 
 
 def _photo(path, level, size=(40, 56)):

@@ -43,6 +43,7 @@ from .data.datasets import open_source
 from .data.images import alpha_to_uint8, write_png
 from .data.protocol import to_input, to_original_size
 from .errors import UserError
+from .model.inputs import normalise
 
 METRICS = ("sad", "mse", "mad", "grad", "conn")
 AGREEMENT = ("iou", "boundary")
@@ -192,8 +193,7 @@ def network_input(image: np.ndarray, size: int | None) -> torch.Tensor:
     image = np.array(image, np.uint8)  # a writable copy: decoded images may be read-only
     if size is None:
         return to_input(image)
-    x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
-    x = (x / 255.0 - 0.5) / 0.5
+    x = normalise(torch.from_numpy(image).permute(2, 0, 1)[None])
     return x if x.shape[-2:] == (size, size) else F.interpolate(x, size=(size, size), mode="area")
 
 

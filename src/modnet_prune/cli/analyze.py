@@ -6,7 +6,8 @@ from rich.console import Console
 from ..model import MODNet
 from ..model.io import load
 from ..prune import describe_groups
-from ..report.analysis import analyze, parse_size
+from ..model.inputs import parse_size
+from ..report.analysis import analyze
 from ..report.render import render_analysis
 from .common import print_json
 from .prune import print_groups

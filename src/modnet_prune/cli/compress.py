@@ -4,13 +4,15 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from ..checks import KEEP_FRACTION
 from ..errors import UserError
 from ..model.io import load
 from ..train import teardown
 from ..train.compress import CompressConfig, compress
+from ..train.loop import FINETUNE
 from ..train.schedule import PRUNE_SCHEDULES
 from .common import print_json
-from .finetune import add_distill_args, distill_overrides
+from .finetune import add_distill_args
 from .train import add_training_args, config_from_args, file_info, open_sets, start
 
 
@@ -20,9 +22,7 @@ def fraction(text: str) -> float:
         value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
     except ValueError:
         raise UserError(f"--target-macs {text!r}: expected a fraction like 0.5 or 50%") from None
-    if not 0 < value <= 1:
-        raise UserError(f"--target-macs {text!r}: must be in (0, 1] (a fraction of the MACs)")
-    return value
+    return KEEP_FRACTION.check(value, "--target-macs")
 
 
 def register(sub) -> None:
@@ -43,7 +43,7 @@ def register(sub) -> None:
     p.add_argument("--min-channels", type=int, default=1)
     p.add_argument("--cost-size", type=int, default=512, help="input size for counting MACs")
     add_distill_args(p)
-    add_training_args(p, lr=0.001, schedule="cosine", length=False)
+    add_training_args(p, defaults=FINETUNE, length=False)
     p.set_defaults(func=run, recalibrate_bn=8)  # cheap, and most of the recovery after a cut
 
 
@@ -56,7 +56,7 @@ def run(args) -> int:
                             min_channels=args.min_channels, cost_size=args.cost_size)
         train_set, eval_set = open_sets(args)
         teacher = load(args.checkpoint)
-        tc = config_from_args(args, steps=args.finetune_steps, **distill_overrides(args))
+        tc = config_from_args(args, steps=args.finetune_steps)
         info = {"data": args.data, "eval_data": args.eval_data,
                 "teacher": file_info(args.checkpoint)}
         result = compress(teacher, train_set, cc, tc, args.out, eval_set=eval_set,
@@ -71,7 +71,7 @@ def run(args) -> int:
 def _report(result, as_json: bool) -> None:
     summary = {"out": str(result.out), "stopped": result.stopped, "teacher": result.teacher,
                "iterations": result.rows,
-               "model": None if result.stopped else str(result.out / "model.safetensors")}
+               "model": None if result.stopped else str(result.model_path)}
     if as_json:
         print_json(summary)
         return

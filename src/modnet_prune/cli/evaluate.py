@@ -11,10 +11,10 @@ from rich.table import Table
 
 from ..data import open_source
 from ..data.datasets import is_synthetic
-from ..data.protocol import MULTIPLE
 from ..errors import UserError
 from ..deploy.runtime import RUNTIMES, open_runtime
 from ..metrics import METRICS, SCALING, evaluate
+from ..model.inputs import check_size
 from ..model.shipped import synthetic_teacher_note, trained_on_synthetic
 from ..files import write_atomic
 from ..model.io import untrained_size_warning
@@ -69,8 +69,8 @@ def _check_prediction_dir(save_dir: str, source) -> Path:
 
 
 def run(args) -> int:
-    if args.size is not None and (args.size < MULTIPLE or args.size % MULTIPLE):
-        raise UserError(f"--size {args.size}: must be a positive multiple of {MULTIPLE}")
+    if args.size is not None:
+        check_size(args.size, "--size")
     csv_path = output_path(args.csv) if args.csv else None
     with warnings.catch_warnings(record=True) as caught:  # unpaired files: one line each
         warnings.simplefilter("always")

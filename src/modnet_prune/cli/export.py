@@ -7,7 +7,8 @@ from pathlib import Path
 from rich.console import Console
 
 from ..errors import UserError
-from ..deploy.onnx_export import DEFAULT_OPSET, GRAPHS, PARITY_TOL, export_onnx, parse_hw
+from ..deploy.onnx_export import DEFAULT_OPSET, GRAPHS, PARITY_TOL, export_onnx
+from ..model.inputs import parse_size
 from ..model.io import load
 from ..files import sha256_file
 from .common import output_path, print_json
@@ -36,7 +37,7 @@ def run(args) -> int:
     if Path(args.out).suffix.lower() != ".onnx":
         raise UserError(f"{args.out}: the output name must end in .onnx")
     out = output_path(args.out, (args.checkpoint,))
-    static_hw = parse_hw(args.static) if args.static else None
+    static_hw = parse_size(args.static, "--static") if args.static else None
     model = load(args.checkpoint)
     source = {"source": Path(args.checkpoint).name, "source_sha256": sha256_file(args.checkpoint)}
     report = export_onnx(model, out, opset=args.opset, static_hw=static_hw, fp16=args.fp16,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..model.io import load
 from ..train import teardown
+from ..train.loop import FINETUNE
 from ..train.losses import DistillWeights
 from .train import (add_training_args, config_from_args, file_info, fit_and_report, open_sets,
                     start)
@@ -14,20 +15,16 @@ _KD_HELP = {"matte": "L1 between mattes", "detail": "L1 between detail outputs",
 
 
 def add_distill_args(p) -> None:
+    """--kd-* (DistillWeights.recommended() by default), --supervised, --recalibrate-bn."""
     g = p.add_argument_group("distillation (0 turns a term off)")
-    for name, default in DistillWeights().as_dict().items():
+    for name, default in DistillWeights.recommended().as_dict().items():
         g.add_argument(f"--kd-{name}", type=float, default=default,
                        help=f"{_KD_HELP[name]} (default {default:g})")
-    g.add_argument("--supervised", type=float,
+    g.add_argument("--supervised", type=float, default=FINETUNE.supervised,
                    help="weight of the official supervised loss (default: 1 with ground-truth "
                         "mattes; 0, pure distillation, on unlabeled data, where > 0 is refused)")
-    g.add_argument("--recalibrate-bn", type=int, default=0, metavar="N",
+    g.add_argument("--recalibrate-bn", type=int, default=FINETUNE.recalibrate_bn, metavar="N",
                    help="re-estimate BatchNorm statistics on N batches before training")
-
-
-def distill_overrides(args) -> dict:
-    return {"distill": {k: getattr(args, f"kd_{k}") for k in DistillWeights().as_dict()},
-            "supervised": args.supervised, "recalibrate_bn": args.recalibrate_bn}
 
 
 def register(sub) -> None:
@@ -37,7 +34,7 @@ def register(sub) -> None:
     p.add_argument("--student", required=True, help="the model to train (e.g. a pruned one)")
     p.add_argument("--teacher", required=True, help="the model to imitate (e.g. the original)")
     add_distill_args(p)
-    add_training_args(p, lr=0.001, schedule="cosine")
+    add_training_args(p, defaults=FINETUNE)
     p.set_defaults(func=run)
 
 
@@ -46,7 +43,7 @@ def run(args) -> int:
     try:
         train_set, eval_set = open_sets(args)
         student, teacher = load(args.student), load(args.teacher)
-        cfg = config_from_args(args, **distill_overrides(args))
+        cfg = config_from_args(args)
         info = {"data": args.data, "eval_data": args.eval_data,
                 "student": file_info(args.student), "teacher": file_info(args.teacher)}
         return fit_and_report(args, ctx, student, cfg, (train_set, eval_set), info, teacher)

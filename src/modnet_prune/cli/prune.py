@@ -22,8 +22,9 @@ def register(sub) -> None:
     how.add_argument("--ratio", type=float, help="remove this fraction of channels")
     how.add_argument("--target-macs", type=float, metavar="F",
                      help="keep at most this fraction of the inference MACs at --size")
-    how.add_argument("--plan", metavar="FILE", help="YAML/JSON: layer -> {keep: N}, {ratio: r}, "
-                                                                 "{threshold: t} or {follow: LAYER}")
+    how.add_argument("--plan", metavar="FILE",
+                     help="YAML/JSON: layer -> {keep: N}, {ratio: r}, {threshold: t} or "
+                          "{follow: LAYER}")
     p.add_argument("--allocation", choices=("uniform", "global"), default="uniform",
                    help="with --ratio: per group (uniform) or one ranking of all channels")
     p.add_argument("--criterion", choices=CRITERIA, default="l1", help="channel importance")

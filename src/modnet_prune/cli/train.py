@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 import torch
@@ -14,52 +15,57 @@ from ..model.io import load
 from ..files import sha256_file
 from ..train import Context, TrainConfig, fit, setup, teardown
 from ..train.loop import OBJECTIVES, OPTIMIZERS
+from ..train.losses import DistillWeights
 from ..train.rundir import RunDir
 from ..train.schedule import LR_SCHEDULES
 from .common import print_json
 
 
-def add_training_args(p, *, lr: float = 0.01, schedule: str = "step", length: bool = True) -> None:
-    """Options shared by train, finetune and compress (`length`: --steps/--epochs)."""
+def add_training_args(p, *, defaults: TrainConfig = TrainConfig(), length: bool = True) -> None:
+    """Options shared by train, finetune and compress, defaulting to `defaults`' values
+    (`length`: --steps/--epochs). Each option sets the TrainConfig field of its name."""
+    d = defaults
     g = p.add_argument_group("data")
     g.add_argument("--data", required=True,
                    help="training set: synthetic:N@S[+seedK], a dataset folder, a folder of "
                         "unlabeled photos/videos (VIDEO@2fps), SPEC[:90%%], or a mixture "
                         "'3*photos/ + 1*synthetic:20000@128' (see recipes/README.md)")
-    g.add_argument("--size", type=int, default=512, help="training crop size (multiple of 32)")
-    g.add_argument("--multi-size", type=_sizes, default=[],
+    g.add_argument("--size", type=int, default=d.size, help="training crop size (multiple of 32)")
+    g.add_argument("--multi-size", type=_sizes, default=list(d.multi_size),
                    help="multi-scale training: each step's batch is resized to one of these "
                         "comma-separated sizes (each <= --size), e.g. 128,256,384,512")
-    g.add_argument("--batch-size", type=int, default=16, help="per process")
-    g.add_argument("--workers", type=int, default=2, help="data-loading processes per rank")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="per process")
+    g.add_argument("--workers", type=int, default=d.workers, help="data-loading processes per rank")
     g.add_argument("--eval-data",
                    help="evaluation set (same spec syntax); MAD picks best.safetensors")
-    g.add_argument("--eval-every", type=int, default=0,
+    g.add_argument("--eval-every", type=int, default=d.eval_every,
                    help="steps between evaluations (0: at the end)")
     g = p.add_argument_group("optimisation")
     if length:
         steps = g.add_mutually_exclusive_group(required=True)
         steps.add_argument("--steps", type=int, help="optimizer steps in total")
         steps.add_argument("--epochs", type=float, help="passes over the training set")
-    g.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr})")
-    g.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
-    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    g.add_argument("--weight-decay", type=float, default=0.0)
-    g.add_argument("--schedule", choices=LR_SCHEDULES, default=schedule)
-    g.add_argument("--warmup", type=int, default=0, help="steps of linear LR warm-up")
-    g.add_argument("--step-size", type=int,
+    g.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr:g})")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer,
+                   help=f"default {d.optimizer}")
+    g.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    g.add_argument("--schedule", choices=LR_SCHEDULES, default=d.schedule,
+                   help=f"default {d.schedule}")
+    g.add_argument("--warmup", type=int, default=d.warmup, help="steps of linear LR warm-up")
+    g.add_argument("--step-size", type=int, default=d.step_size,
                    help="steps per x--gamma decay (schedule step; default steps/4)")
-    g.add_argument("--gamma", type=float, default=0.1)
-    g.add_argument("--min-lr", type=float, default=0.0, help="final LR of the cosine schedule")
-    g.add_argument("--semantic-scale", type=float, default=10.0)
-    g.add_argument("--detail-scale", type=float, default=10.0)
-    g.add_argument("--matte-scale", type=float, default=1.0)
+    g.add_argument("--gamma", type=float, default=d.gamma)
+    g.add_argument("--min-lr", type=float, default=d.min_lr, help="final LR of the cosine schedule")
+    for term, scale in d.scales.items():
+        g.add_argument(f"--{term}-scale", type=float, default=scale)
     g = p.add_argument_group("run")
     g.add_argument("--out", required=True, help="run folder (created; never overwritten)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
-    g.add_argument("--log-every", type=int, default=10, help="steps between log rows")
+    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help="steps between checkpoints")
+    g.add_argument("--log-every", type=int, default=d.log_every, help="steps between log rows")
     g.add_argument("--threads", type=int,
                    help="torch threads per process (default: cores / processes)")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -75,20 +81,14 @@ def _sizes(text: str) -> list[int]:
 
 
 def config_from_args(args, **overrides) -> TrainConfig:
-    cfg = TrainConfig(
-        size=args.size, multi_size=args.multi_size, batch_size=args.batch_size,
-        steps=getattr(args, "steps", None),
-        epochs=getattr(args, "epochs", None),
-        lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
-        weight_decay=args.weight_decay, schedule=args.schedule, warmup=args.warmup,
-        step_size=args.step_size, gamma=args.gamma, min_lr=args.min_lr, seed=args.seed,
-        workers=args.workers, log_every=args.log_every, eval_every=args.eval_every,
-        checkpoint_every=args.checkpoint_every,
-        scales={"semantic": args.semantic_scale, "detail": args.detail_scale,
-                "matte": args.matte_scale})
-    for key, value in overrides.items():
-        setattr(cfg, key, value)
-    return cfg
+    """The TrainConfig the parsed options describe: each field from the option of its name
+    (`flag`), the fields no option sets at their defaults, then `overrides`."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+              if hasattr(args, f.name) and f.name not in ("scales", "distill")}
+    values["scales"] = {term: getattr(args, f"{term}_scale") for term in TrainConfig().scales}
+    if hasattr(args, "kd_matte"):
+        values["distill"] = {term: getattr(args, f"kd_{term}") for term in DistillWeights().as_dict()}
+    return TrainConfig(**{**values, **overrides})
 
 
 def start(args) -> Context:
@@ -131,7 +131,7 @@ def run(args) -> int:
         torch.manual_seed(args.seed)
         model = load(args.checkpoint) if args.checkpoint else MODNet()
         frozen = load(args.checkpoint) if args.objective == "soc" and args.checkpoint else None
-        cfg = config_from_args(args, objective=args.objective)
+        cfg = config_from_args(args)
         info = {"data": args.data, "eval_data": args.eval_data,
                 "checkpoint": file_info(args.checkpoint)}
         return fit_and_report(args, ctx, model, cfg, (train_set, eval_set), info, frozen)

@@ -53,6 +53,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..model.inputs import check_size
 from .images import IMAGE_SUFFIXES, read_alpha, read_image
 from .synthetic import render_portrait, sample_name
 from .transforms import UNKNOWN, resize_sample, to_tensors, train_transform, trimap_from_alpha
@@ -270,8 +271,7 @@ class MattingDataset(torch.utils.data.Dataset):
 def open_dataset(spec: str, *, size: int, train: bool, seed: int = 0) -> MattingDataset:
     """Dataset from a spec (module doc): items are S x S tensors, S = `size`. `seed` is the
     first synthetic seed when the spec has no `+seedK`; folders ignore it."""
-    if size < 32 or size % 32:
-        raise UserError(f"size {size}: must be a positive multiple of 32 (MODNet's stride)")
+    check_size(size)
     return MattingDataset(open_source(spec, size=size, train=train, seed=seed), size, train)
 
 

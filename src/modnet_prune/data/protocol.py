@@ -1,6 +1,6 @@
 """The MODNet inference protocol, as used to produce published numbers.
 
-Normalise to [-1, 1]; if the long side < ref or the short side > ref, rescale so the short
+Normalise to [-1, 1] (`model.inputs.normalise`); if the long side < ref or the short side > ref, rescale so the short
 side is ref; floor both sides to a multiple of 32; resize with area interpolation;
 predict; resize the matte back to the original size with area interpolation.
 """
@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-MULTIPLE = 32
+from ..model.inputs import MULTIPLE, normalise
 
 
 def protocol_size(height: int, width: int, ref: int = 512) -> tuple[int, int]:
@@ -28,8 +28,7 @@ def protocol_size(height: int, width: int, ref: int = 512) -> tuple[int, int]:
 def to_input(image: np.ndarray, ref: int = 512) -> torch.Tensor:
     """uint8 RGB (H, W, 3) -> normalised (1, 3, h, w) float32 at the protocol size."""
     x = torch.from_numpy(np.array(image, copy=True))  # readers may return read-only arrays
-    x = x.permute(2, 0, 1)[None].float()
-    x = (x / 255.0 - 0.5) / 0.5
+    x = normalise(x.permute(2, 0, 1)[None])
     h, w = protocol_size(image.shape[0], image.shape[1], ref)
     return F.interpolate(x, size=(h, w), mode="area")
 

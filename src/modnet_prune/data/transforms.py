@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy.ndimage import maximum_filter, minimum_filter
 
+from ..model.inputs import normalise
+
 FG_THRESHOLD, BG_THRESHOLD = 0.99, 0.01
 UNKNOWN = 128
 
@@ -90,12 +92,12 @@ def to_tensors(image: np.ndarray, alpha: np.ndarray | None, trimap: np.ndarray |
     unlabeled sample (alpha None) gives the image alone."""
     img = torch.from_numpy(np.array(image, np.float32)).permute(2, 0, 1)  # copies: inputs
     if alpha is None:                                                     # may be read-only
-        return {"image": (img / 255.0 - 0.5) / 0.5}
+        return {"image": normalise(img)}
     if trimap is None:
         trimap = trimap_from_alpha(alpha)
     tri = torch.from_numpy(np.array(trimap, np.float32))
     return {
-        "image": (img / 255.0 - 0.5) / 0.5,
+        "image": normalise(img),
         "alpha": torch.from_numpy(np.array(alpha, np.float32))[None],
         "trimap": (torch.round(tri / 127.5) * 0.5)[None],
     }

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from ..data.images import IMAGE_SUFFIXES, alpha_to_uint8, read_image, write_png
 from ..data.protocol import protocol_size, to_original_size
 from ..data.video import VIDEO_SUFFIXES
+from ..model.inputs import MULTIPLE, normalise
 from ..errors import UserError
 from ..files import write_atomic
 from .runtime import Runtime
@@ -45,8 +46,8 @@ class Matter:
     """
 
     def __init__(self, runtime: Runtime, ref: int = 512):
-        if ref < 32:
-            raise UserError(f"reference size {ref}: must be at least 32")
+        if ref < MULTIPLE:
+            raise UserError(f"reference size {ref}: must be at least {MULTIPLE}")
         self.runtime, self.ref = runtime, ref
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
@@ -60,7 +61,7 @@ class Matter:
         batch = torch.from_numpy(frames)  # writable: PIL's arrays are read-only views
         height, width = batch.shape[1:3]
         # as data.protocol.to_input, but batched and to any size (a static export fixes it)
-        x = (batch.permute(0, 3, 1, 2).float() / 255.0 - 0.5) / 0.5
+        x = normalise(batch.permute(0, 3, 1, 2))
         x = F.interpolate(x, size=self.input_size(height, width), mode="area")
         matte = torch.from_numpy(self._run(x.numpy()))
         alpha = to_original_size(matte, height, width)[:, 0].numpy()

@@ -26,7 +26,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from .. import __version__
-from ..data.protocol import MULTIPLE
+from ..model.inputs import MULTIPLE
 from ..errors import UserError
 from ..graph.cost import layer_costs
 from ..files import write_atomic
@@ -75,17 +75,6 @@ class ExportReport:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def parse_hw(text: str) -> tuple[int, int]:
-    """'512x384' -> (512, 384), both positive multiples of 32."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UserError(f"bad size {text!r}: expected HxW, e.g. 512x512") from None
-    if h <= 0 or w <= 0 or h % MULTIPLE or w % MULTIPLE:
-        raise UserError(f"bad size {text!r}: height and width must be positive multiples of 32")
-    return h, w
 
 
 def _trace_to_onnx(graph: nn.Module, opset: int,

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.protocol import MULTIPLE
+from ..model.inputs import check_size
 from ..errors import UserError
 from ..files import package_version
 from ..model.io import load
@@ -28,9 +28,7 @@ def _check_batch(x: np.ndarray, static_hw: tuple[int, int] | None = None,
     if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[1] != 3:
         raise UserError("runtime input must be an (N, 3, H, W) array, "
                         f"got {getattr(x, 'shape', type(x).__name__)}")
-    h, w = x.shape[2:]
-    if h % MULTIPLE or w % MULTIPLE or h == 0 or w == 0:
-        raise UserError(f"runtime input {h}x{w}: height and width must be positive multiples of 32")
+    h, w = check_size(x.shape[2:], "runtime input")
     if static_hw and (h, w) != static_hw:
         raise UserError(f"runtime input {h}x{w}: this ONNX file was exported for "
                         f"{static_hw[0]}x{static_hw[1]} only")

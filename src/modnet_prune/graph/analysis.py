@@ -9,14 +9,15 @@ from torch import fx, nn
 from ..errors import UserError
 from .groups import ChannelGraph, build_groups
 from .propagate import ChannelInterpreter
-from .rules import is_ibnorm, rule_for
+from .kinds import kind_of
+from .rules import rule_for
 
 
 class _Tracer(fx.Tracer):
-    """torch.nn layers are leaves (the default), and so is any IBNorm-like layer."""
+    """torch.nn layers are leaves (the default), and so is every layer of a registered kind."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return is_ibnorm(m) or super().is_leaf_module(m, qualname)
+        return kind_of(m) is not None or super().is_leaf_module(m, qualname)
 
 
 def trace(model: nn.Module, concrete_args: dict | None = None) -> fx.GraphModule:

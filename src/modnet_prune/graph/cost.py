@@ -1,7 +1,8 @@
-"""Exact parameter and MAC counts of Conv2d/Linear layers, from shapes seen in a forward pass.
+"""Exact parameter and MAC counts of layers, from shapes seen in a forward pass.
 
-Only conv and linear multiply-accumulates are counted (the convention of published MODNet
-numbers): norms, activations, interpolation and element-wise ops are excluded. A module
+Only layers whose kind counts MACs are counted: conv and linear among torch.nn's (the
+convention of published MODNet numbers); norms, activations, interpolation and
+element-wise ops are excluded. A module
 used several times per forward (or shared under two names) is counted once per call and
 listed once, under its first name.
 """
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .kinds import kind_of
+
 
 @dataclass(frozen=True)
 class LayerCost:
@@ -21,27 +24,18 @@ class LayerCost:
     macs: int
 
 
-def _conv_macs(m: nn.Conv2d, out: torch.Tensor) -> int:
-    k = m.kernel_size[0] * m.kernel_size[1]
-    return out[0].numel() * (m.in_channels // m.groups) * k
-
-
-def _linear_macs(m: nn.Linear, out: torch.Tensor) -> int:
-    return out[0].numel() * m.in_features
-
-
 @torch.no_grad()
 def layer_costs(model: nn.Module, *inputs, **kwargs) -> list[LayerCost]:
-    """Per-layer params and MACs (batch 1) of the conv/linear layers that ran in the pass."""
+    """Per-layer params and MACs (batch 1) of the MAC-counting layers that ran in the pass."""
     macs: dict[str, int] = {}
-    names = {}
+    names, counters = {}, {}
     for name, module in model.named_modules():  # named_modules lists a shared module once
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            names[module] = name
+        kind = kind_of(module)
+        if kind is not None and kind.macs is not None:
+            names[module], counters[module] = name, kind.macs
 
     def hook(module, _inputs, out):
-        count = _conv_macs if isinstance(module, nn.Conv2d) else _linear_macs
-        macs[names[module]] = macs.get(names[module], 0) + count(module, out)
+        macs[names[module]] = macs.get(names[module], 0) + counters[module](module, out)
 
     handles = [m.register_forward_hook(hook) for m in names]
     was_training = model.training

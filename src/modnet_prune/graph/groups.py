@@ -8,6 +8,7 @@ removes position(s) `member.positions[k]` from every member.
 """
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -24,17 +25,18 @@ class Member:
     """
 
     module: str
-    kind: str                              # conv | linear | batchnorm | instancenorm | ibnorm
+    kind: str                              # the layer's kind name (see kinds.py)
     role: str                              # out | in | norm
     positions: tuple[tuple[int, ...], ...]  # per class of the group
     size: int
-    split: int | None = None               # IBNorm: positions < split are in the BN part
+    splits: tuple[int, ...] = ()           # where parts begin that must each keep a channel
 
-    def part(self, k: int) -> str | None:
-        """"bn" or "in" for an IBNorm member: which half class k's channel lives in."""
-        if self.split is None:
+    def part(self, k: int) -> int | None:
+        """Which part class k's channels live in (IBNorm: 0 BatchNorm, 1 InstanceNorm);
+        None for a layer without parts."""
+        if not self.splits:
             return None
-        return "bn" if self.positions[k][0] < self.split else "in"
+        return bisect.bisect_right(self.splits, self.positions[k][0])
 
 
 @dataclass(frozen=True)
@@ -53,20 +55,27 @@ class Group:
         return tuple(m.module for m in self.members if m.role == "out")
 
     def parts(self) -> list[frozenset[int]]:
-        """Class sets that must each keep one channel: both halves of every IBNorm."""
+        """Class sets that must each keep one channel: every part of every member with
+        parts (both halves of an IBNorm)."""
         sets = set()
         for m in self.members:
-            if m.kind == "ibnorm":
-                for half in ("bn", "in"):
-                    ks = frozenset(k for k in range(self.width) if m.part(k) == half)
-                    if ks:
-                        sets.add(ks)
+            for ks in _member_parts(m, self.width).values():
+                sets.add(frozenset(ks))
         return sorted(sets, key=min)
 
     @property
     def min_keep(self) -> int:
-        """Fewest classes a pruned group may keep (1, or 2 when it feeds an IBNorm)."""
-        return min(2, max(1, len(self.parts())))
+        """Fewest classes a pruned group may keep: one per part of its most divided member
+        (2 when it feeds an IBNorm), at least 1."""
+        return max([1] + [len(_member_parts(m, self.width)) for m in self.members])
+
+
+def _member_parts(member: Member, width: int) -> dict[int, list[int]]:
+    parts: dict[int, list[int]] = defaultdict(list)
+    if member.splits:
+        for k in range(width):
+            parts[member.part(k)].append(k)
+    return parts
 
 
 @dataclass(frozen=True)
@@ -92,7 +101,7 @@ class ChannelGraph:
         return self._by_name[name]
 
     def group_of(self, module: str) -> Group | None:
-        """The group holding the output channels of a Conv2d/Linear, if it ran."""
+        """The group holding the output channels of a layer (Conv2d, Linear...), if it ran."""
         return self._by_producer.get(module)
 
     def __len__(self) -> int:
@@ -149,7 +158,7 @@ def _members(state, roots, where, widths) -> dict[int, list[Member]]:
             per_family[fam][k].append(pos)
         for fam, positions in per_family.items():
             out[fam].append(Member(module, rec.kind, role, tuple(map(tuple, positions)),
-                                   len(rec.labels), rec.split))
+                                   len(rec.labels), rec.splits))
     return out
 
 

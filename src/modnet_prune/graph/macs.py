@@ -1,8 +1,9 @@
-"""Exact conv/linear MACs after removing channels, without running the model again.
+"""Exact MACs after removing channels, without running the model again.
 
-A layer's MACs are `out_elements x in_per_group x kernel`, so removing channels scales them
-by (kept inputs / inputs) x (kept outputs / outputs); a depthwise conv only by its kept
-outputs (its inputs go with them). The base counts come from `cost.layer_costs` at one
+A layer's MACs are proportional to the widths of some of its roles (its kind's
+`macs_scale_with`): a conv's `out_elements x in_per_group x kernel` scale by (kept inputs /
+inputs) x (kept outputs / outputs), a depthwise conv's only by its kept outputs (its
+inputs go with them). The base counts come from `cost.layer_costs` at one
 input size; layers that did not run there (training-only heads) cost 0.
 """
 from __future__ import annotations
@@ -14,13 +15,14 @@ from dataclasses import dataclass
 from torch import nn
 
 from .groups import ChannelGraph
+from .kinds import kind_of
 
 
 @dataclass
 class _Layer:
     macs: int
-    sizes: dict[str, int]  # role ("in"/"out") -> width
-    depthwise: bool
+    sizes: dict[str, int]   # role ("in"/"out") -> width
+    scale_with: tuple[str, ...]  # the roles whose widths the MACs are proportional to
 
 
 class MacModel:
@@ -31,10 +33,12 @@ class MacModel:
         self.touches: dict[str, list[tuple[str, str, int]]] = defaultdict(list)
         for group in graph.groups:
             for m in group.members:
-                if m.kind not in ("conv", "linear"):
+                module = model.get_submodule(m.module)
+                kind = kind_of(module)
+                if kind is None or kind.macs is None:
                     continue
                 layer = self.layers.setdefault(m.module, _Layer(
-                    layer_macs.get(m.module, 0), {}, _is_depthwise(model.get_submodule(m.module))))
+                    layer_macs.get(m.module, 0), {}, kind.macs_scale_with(module)))
                 layer.sizes[m.role] = m.size
                 per_class = len(m.positions[0]) if m.positions else 0
                 self.touches[group.name].append((m.module, m.role, per_class))
@@ -42,12 +46,11 @@ class MacModel:
 
     def _layer_macs(self, name: str, lost: Mapping[tuple[str, str], int]) -> int:
         layer = self.layers[name]
-        out = layer.sizes["out"]
-        macs = layer.macs * (out - lost.get((name, "out"), 0))
-        if layer.depthwise:
-            return macs // out
-        inp = layer.sizes["in"]
-        return macs * (inp - lost.get((name, "in"), 0)) // (inp * out)
+        kept, full = layer.macs, 1
+        for role in layer.scale_with:
+            kept *= layer.sizes[role] - lost.get((name, role), 0)
+            full *= layer.sizes[role]
+        return kept // full
 
     def _lost(self, removed: Mapping[str, int]) -> dict[tuple[str, str], int]:
         lost: dict[tuple[str, str], int] = defaultdict(int)
@@ -72,6 +75,3 @@ class MacModel:
         """MACs saved by removing one class of `group` from the unpruned model."""
         return self.saving({}, group, 1)
 
-
-def _is_depthwise(module: nn.Module) -> bool:
-    return isinstance(module, nn.Conv2d) and 1 < module.groups == module.in_channels

@@ -35,9 +35,9 @@ class Source:
 
 @dataclass
 class MemberRecord:
-    kind: str                 # conv | linear | batchnorm | instancenorm | ibnorm
+    kind: str                 # the layer's kind name (conv, batchnorm, ...; see kinds.py)
     labels: tuple[int, ...]   # label at each position of the member's channel dimension
-    split: int | None = None  # IBNorm: positions below it are in the BatchNorm part
+    splits: tuple[int, ...] = ()  # where parts begin that must each keep a channel
 
 
 @dataclass
@@ -85,13 +85,15 @@ class LabelState:
         return self.produced[module]
 
     def member(self, module: str, role: str, kind: str, labels: tuple[int, ...],
-               split: int | None = None) -> None:
-        """Record that `module` owns a per-channel dimension (`role`: in, out or norm)."""
+               splits: tuple[int, ...] = ()) -> None:
+        """Record that `module` owns a per-channel dimension (`role`: in, out or norm).
+        `splits`: positions where a part begins that must keep one channel (IBNorm: its
+        InstanceNorm half), so that no pruning empties a part."""
         key = (module, role)
         if key in self.members:  # called again: the same weights see both inputs
             self.unite(self.members[key].labels, labels)
         else:
-            self.members[key] = MemberRecord(kind, labels, split)
+            self.members[key] = MemberRecord(kind, labels, splits)
 
 
 def _flatten_nodes(value) -> list:

@@ -5,6 +5,9 @@ A rule takes the interpreter (`ctx`) and the `Call`, records members and unions 
 axis). A rule that meets a case it cannot map exactly raises `Unsupported`; the op's
 channels are then blocked, and the reason names the op. Ops without a rule are treated
 the same way whenever they see a tracked channel: the analysis never guesses.
+
+This module holds the rules of functions and tensor methods; a layer (module) gets its
+rule from its registered kind (`kinds`; torch.nn's layers in `torch_layers`).
 """
 from __future__ import annotations
 
@@ -14,73 +17,15 @@ import operator
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from .kinds import kind_of
 from .propagate import Call, Channels, Unsupported
 
 
-def is_ibnorm(module: nn.Module) -> bool:
-    """IBNorm, duck-typed: BatchNorm on the first `bn_channels` channels, InstanceNorm on
-    the rest (MODNet's layer, or any module with the same three attributes)."""
-    return (isinstance(getattr(module, "bn_channels", None), int)
-            and isinstance(getattr(module, "bnorm", None), nn.BatchNorm2d)
-            and isinstance(getattr(module, "inorm", None), nn.InstanceNorm2d))
-
-
-# --- layers with weights --------------------------------------------------------------
-def _batched(call: Call, ndims: tuple[int, ...]) -> None:
+def require_batched(call: Call, ndims: tuple[int, ...]) -> None:
+    """Refuse an input whose number of dims is not in `ndims` (e.g. unbatched input)."""
     if call.value(0).dim() not in ndims:
         raise Unsupported(f"expects a batched input ({' or '.join(f'{n}-D' for n in ndims)})")
-
-
-def conv2d(ctx, call: Call) -> Channels:
-    conv: nn.Conv2d = call.module
-    _batched(call, (4,))
-    x = ctx.require(call.raw(0), call.value(0), dim=1)
-    y = ctx.state.produce(call.name, conv.out_channels)
-    ctx.state.member(call.name, "in", "conv", x.labels)
-    ctx.state.member(call.name, "out", "conv", y)
-    if conv.groups > 1:
-        _couple_groups(ctx.state, conv, x.labels, y)
-    return Channels(1, y)
-
-
-def _couple_groups(state, conv: nn.Conv2d, x: tuple[int, ...], y: tuple[int, ...]) -> None:
-    """Depthwise: input j and its outputs go together. Grouped: position r of every group
-    goes together on each side, so `groups` stays and every group keeps the same width."""
-    g = conv.groups
-    if g == conv.in_channels:
-        m = conv.out_channels // g
-        for j in range(g):
-            for t in range(m):
-                state.union(x[j], y[j * m + t])
-        return
-    for side in (x, y):
-        per = len(side) // g
-        for r in range(per):
-            for j in range(1, g):
-                state.union(side[r], side[j * per + r])
-
-
-def linear(ctx, call: Call) -> Channels:
-    x = ctx.require(call.raw(0), call.value(0), dim=-1)
-    y = ctx.state.produce(call.name, call.module.out_features)
-    ctx.state.member(call.name, "in", "linear", x.labels)
-    ctx.state.member(call.name, "out", "linear", y)
-    return Channels(call.out.dim() - 1, y)
-
-
-def norm(kind: str):
-    def rule(ctx, call: Call) -> Channels:
-        if kind == "instancenorm":  # also accepts unbatched input, channels then on dim 0
-            _batched(call, (call.module._get_no_batch_dim() + 1,))
-        elif kind == "ibnorm":
-            _batched(call, (4,))
-        x = ctx.require(call.raw(0), call.value(0), dim=1)
-        split = call.module.bn_channels if kind == "ibnorm" else None
-        ctx.state.member(call.name, "norm", kind, x.labels, split)
-        return x
-    return rule
 
 
 # --- ops that keep every channel where it is -----------------------------------------
@@ -243,11 +188,6 @@ def _expand_ellipsis(index: tuple, ndim: int) -> tuple:
 
 
 # --- lookup ----------------------------------------------------------------------------
-SAME_MODULES = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Tanh, nn.GELU, nn.SiLU, nn.Hardswish,
-                nn.Hardsigmoid, nn.LeakyReLU, nn.ELU, nn.Hardtanh, nn.Mish, nn.Identity,
-                nn.Dropout, nn.Dropout2d)
-SPATIAL_MODULES = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
-                   nn.Upsample, nn.UpsamplingBilinear2d, nn.UpsamplingNearest2d)
 SAME_FUNCTIONS = {F.relu, F.relu6, F.gelu, F.silu, F.hardswish, F.hardsigmoid, F.leaky_relu,
                   F.elu, F.hardtanh, F.mish, F.dropout, F.dropout2d, torch.relu, torch.sigmoid,
                   torch.tanh, torch.abs, torch.neg, torch.exp, F.sigmoid, F.tanh, operator.neg}
@@ -272,36 +212,12 @@ METHODS = {**dict.fromkeys(("relu", "relu_", "sigmoid", "sigmoid_", "tanh", "con
 SHAPE_ATTRIBUTES = {"shape", "dtype", "device", "ndim"}
 
 
-def _plain(module: nn.Module, base: type) -> bool:
-    """An instance of `base` whose forward is base's own (a subclass may compute anything)."""
-    return isinstance(module, base) and type(module).forward is base.forward
-
-
-def module_rule(module: nn.Module):
-    if is_ibnorm(module):
-        return norm("ibnorm")
-    if _plain(module, nn.Conv2d):
-        return conv2d
-    if _plain(module, nn.Linear):
-        return linear
-    if _plain(module, nn.modules.batchnorm._BatchNorm):
-        return norm("batchnorm")
-    if _plain(module, nn.modules.instancenorm._InstanceNorm):
-        return norm("instancenorm")
-    if isinstance(module, nn.Flatten):
-        return reshape
-    if isinstance(module, SAME_MODULES):
-        return same
-    if isinstance(module, SPATIAL_MODULES):
-        return spatial
-    return None
-
-
 def rule_for(call: Call):
     """The rule for one op, or None when no rule knows it."""
     node = call.node
     if node.op == "call_module":
-        return module_rule(call.module)
+        kind = kind_of(call.module)
+        return kind.rule if kind is not None else None
     if node.op == "call_method":
         return METHODS.get(node.target)
     if node.target is builtins.getattr and call.value(1) in SHAPE_ATTRIBUTES:

@@ -4,6 +4,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..graph.kinds import LayerKind, Removed, register
+from ..graph.torch_layers import norm_rule, norm_scales, shrink_norm, zero_norm
+
 
 class IBNorm(nn.Module):
     """BatchNorm on the first `bn_channels` channels, InstanceNorm on the rest.
@@ -31,6 +34,35 @@ class IBNorm(nn.Module):
         bn_x = self.bnorm(x[:, : self.bn_channels].contiguous())
         in_x = self.inorm(x[:, self.bn_channels :].contiguous())
         return torch.cat((bn_x, in_x), dim=1)
+
+
+# --- IBNorm as a layer kind: registered like any user's layer (graph/kinds.py) -----------
+def _on_halves(ibn: IBNorm, removed: Removed, action) -> set[int]:
+    """Apply a norm's shrink or zero to each half; returns the BatchNorm part's positions."""
+    split, positions = ibn.bn_channels, removed.get("norm", set())
+    bn_part = {p for p in positions if p < split}
+    action(ibn.bnorm, bn_part)
+    action(ibn.inorm, {p - split for p in positions if p >= split})
+    return bn_part
+
+
+def _shrink_ibnorm(ibn: IBNorm, removed: Removed) -> None:
+    ibn.bn_channels -= len(_on_halves(ibn, removed, shrink_norm))
+
+
+def _zero_ibnorm(ibn: IBNorm, removed: Removed) -> None:
+    _on_halves(ibn, removed, zero_norm)
+
+
+def _ibnorm_scales(ibn: IBNorm, role: str, weight: torch.Tensor | None) -> torch.Tensor:
+    """gamma on the BatchNorm part; the affine-free InstanceNorm part has an implicit 1."""
+    return torch.cat([norm_scales(ibn.bnorm).cpu(), norm_scales(ibn.inorm).cpu()])[:, None]
+
+
+# Both halves keep a channel: a pruned IBNorm may not lose its BatchNorm or InstanceNorm part.
+register(IBNorm, LayerKind(
+    "ibnorm", norm_rule("ibnorm", ndims=lambda m: (4,), splits=lambda m: (m.bn_channels,)),
+    ("norm",), _shrink_ibnorm, _zero_ibnorm, _ibnorm_scales))
 
 
 class Conv2dIBNormReLU(nn.Sequential):

@@ -24,8 +24,12 @@ from ..errors import UserError
 from ..deploy.onnx_export import MAX_OPSET, MIN_OPSET
 from ..prune import CRITERIA
 from ..prune.allocate import PLAN_DECISIONS
+from ..prune.threshold import THRESHOLD
 from ..prune.api import ALLOCATIONS
-from ..train.loop import OPTIMIZERS
+from ..checks import AT_LEAST_ONE, COUNT, KEEP_FRACTION, RATIO
+from ..model.inputs import check_size
+from ..train.loop import FINETUNE, OPTIMIZERS, check_ranges
+from ..train.losses import DistillWeights
 from ..train.schedule import LR_SCHEDULES, PRUNE_SCHEDULES
 
 DEFAULT_TEACHER = "models/modnet-synthetic.safetensors"
@@ -54,37 +58,25 @@ class PruneSpec:
 
 @dataclass(frozen=True)
 class FinetuneSpec:
+    """Fine-tuning as `train.loop.FINETUNE` (the `finetune` command's defaults), with the
+    lengths counted in samples; the fields of the same name are TrainConfig's."""
+
     samples: int = 0                      # the budget: images seen, all iterations together
-    batch_size: int = 16
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: str = "cosine"
+    batch_size: int = FINETUNE.batch_size
+    optimizer: str = FINETUNE.optimizer
+    lr: float = FINETUNE.lr
+    momentum: float = FINETUNE.momentum
+    weight_decay: float = FINETUNE.weight_decay
+    schedule: str = FINETUNE.schedule
     warmup_samples: int = 0
     step_samples: int | None = None       # schedule step: samples between decays (None: 1/4)
-    gamma: float = 0.1
-    min_lr: float = 0.0
-    supervised: float | None = None       # weight of the ground-truth objective; None: 1
-                                          # with ground truth, 0 without (> 0 is refused)
-    scales: dict[str, float] = field(default_factory=lambda: {"semantic": 10.0, "detail": 10.0,
-                                                             "matte": 1.0})
+    gamma: float = FINETUNE.gamma
+    min_lr: float = FINETUNE.min_lr
+    supervised: float | None = FINETUNE.supervised  # weight of the ground-truth objective;
+                                          # None: 1 with ground truth, 0 without (> 0 is refused)
+    scales: dict[str, float] = field(default_factory=lambda: dict(FINETUNE.scales))
     eval_every_samples: int = 0           # held-out evaluations during training (0: at the end)
-    workers: int = 2
-
-
-@dataclass(frozen=True)
-class DistillSpec:
-    """Weights of the distillation terms; all 0 trains on ground truth only."""
-    matte: float = 0.0
-    detail: float = 0.0
-    semantic: float = 0.0
-    lr8x: float = 0.0
-    hr2x: float = 0.0
-
-    @property
-    def enabled(self) -> bool:
-        return any(v > 0 for v in dataclasses.asdict(self).values())
+    workers: int = FINETUNE.workers
 
 
 @dataclass(frozen=True)
@@ -128,7 +120,7 @@ class Recipe:
     prune: PruneSpec = field(default_factory=PruneSpec)
     recalibrate_bn: int = 0               # batches for BN re-estimation after each prune
     finetune: FinetuneSpec = field(default_factory=FinetuneSpec)
-    distill: DistillSpec = field(default_factory=DistillSpec)
+    distill: DistillWeights = field(default_factory=DistillWeights)  # all 0: no distillation
     data: DataSpec = field(default_factory=DataSpec)
     sizes: SizeSpec = field(default_factory=SizeSpec)
     benchmark: BenchmarkSpec = field(default_factory=BenchmarkSpec)
@@ -251,21 +243,29 @@ def _one_of(value, choices, key: str) -> None:
 
 def validate(r: Recipe) -> None:
     """Check values and combinations; raises RecipeError naming the first bad key."""
+    try:
+        _validate(r)
+    except RecipeError:
+        raise
+    except UserError as e:  # a range check (modnet_prune.checks) names the key
+        raise RecipeError(str(e)) from None
+
+
+def _validate(r: Recipe) -> None:
     _need(bool(re.fullmatch(r"[A-Za-z0-9._-]+", r.name)), "name",
           f"{r.name!r}: use letters, digits, '.', '_' and '-' only")
     _need(bool(r.teacher), "teacher", "give the teacher checkpoint's path")
     _need(r.seed >= 0, "seed", "must be >= 0")
-    _need(r.recalibrate_bn >= 0, "recalibrate_bn", "must be >= 0 (batches)")
+    COUNT.check(r.recalibrate_bn, "recalibrate_bn")
     _validate_prune(r.prune)
     _validate_finetune(r.finetune)
-    for name, weight in dataclasses.asdict(r.distill).items():
-        _need(weight >= 0 and math.isfinite(weight), f"distill.{name}", "must be a finite weight >= 0")
+    check_ranges({"distill": r.distill.as_dict()}, lambda key, term: f"distill.{term}")
     _need(r.finetune.samples == 0 or r.finetune.supervised != 0 or r.distill.enabled,
           "finetune.supervised", "is 0 and every distill weight is 0: nothing to train on")
     for key in ("train", "eval", "benchmark"):
         size = getattr(r.sizes, key)
-        _need(size is None and key == "eval" or size is not None and size >= 32 and size % 32 == 0,
-              f"sizes.{key}", f"{size}: must be a positive multiple of 32")
+        if size is not None or key != "eval":
+            check_size(size, f"sizes.{key}")
     _validate_data(r.data)
     b = r.benchmark
     _need(b.repeat >= 1, "benchmark.repeat", "must be >= 1")
@@ -292,9 +292,9 @@ def _validate_prune(p: PruneSpec) -> None:
         extra = [k for k in given if k != p.method]
         _need(not extra, f"prune.{extra[0] if extra else ''}", f"does not go with method {p.method}")
     if p.target_macs is not None:
-        _need(0 < p.target_macs < 1, "prune.target_macs", f"{p.target_macs}: must be in (0, 1)")
+        KEEP_FRACTION.check(p.target_macs, "prune.target_macs")
     if p.ratio is not None:
-        _need(0 < p.ratio < 1, "prune.ratio", f"{p.ratio}: must be in (0, 1)")
+        RATIO.check(p.ratio, "prune.ratio")
     if isinstance(p.plan, dict):
         _validate_plan(p.plan)
     _need(p.round_to >= 1, "prune.round_to", "must be >= 1")
@@ -313,14 +313,13 @@ def _validate_plan(plan: dict) -> None:
               next(iter(decision)) in PLAN_DECISIONS, key,
               "expected {keep: N}, {ratio: r}, {threshold: t} or {follow: LAYER}")
         (kind, value), = decision.items()
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if kind == "keep":
             _need(isinstance(value, int) and not isinstance(value, bool) and value >= 1, key,
                   f"keep {value!r}: must be an int >= 1")
         elif kind == "ratio":
-            _need(number and 0 < value < 1, key, f"ratio {value!r}: must be in (0, 1)")
+            RATIO.check(value, f"{key}: ratio")
         elif kind == "threshold":
-            _need(number and 0 < value <= 1, key, f"threshold {value!r}: must be in (0, 1]")
+            THRESHOLD.check(value, f"{key}: threshold")
         else:
             _need(isinstance(value, str) and bool(value), key, f"follow {value!r}: name a layer")
 
@@ -332,21 +331,16 @@ def _validate_finetune(f: FinetuneSpec) -> None:
           f"{f.samples} is less than one batch ({f.batch_size})")
     _one_of(f.optimizer, OPTIMIZERS, "finetune.optimizer")
     _one_of(f.schedule, LR_SCHEDULES, "finetune.schedule")
-    _need(f.lr > 0 and math.isfinite(f.lr), "finetune.lr", "must be > 0")
-    _need(0 <= f.momentum < 1, "finetune.momentum", "must be in [0, 1)")
-    _need(f.weight_decay >= 0, "finetune.weight_decay", "must be >= 0")
-    _need(f.warmup_samples >= 0, "finetune.warmup_samples", "must be >= 0")
-    _need(f.step_samples is None or f.step_samples >= 1, "finetune.step_samples", "must be >= 1")
-    _need(0 < f.gamma <= 1, "finetune.gamma", "must be in (0, 1]")
-    _need(0 <= f.min_lr <= f.lr, "finetune.min_lr", "must be in [0, lr]")
-    _need(f.supervised is None or f.supervised >= 0, "finetune.supervised", "must be >= 0")
-    unknown = set(f.scales) - {"semantic", "detail", "matte"}
+    unknown = set(f.scales) - set(FINETUNE.scales)
     _need(not unknown, f"finetune.scales.{min(unknown) if unknown else ''}",
-          "unknown term (known: semantic, detail, matte)")
-    for name, scale in f.scales.items():
-        _need(scale >= 0, f"finetune.scales.{name}", "must be >= 0")
-    _need(f.eval_every_samples >= 0, "finetune.eval_every_samples", "must be >= 0")
-    _need(f.workers >= 0, "finetune.workers", "must be >= 0")
+          f"unknown term (known: {', '.join(FINETUNE.scales)})")
+    check_ranges(dataclasses.asdict(f), lambda key, term: f"finetune.{key}"
+                 + (f".{term}" if term else ""))  # the TrainConfig fields, as train checks them
+    _need(f.min_lr <= f.lr, "finetune.min_lr", "must be in [0, lr]")
+    for key in ("warmup_samples", "eval_every_samples"):
+        COUNT.check(getattr(f, key), f"finetune.{key}")
+    if f.step_samples is not None:
+        AT_LEAST_ONE.check(f.step_samples, "finetune.step_samples")
 
 
 def _validate_data(d: DataSpec) -> None:

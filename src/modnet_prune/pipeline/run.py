@@ -46,7 +46,7 @@ from ..report.analysis import analyze
 from ..report.benchmark import benchmark_many
 from ..report.document import render_report
 from ..train import Context, TrainConfig, fit, recalibrate_bn
-from ..train.compress import CompressConfig, compress
+from ..train.compress import CompressConfig, compress, iteration_files
 from ..train.distributed import pick_device
 from .recipe import DEFAULT_TEACHER, Recipe
 from .summary import build_summary
@@ -289,23 +289,23 @@ def _compress(run: Run) -> dict:
 
 
 def _variants(run: Run) -> list[tuple[str, str, Path]]:
-    """(name, label, checkpoint) of every model to score, teacher first, student last."""
+    """(role, label, checkpoint) of every model to score, teacher first, student last. The
+    role is the model's key in the records; the recipe's name is only the student's label,
+    so a recipe called `teacher` or `iter-1` overwrites nothing."""
     r, found = run.recipe, [("teacher", "teacher", Path(run.recipe.teacher))]
     prune_record, finetune_record = run.record("prune"), run.record("finetune")
     if prune_record.get("pruned"):
         found.append(("pruned", "pruned", run.path(prune_record["pruned"])))
     if prune_record.get("recalibrated"):
         found.append(("recalibrated", "pruned + BN re-estimated", run.path(prune_record["recalibrated"])))
-    for row in finetune_record.get("iterations", [])[:-1]:
+    rows = finetune_record.get("iterations", [])
+    for row in rows:
         k = row["iteration"]
-        iteration = run.path(COMPRESS_DIR) / f"iter-{k}"
-        found.append((f"iter-{k}-pruned", f"iter {k} pruned", iteration / "pruned.safetensors"))
-        found.append((f"iter-{k}", f"iter {k} fine-tuned", iteration / "last.safetensors"))
-    if finetune_record.get("iterations"):
-        k = finetune_record["iterations"][-1]["iteration"]
-        last = run.path(COMPRESS_DIR) / f"iter-{k}" / "pruned.safetensors"
-        found.append((f"iter-{k}-pruned", f"iter {k} pruned", last))
-    found.append((r.name, r.name, run.path(STUDENT)))
+        at = iteration_files(run.path(COMPRESS_DIR), k)
+        found.append((f"iter-{k}-pruned", f"iter {k} pruned", at.pruned))
+        if row is not rows[-1]:  # the last one's fine-tuned model is the student
+            found.append((f"iter-{k}", f"iter {k} fine-tuned", at.trained))
+    found.append(("student", r.name, run.path(STUDENT)))
     return found
 
 
@@ -326,11 +326,10 @@ def stage_evaluate(run: Run) -> dict:
         deploy_targets = targets if same else reference_mattes(run.teacher(), deploy_source,
                                                                size=deploy, progress=run.progress)
     scored, costs = {}, {}  # costs depend on the widths only: one analysis per Arch
-    for name, label, path in _variants(run):
+    for role, label, path in _variants(run):
         model = load(path)
-        final = name in ("teacher", r.name)
-        predictions = run.path(f"predictions/{'teacher' if name == 'teacher' else 'student'}") \
-            if final else None
+        final = role in ("teacher", "student")
+        predictions = run.path(f"predictions/{role}") if final else None
         run.echo(f"  evaluating {label} ({path})")
         result = evaluate(model, source, size=r.sizes.eval, progress=run.progress,
                           save_predictions=predictions if same else None, reference=targets)
@@ -344,9 +343,9 @@ def stage_evaluate(run: Run) -> dict:
             deployed = result
         arch = model.arch.to_json()
         if arch not in costs:
-            costs[arch] = analyze(model, deploy)
+            costs[arch] = analyze(model, r.sizes.benchmark)
         cost = {**costs[arch], "file_bytes": os.path.getsize(path)}
-        scored[name] = {
+        scored[role] = {
             "label": label, "checkpoint": str(path), "sha256": sha256_file(path),
             "params": cost["params"], "macs": cost["macs"], "macs_train": cost["macs_train"],
             "file_bytes": cost["file_bytes"], "weight_bytes": cost["weight_bytes"]["fp32"],

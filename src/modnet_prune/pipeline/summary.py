@@ -49,6 +49,7 @@ import numpy as np
 
 from .. import __version__
 from ..files import package_version
+from ..train.compress import iteration_files
 from .recipe import Recipe
 
 SCHEMA = "modnet-prune/pipeline-summary/2"
@@ -72,7 +73,7 @@ def _training(recipe: Recipe, out: Path, record: dict) -> dict:
     """Loss and held-out curves over samples seen, iterations laid end to end."""
     batch = recipe.finetune.batch_size
     if record.get("mode") == "iterative":
-        folders = [(row, out / record["run"] / f"iter-{row['iteration']}")
+        folders = [(row, iteration_files(out / record["run"], row["iteration"]).folder)
                    for row in record["iterations"]]
         per_iteration = record["steps_per_iteration"]
     else:
@@ -130,27 +131,39 @@ def _environment(bench: dict) -> dict:
     return out
 
 
+# Names the summary already uses as keys next to the student's (models, widths, images).
+_TAKEN = ("teacher", "pruned", "recalibrated", "input", "ground truth")
+
+
+def student_name(recipe: Recipe) -> str:
+    """The student's key in the summary: the recipe's name, unless another model or image
+    column has it (a recipe called `teacher`, or `iter-1` of a compression)."""
+    taken = recipe.name in _TAKEN or recipe.name.startswith("iter-")
+    return f"{recipe.name} (student)" if taken else recipe.name
+
+
 def build_summary(recipe: Recipe, out: Path, records: dict[str, dict]) -> dict:
     """The summary of a finished run from its stage records (see the module doc)."""
     scored = records["evaluate"]["models"]
     bench, export = records["benchmark"]["runtimes"], records["export"]["models"]
     teacher = scored["teacher"]
+    name = student_name(recipe)
     models = [_model_entry("teacher", "teacher", "teacher", teacher, teacher,
                            export["teacher"], bench, 0),
-              _model_entry(recipe.name, "student", f"student ({recipe.name})", scored[recipe.name],
+              _model_entry(name, "student", f"student ({recipe.name})", scored["student"],
                            teacher, export["student"], bench, 1)]
-    variants = [{"name": name, "label": s["label"], "params": s["params"], "macs": s["macs"],
+    variants = [{"name": name if role == "student" else role, "label": s["label"],
+                 "params": s["params"], "macs": s["macs"],
                  "mad": s["metrics"]["whole"]["mad"], "grad": s["metrics"]["whole"]["grad"],
-                 "role": "teacher" if name == "teacher" else
-                         "student" if name == recipe.name else "intermediate",
-                 "run": None if name == "teacher" else recipe.name}
-                for name, s in scored.items()]
+                 "role": role if role in ("teacher", "student") else "intermediate",
+                 "run": None if role == "teacher" else name}
+                for role, s in scored.items()]  # keyed by role: a recipe's name replaces none
     layers = [{"name": layer, "widths": {"teacher": width,
-                                         recipe.name: scored[recipe.name]["widths"].get(layer, 0)}}
+                                         name: scored["student"]["widths"].get(layer, 0)}}
               for layer, width in teacher["widths"].items()]
     samples = [{"name": row["name"], "images": {**{k: v for k, v in row["images"].items()
                                                     if k != "student"},
-                                                 recipe.name: row["images"]["student"]}}
+                                                 name: row["images"]["student"]}}
                for row in records["evaluate"]["samples"]]
     first = next(iter(bench.values()))["env"] if bench else {}
     training = _training(recipe, out, records["finetune"])
@@ -159,7 +172,7 @@ def build_summary(recipe: Recipe, out: Path, records: dict[str, dict]) -> dict:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "out": str(out), "size": [recipe.sizes.benchmark] * 2,
         "models": models, "variants": variants, "layers": layers,
-        "training": {recipe.name: training},
+        "training": {name: training},
         "evaluation": _evaluation(records["evaluate"]),
         "benchmark": {"size": first.get("size"), "threads": first.get("threads"),
                       "repeat": first.get("repeat"), "warmup": first.get("warmup"),
@@ -208,7 +221,7 @@ def merge_summaries(summaries: dict[str, dict], root: Path) -> dict:
     students, variants, training = [], [first["variants"][0]], {}
     for folder, s in runs:
         name = s["recipe"]["name"]
-        student = s["models"][1]
+        student = s["models"][1]  # its "name" keys its widths and images
         students.append({**student, "label": name,
                          "predictions": moved(folder, student["predictions"])})
         variants += [{**v, "label": v["label"] if v["role"] == "student" else f"{name}: {v['label']}"}
@@ -216,8 +229,8 @@ def merge_summaries(summaries: dict[str, dict], root: Path) -> dict:
         training.update(s["training"])
     layers = [{"name": layer["name"],
                "widths": {"teacher": layer["widths"]["teacher"],
-                          **{s["recipe"]["name"]: next(l2 for l2 in s["layers"]
-                                                       if l2["name"] == layer["name"])["widths"][s["recipe"]["name"]]
+                          **{s["models"][1]["name"]: next(l2 for l2 in s["layers"]
+                                                          if l2["name"] == layer["name"])["widths"][s["models"][1]["name"]]
                              for _, s in runs}}}
               for layer in first["layers"]]
     samples = []
@@ -225,7 +238,7 @@ def merge_summaries(summaries: dict[str, dict], root: Path) -> dict:
         images = {key: moved(first_dir, path) for key, path in row["images"].items()
                   if key in ("input", "ground truth", "teacher")}
         for folder, s in runs:
-            name = s["recipe"]["name"]
+            name = s["models"][1]["name"]
             images[name] = moved(folder, s["samples"][k]["images"][name])
         samples.append({"name": row["name"], "images": images})
     names = ", ".join(s["recipe"]["name"] for _, s in runs)

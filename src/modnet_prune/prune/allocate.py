@@ -23,10 +23,11 @@ import torch
 import yaml
 from torch import nn
 
+from ..checks import AT_LEAST_ONE, KEEP_FRACTION, RATIO
 from ..errors import UserError
-from ..graph import ChannelGraph, Group
+from ..graph import ChannelGraph, Group, kind_of
 from ..graph.macs import MacModel
-from .threshold import round_width, threshold_count
+from .threshold import THRESHOLD, round_width, threshold_count
 
 Keep = dict[str, int]
 PLAN_DECISIONS = ("keep", "ratio", "threshold", "follow")
@@ -40,8 +41,8 @@ class Widths:
     min_channels: int = 1
 
     def __post_init__(self):
-        if self.round_to < 1 or self.min_channels < 1:
-            raise UserError("round_to and min_channels must be at least 1")
+        AT_LEAST_ONE.check(self.round_to, "round_to")
+        AT_LEAST_ONE.check(self.min_channels, "min_channels")
 
     def options(self, group: Group) -> list[int]:
         """Allowed kept widths, ascending; the last is the full width (nothing removed)."""
@@ -56,13 +57,13 @@ class Widths:
 
 
 def uniform(graph: ChannelGraph, ratio: float, widths: Widths) -> Keep:
-    check_ratio(ratio)
+    RATIO.check(ratio, "ratio")
     return {g.name: widths.nearest(g, g.width * (1 - ratio)) for g in graph.prunable}
 
 
 def global_ranking(graph: ChannelGraph, scores: Mapping[str, torch.Tensor], ratio: float,
                    widths: Widths) -> Keep:
-    check_ratio(ratio)
+    RATIO.check(ratio, "ratio")
     groups = [g for g in graph.prunable if len(widths.options(g)) > 1]
     ranked = sorted((float(s), g.name) for g in groups for s in scores[g.name])
     cut = ranked[:round(ratio * len(ranked))]
@@ -75,7 +76,7 @@ def global_ranking(graph: ChannelGraph, scores: Mapping[str, torch.Tensor], rati
 def by_macs(graph: ChannelGraph, scores: Mapping[str, torch.Tensor], macs: MacModel,
             fraction: float, widths: Widths) -> Keep:
     """Greedy: remove the step with the least importance per MAC saved until under target."""
-    check_fraction(fraction)
+    KEEP_FRACTION.check(fraction, "target MACs")
     groups = {g.name: g for g in graph.prunable}
     keep = {name: g.width for name, g in groups.items()}
     order = {name: torch.argsort(scores[name], stable=True) for name in groups}
@@ -114,7 +115,8 @@ def by_macs(graph: ChannelGraph, scores: Mapping[str, torch.Tensor], macs: MacMo
 
 
 def select(group: Group, scores: torch.Tensor, keep: int) -> list[int]:
-    """Classes to remove: lowest scores first, never emptying either half of an IBNorm."""
+    """Classes to remove: lowest scores first, never emptying a part of a layer (either
+    half of an IBNorm)."""
     parts = group.parts()
     left = [len(p) for p in parts]
     removed: list[int] = []
@@ -129,18 +131,8 @@ def select(group: Group, scores: torch.Tensor, keep: int) -> list[int]:
         removed.append(k)
     if len(removed) < group.width - keep:
         raise UserError(f"{group.name}: cannot keep only {keep} channels without emptying "
-                        "one half of an IBNorm")
+                        f"a part of {_divided(group)} (each keeps a channel)")
     return sorted(removed)
-
-
-def check_ratio(ratio: float) -> None:
-    if not 0 <= ratio < 1:
-        raise UserError(f"ratio {ratio}: must be in [0, 1)")
-
-
-def check_fraction(fraction: float) -> None:
-    if not 0 < fraction <= 1:
-        raise UserError(f"target MACs {fraction}: must be a fraction in (0, 1]")
 
 
 # --- plans ----------------------------------------------------------------------------
@@ -210,9 +202,10 @@ def _plan_group(graph: ChannelGraph, model: nn.Module, aliases: dict, layer: str
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise UserError(f"plan: no module named {layer!r} in the model{hint}")
     module = model.get_submodule(aliases[layer])
-    if not isinstance(module, (nn.Conv2d, nn.Linear)):
-        raise UserError(f"plan: {layer} is a {type(module).__name__}; name the Conv2d or "
-                        "Linear whose output channels you want to prune")
+    kind = kind_of(module)
+    if kind is None or "out" not in kind.roles:
+        raise UserError(f"plan: {layer} is a {type(module).__name__}; name the layer (Conv2d, "
+                        "Linear, ...) whose output channels you want to prune")
     group = graph.group_of(aliases[layer])
     if group is None:
         raise UserError(f"plan: {layer} does not run in the forward pass")
@@ -232,20 +225,22 @@ def _check_decision(layer: str, decision) -> None:
 
 def _plan_keep(group: Group, layer: str, decision: dict, widths: Widths, module: nn.Module) -> int:
     if "ratio" in decision:
-        ratio = decision["ratio"]
-        if not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
-            raise UserError(f"plan: {layer}: ratio {ratio!r} must be a number in [0, 1)")
+        ratio = RATIO.check(decision["ratio"], f"plan: {layer}: ratio")
         return widths.nearest(group, group.width * (1 - ratio))
     if "threshold" in decision:
-        t = decision["threshold"]
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 1:
-            raise UserError(f"plan: {layer}: threshold {t!r} must be a number in (0, 1]")
+        t = THRESHOLD.check(decision["threshold"], f"plan: {layer}: threshold")
         count = round_width(threshold_count(module.weight, t), widths.round_to)
         return max(widths.min_channels, group.min_keep, min(group.width, count))
     k = decision["keep"]
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= group.width:
         raise UserError(f"plan: {layer}: keep {k!r} must be an integer in [1, {group.width}]")
     if k < group.min_keep:
-        raise UserError(f"plan: {layer}: keep {k} would empty one half of an IBNorm; "
+        raise UserError(f"plan: {layer}: keep {k} would empty a part of {_divided(group)}; "
                         f"keep at least {group.min_keep}")
     return k
+
+
+def _divided(group: Group) -> str:
+    """The layer of `group` whose parts each keep a channel, e.g. "ibnorm `a.layers.1`"."""
+    m = next(m for m in group.members if m.splits)
+    return f"{m.kind} `{m.module}`"

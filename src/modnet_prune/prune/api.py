@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..checks import KEEP_FRACTION, RATIO
 from ..errors import UserError
 from ..graph import ChannelGraph, analyze
 from ..graph.cost import count_params, layer_costs
@@ -61,9 +62,12 @@ def analyze_model(model: nn.Module, harness: Harness | None = None) -> ChannelGr
     return analyze(model, *inputs, concrete_args=harness.full or None)
 
 
-def inference_macs(model: nn.Module, harness: Harness, size: tuple[int, int]) -> dict[str, int]:
-    """Conv/linear MACs per layer of the plain forward (MODNet: the matte only) at `size`."""
-    return {c.name: c.macs for c in layer_costs(model, *harness.make(model, size))}
+def mac_model(graph: ChannelGraph, model: nn.Module, harness: Harness,
+              size: tuple[int, int]) -> MacModel:
+    """MACs of the plain forward (MODNet: the matte only) at `size`, as a function of the
+    channels removed."""
+    layers = {c.name: c.macs for c in layer_costs(model, *harness.make(model, size))}
+    return MacModel(graph, model, layers)
 
 
 def prune(model: nn.Module, *, ratio: float | None = None, target_macs: float | None = None,
@@ -84,10 +88,10 @@ def prune(model: nn.Module, *, ratio: float | None = None, target_macs: float | 
     if criterion not in CRITERIA:
         raise UserError(f"unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
     harness = harness_for(model, inputs)
-    size = harness.check_size((size, size) if isinstance(size, int) else size)
+    size = harness.check_size(size)
     widths = allocate.Widths(round_to, min_channels)
     graph = analyze_model(model, harness)
-    macs = MacModel(graph, model, inference_macs(model, harness, size))
+    macs = mac_model(graph, model, harness, size)
     scores = importance(model, graph, criterion, harness=harness, data=data, seed=seed)
     keep = _decide(how, graph, model, scores, macs, widths)
     removal = {name: allocate.select(graph.group(name), scores[name], k)
@@ -117,10 +121,10 @@ def _allocation(ratio, target_macs, plan, allocation: str) -> dict:
         raise UserError(f"allocation {allocation!r} applies to a ratio; target_macs and plan "
                         "allocate by themselves")
     if ratio is not None:
-        allocate.check_ratio(ratio)
+        RATIO.check(ratio, "ratio")
         return {"mode": allocation, "ratio": float(ratio)}
     if target_macs is not None:
-        allocate.check_fraction(target_macs)
+        KEEP_FRACTION.check(target_macs, "target MACs")
         return {"mode": "target_macs", "target_macs": float(target_macs)}
     if isinstance(plan, (str, Path)):
         return {"mode": "plan", "file": str(plan), "plan": allocate.read_plan(plan)}
@@ -152,9 +156,9 @@ def describe_groups(model: nn.Module, size: tuple[int, int] | int = (512, 512),
     """Every channel group: width, members, blockers, inference MACs saved per removed
     channel at `size`. A member's `span` is its [start, end) channels when contiguous."""
     harness = harness_for(model, inputs)
-    size = harness.check_size((size, size) if isinstance(size, int) else size)
+    size = harness.check_size(size)
     graph = analyze_model(model, harness)
-    macs = MacModel(graph, model, inference_macs(model, harness, size))
+    macs = mac_model(graph, model, harness, size)
     return [{"name": g.name, "width": g.width, "prunable": g.prunable,
              "blockers": list(g.blockers), "members": [_member_dict(m) for m in g.members],
              "macs_per_channel": macs.per_channel(g.name)}

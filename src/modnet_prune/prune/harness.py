@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..errors import UserError
 from ..model import MODNet
+from ..model.inputs import MULTIPLE, check_size
 from ..model.io import model_from_state_dict
 
 Size = tuple[int, int]
@@ -51,15 +51,12 @@ class Harness:
         device = next(model.parameters()).device
         return tuple(x.to(device) for x in self.inputs(size, batch, generator))
 
-    def check_size(self, size: Size) -> Size:
-        h, w = (int(s) for s in size)
-        if h <= 0 or w <= 0 or h % self.multiple or w % self.multiple:
-            raise UserError(f"size {h}x{w}: height and width must be positive multiples "
-                            f"of {self.multiple}")
-        return h, w
+    def check_size(self, size: int | Size) -> Size:
+        return check_size(tuple(size) if not isinstance(size, int) else (size, size),
+                          multiple=self.multiple)
 
 
-MODNET = Harness(full={"inference": False}, multiple=32, rebuild=_rebuild_modnet,
+MODNET = Harness(full={"inference": False}, multiple=MULTIPLE, rebuild=_rebuild_modnet,
                  calibration=_synthetic_portraits)
 
 

@@ -23,16 +23,16 @@ its siblings' typical importance, not raw magnitudes of layers of different shap
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from itertools import islice
 
 import torch
 from torch import nn
 
 from ..errors import UserError
-from ..graph import ChannelGraph, Group, Member
+from ..graph import ChannelGraph, Group, Member, kind_of
 from .harness import Harness
 
-CRITERIA = ("l1", "l2", "bn", "fpgm", "taylor", "random")
 Scores = dict[str, torch.Tensor]
 
 
@@ -41,39 +41,12 @@ def member_matrix(module: nn.Module, member: Member,
                   weight: torch.Tensor | None = None) -> torch.Tensor:
     """The member's weights owned by each class, one row per class: (width, D).
 
-    Conv/linear members read `weight` (default: the layer's own; pass e.g. grad x weight).
-    Norm members give their scale, 1 where the channel has none. Depthwise inputs give an
-    empty row: their weights are the output rows of the same conv.
+    What a position owns is its layer kind's `owned` (graph/kinds.py): conv/linear read
+    `weight` (default: the layer's own; pass e.g. grad x weight), norms give their scale.
     """
     rows = torch.tensor([p for ps in member.positions for p in ps], dtype=torch.long)
-    width = len(member.positions)
-    if member.kind in ("conv", "linear"):
-        weight = module.weight if weight is None else weight
-        if member.role == "out":
-            return weight[rows].reshape(width, -1)
-        return _input_columns(module, weight, rows).reshape(width, -1)
-    return _norm_scales(module, member)[rows].reshape(width, -1)
-
-
-def _input_columns(module: nn.Module, weight: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    groups = getattr(module, "groups", 1)
-    if groups == 1:
-        return weight.transpose(0, 1)[rows]
-    if groups == module.in_channels:
-        return weight.new_zeros(len(rows), 0)
-    per_in, per_out = module.in_channels // groups, module.out_channels // groups
-    cols = [weight[(p // per_in) * per_out:(p // per_in + 1) * per_out, p % per_in]
-            for p in rows.tolist()]
-    return torch.stack(cols)
-
-
-def _norm_scales(module: nn.Module, member: Member) -> torch.Tensor:
-    if member.kind == "ibnorm":
-        ones = torch.ones(member.size - member.split)
-        bn = module.bnorm.weight
-        return torch.cat([bn.detach().cpu(), ones]) if bn is not None else ones
-    weight = module.weight
-    return weight.detach() if weight is not None else torch.ones(member.size)
+    owned = kind_of(module).owned(module, member.role, weight)
+    return owned[rows.to(owned.device)].reshape(len(member.positions), -1)
 
 
 # --- criteria -----------------------------------------------------------------------------
@@ -159,22 +132,45 @@ def _batches(model: nn.Module, harness: Harness, data: Iterable | None):
         yield ((image if image.dim() == 4 else image[None]).to(device),)
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """What data-driven criteria may use: how to call the model, data, batches, a seed."""
+
+    harness: Harness
+    data: Iterable | None
+    batches: int
+    seed: int
+
+
+def _per_group(score):
+    return lambda model, graph, inputs: {g.name: score(model, g) for g in graph.prunable}
+
+
+def _random(model: nn.Module, graph: ChannelGraph, inputs: Inputs) -> Scores:
+    generator = torch.Generator().manual_seed(inputs.seed)
+    return {g.name: torch.rand(g.width, generator=generator) for g in graph.prunable}
+
+
+# Every criterion: (model, graph, inputs) -> raw scores of each prunable group. A new
+# criterion is one entry here; the CLI, recipes and `prune` take their choices from it.
+_CRITERIA = {
+    "l1": _per_group(lambda model, g: _magnitude(model, g, 1)),
+    "l2": _per_group(lambda model, g: _magnitude(model, g, 2)),
+    "bn": _per_group(_bn),
+    "fpgm": _per_group(_fpgm),
+    "taylor": lambda model, graph, i: _taylor(model, graph, i.harness, i.data, i.batches),
+    "random": _random,
+}
+CRITERIA = tuple(_CRITERIA)
+
+
 def importance(model: nn.Module, graph: ChannelGraph, criterion: str = "l1", *,
                harness: Harness | None = None, data: Iterable | None = None,
                batches: int = 4, seed: int = 0) -> Scores:
     """Normalised scores (mean 1 per group) for every prunable group, keyed by group name."""
     if criterion not in CRITERIA:
         raise UserError(f"unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
-    groups = graph.prunable
-    if criterion == "taylor":
-        raw = _taylor(model, graph, harness or Harness(), data, batches)
-    elif criterion == "random":
-        generator = torch.Generator().manual_seed(seed)
-        raw = {g.name: torch.rand(g.width, generator=generator) for g in groups}
-    else:
-        score = {"l1": lambda g: _magnitude(model, g, 1), "l2": lambda g: _magnitude(model, g, 2),
-                 "bn": lambda g: _bn(model, g), "fpgm": lambda g: _fpgm(model, g)}[criterion]
-        raw = {g.name: score(g) for g in groups}
+    raw = _CRITERIA[criterion](model, graph, Inputs(harness or Harness(), data, batches, seed))
     return {name: _normalise(s) for name, s in raw.items()}
 
 

@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import torch
 
+from ..checks import Range
+
+THRESHOLD = Range(0, 1, low_open=True)  # of the min-max normalised L1 norms
+
 
 def threshold_count(weight: torch.Tensor, threshold: float) -> int:
     """Filters of `weight` (output channels first) that the rule keeps, before rounding."""

@@ -1,4 +1,4 @@
 """Measurements of models: exact cost analysis and side-by-side latency benchmarks."""
-from .analysis import analyze, parse_size
+from .analysis import analyze
 
-__all__ = ["analyze", "parse_size"]
+__all__ = ["analyze"]

@@ -11,44 +11,12 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 
 import torch
 from torch import nn
 
-from ..errors import UserError
 from ..graph.cost import count_params, layer_costs
-
-MULTIPLE = 32  # MODNet downsamples 5 times, so H and W must be multiples of 32
-Size = tuple[int, int]
-
-
-def _nearest_multiples(n: int) -> tuple[int, ...]:
-    if n > 0 and n % MULTIPLE == 0:
-        return (n,)
-    below = n // MULTIPLE * MULTIPLE
-    return (below, below + MULTIPLE) if below > 0 else (MULTIPLE,)
-
-
-def parse_size(size: int | str | Size) -> Size:
-    """(H, W) from 512, "512", "512x288" or (512, 288); refuses sizes MODNet cannot take."""
-    if isinstance(size, str):
-        match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*", size)
-        if not match:
-            raise UserError(f"size {size!r}: expected N or HxW, for example 512 or 512x288")
-        h, w = int(match[1]), int(match[2] or match[1])
-    elif isinstance(size, int):
-        h = w = size
-    else:
-        h, w = (int(s) for s in size)
-    if h <= 0 or w <= 0 or h % MULTIPLE or w % MULTIPLE:
-        if h == w:
-            options = [f"{n}x{n}" for n in _nearest_multiples(h)]
-        else:
-            options = [f"{a}x{b}" for a in _nearest_multiples(h) for b in _nearest_multiples(w)]
-        raise UserError(f"size {h}x{w}: height and width must be positive multiples of "
-                        f"{MULTIPLE}; nearest valid sizes: {', '.join(options)}")
-    return h, w
+from ..model.inputs import Size, parse_size
 
 
 def part_of(name: str) -> str:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from ..files import package_version
 from ..errors import UserError
 from ..deploy.runtime import ONNX_RUNTIMES, open_runtime
-from .analysis import Size, parse_size
+from ..model.inputs import Size, parse_size
 
 Infer = Callable[[np.ndarray], object]
 

@@ -16,7 +16,7 @@ from ..files import write_atomic
 from . import figures
 from .labels import eval_size_text, other_size_text, size_text
 
-# The origin write-up's published numbers (ORIGIN.md): 512x512, training-graph MACs, their
+# The origin write-up's published numbers (docs/origin.md): 512x512, training-graph MACs, their
 # hardware and runtime, three timed runs each. They published no accuracy ("not good").
 ORIGIN_ROWS = (
     {"name": "origin: original (theirs)", "params": 6.45e6, "macs_train": 18117e6,

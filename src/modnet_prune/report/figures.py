@@ -5,6 +5,7 @@ atomically and returns its path; nothing here reads a model or runs one.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import matplotlib
@@ -23,12 +24,22 @@ TEACHER_COLOUR, STUDENT_COLOURS = "#52606d", ("#d64545", "#2680c2", "#3ebd93", "
 STAGE_COLOUR = "#9aa5b1"
 DPI = 110
 
-plt.rcParams.update({
+# The figures' look, applied around each drawing only: importing this module leaves
+# matplotlib's global settings alone.
+STYLE = {
     "font.size": 9, "axes.edgecolor": MUTED, "axes.labelcolor": INK, "xtick.color": INK,
     "ytick.color": INK, "axes.spines.top": False, "axes.spines.right": False,
     "axes.grid": True, "grid.color": GRID, "grid.linewidth": 0.8, "axes.axisbelow": True,
     "figure.facecolor": "white", "savefig.facecolor": "white", "legend.frameon": False,
-})
+}
+
+
+def _styled(draw):
+    @functools.wraps(draw)
+    def styled(*args, **kwargs):
+        with plt.rc_context(STYLE):
+            return draw(*args, **kwargs)
+    return styled
 
 
 def model_colours(summary: dict) -> dict[str, str]:
@@ -49,6 +60,7 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+@_styled
 def pareto(summary: dict, path: Path) -> Path:
     """Inference MACs vs held-out MAD of every variant: each run's path from the teacher
     through its pruned (hollow) and fine-tuned (small) models to its student (large), and
@@ -129,6 +141,7 @@ def _pareto_front(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     return np.array(front, dtype=int)
 
 
+@_styled
 def widths(summary: dict, path: Path) -> Path:
     """Per-layer output widths, each student as a fraction of the teacher's: the backbone
     on the left, the LR/HR/fusion branches on the right."""
@@ -183,6 +196,7 @@ def _short(layer: str) -> str:
     return layer.replace("backbone.model.", "").removesuffix(".layers.0")
 
 
+@_styled
 def curves(summary: dict, path: Path) -> Path | None:
     """Training loss and held-out MAD against samples seen; prune iterations marked."""
     runs = [(name, t) for name, t in summary["training"].items() if t.get("curve")]
@@ -226,6 +240,7 @@ def _read(path: Path, mode: str) -> np.ndarray:
         return np.asarray(img.convert(mode), dtype=np.float32) / 255.0
 
 
+@_styled
 def sample_grid(summary: dict, root: Path, path: Path) -> Path | None:
     """Rows of held-out samples at the deployment size: input, ground truth, each model's
     matte, |error| of the last (against the teacher's matte when there is no ground truth)."""

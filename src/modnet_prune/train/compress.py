@@ -21,9 +21,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..checks import AT_LEAST_ONE
 from ..errors import UserError
 from ..graph.cost import count_params, layer_costs
 from ..metrics import evaluate
+from ..model.inputs import check_size
 from ..model.io import load, save
 from ..files import write_atomic, write_json
 from .distributed import Context, barrier
@@ -46,6 +48,36 @@ class CompressConfig:
         macs_targets(self.target_macs, self.iterations, self.schedule)  # raises UserError
         if self.schedule not in PRUNE_SCHEDULES:
             raise UserError(f"--schedule-prune must be one of {', '.join(PRUNE_SCHEDULES)}")
+        AT_LEAST_ONE.check(self.round_to, "--round-to")
+        AT_LEAST_ONE.check(self.min_channels, "--min-channels")
+        check_size(self.cost_size, "--cost-size")
+
+
+MODEL = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class IterationFiles:
+    """Where iteration K of a compression keeps its files (the layout above has one home:
+    here; readers of a compression folder ask `iteration_files`)."""
+
+    folder: Path
+
+    @property
+    def pruned(self) -> Path:
+        return self.folder / "pruned.safetensors"
+
+    @property
+    def trained(self) -> Path:
+        return self.folder / LAST
+
+    @property
+    def done(self) -> Path:
+        return self.folder / "done.json"
+
+
+def iteration_files(out: str | Path, index: int) -> IterationFiles:
+    return IterationFiles(Path(out) / f"iter-{index}")
 
 
 @dataclass
@@ -55,6 +87,8 @@ class CompressResult:
     stopped: bool
     teacher: dict | None            # macs, params, mad of the original (when finished)
     out: Path
+    files: list[IterationFiles]     # of the finished iterations, in order
+    model_path: Path | None         # the final student (None when stopped)
 
 
 def inference_macs(model: nn.Module, size: int) -> int:
@@ -93,35 +127,36 @@ def compress(teacher: nn.Module, train_set: Dataset, cc: CompressConfig, tc: Tra
     teacher = teacher.eval()
     original = inference_macs(teacher, cc.cost_size)
     targets = macs_targets(cc.target_macs, cc.iterations, cc.schedule)
-    student, rows = teacher, []
+    student, rows, files = teacher, [], []
     for index, target in enumerate(targets, start=1):
-        folder = out / f"iter-{index}"
-        done = folder / "done.json"
-        if done.exists():
-            rows.append(json.loads(done.read_text()))
-            student = load(folder / LAST)
+        at = iteration_files(out, index)
+        if at.done.exists():
+            rows.append(json.loads(at.done.read_text()))
+            files.append(at)
+            student = load(at.trained)
             continue
         step_cfg = dataclasses.replace(tc, seed=tc.seed + index)
         # the pruned model keeps the training sizes of what it was cut from (unknown for the teacher)
         sizes = tc.train_sizes if index > 1 else None
-        student = _pruned(student, target * original, folder, cc, train_set, step_cfg, ctx, sizes)
-        result = fit(student, train_set, step_cfg, folder, eval_set=eval_set, teacher=teacher,
-                     resume=resume or (folder / "config.json").exists(), ctx=ctx,
+        student = _pruned(student, target * original, at, cc, train_set, step_cfg, ctx, sizes)
+        result = fit(student, train_set, step_cfg, at.folder, eval_set=eval_set, teacher=teacher,
+                     resume=resume or (at.folder / "config.json").exists(), ctx=ctx,
                      info={"iteration": index, **(info or {})}, progress=progress)
         if result.stopped:
-            return CompressResult(result.model, rows, True, None, out)
-        evals = [r for r in RunDir(folder).rows() if r.get("kind") == "eval"]
+            return CompressResult(result.model, rows, True, None, out, files, None)
+        evals = [r for r in RunDir(at.folder).rows() if r.get("kind") == "eval"]
         macs = inference_macs(student, cc.cost_size)
         row = {"iteration": index, "target_fraction": target, "fraction": macs / original,
                "macs": macs, "params": count_params(student),
                "eval_mad": evals[-1]["mad"] if evals else None}  # of the model carried on
         rows.append(row)
+        files.append(at)
         if ctx.is_main:
-            write_json(done, row)
+            write_json(at.done, row)
         barrier(ctx)
     summary = None
     if ctx.is_main:
-        save(student, out / "model.safetensors", teacher_macs=original, iterations=len(rows),
+        save(student, out / MODEL, teacher_macs=original, iterations=len(rows),
              train_sizes=tc.train_sizes)
         teacher_mad = (evaluate(teacher, eval_set, size=tc.size)["mad"]
                        if eval_set is not None and labeled(eval_set) else None)
@@ -132,16 +167,16 @@ def compress(teacher: nn.Module, train_set: Dataset, cc: CompressConfig, tc: Tra
     barrier(ctx)
     teacher_row = summary and {"macs": original, "params": summary["teacher_params"],
                                "mad": summary["teacher_mad"]}
-    return CompressResult(student, rows, False, teacher_row, out)
+    return CompressResult(student, rows, False, teacher_row, out, files, out / MODEL)
 
 
-def _pruned(model: nn.Module, target: float, folder: Path, cc: CompressConfig, data,
+def _pruned(model: nn.Module, target: float, at: IterationFiles, cc: CompressConfig, data,
             tc: TrainConfig, ctx: Context, train_sizes: list[int] | None) -> nn.Module:
-    """The student for an iteration: reused from folder if already pruned, else pruned by
-    rank 0 to `target` MACs and shared with the other ranks through the file."""
-    path = folder / "pruned.safetensors"
+    """The student for an iteration: reused from its folder if already pruned, else pruned
+    by rank 0 to `target` MACs and shared with the other ranks through the file."""
+    path = at.pruned
     if ctx.is_main and not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
+        at.folder.mkdir(parents=True, exist_ok=True)
         current = inference_macs(model, cc.cost_size)
         pruned = _prune_step(model, min(1.0, target / current), cc, data, tc.batch_size, tc.seed)
         save(pruned, path, target_macs=target, train_sizes=train_sizes)

@@ -21,8 +21,10 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ..data.transforms import resize_batch
+from ..checks import AT_LEAST_ONE, COUNT, NON_NEGATIVE, POSITIVE, Range
 from ..errors import UserError
 from ..metrics import AGREEMENT, METRICS, evaluate, reference_mattes
+from ..model.inputs import check_size
 from .bn import recalibrate_bn
 from .distill import FEATURE_TAPS, FeatureTaps, Student, teacher_widths
 from .distributed import (Context, all_gather_objects, all_reduce_mean, any_rank, barrier,
@@ -92,25 +94,22 @@ class TrainConfig:
         return dataclasses.replace(self, supervised=0.0)
 
     def validate(self, has_teacher: bool) -> None:
+        """Every value in its range (`RANGES`), then the combinations; one line each."""
         def need(ok: bool, msg: str) -> None:
             if not ok:
                 raise UserError(msg)
 
         need((self.steps is None) != (self.epochs is None), "give exactly one of --steps, --epochs")
-        need((self.steps is None or self.steps >= 1) and (self.epochs is None or self.epochs > 0),
-             "--steps/--epochs must be > 0")
-        need(self.warmup >= 0 and self.workers >= 0, "--warmup and --workers must be >= 0")
-        need(self.size % 32 == 0 and self.size >= 32,
-             f"--size must be a multiple of 32, got {self.size}")
-        need(all(s % 32 == 0 and 32 <= s <= self.size for s in self.multi_size),
+        check_ranges(dataclasses.asdict(self), flag)
+        check_size(self.size, "--size")
+        for s in self.multi_size:
+            check_size(s, "--multi-size entry")
+        need(all(s <= self.size for s in self.multi_size),
              f"--multi-size entries must be multiples of 32 and <= --size {self.size}")
-        need(self.batch_size >= 1, "--batch-size must be >= 1")
-        need(self.lr > 0 and math.isfinite(self.lr), "--lr must be > 0")
+        need(self.min_lr <= self.lr, f"--min-lr {self.min_lr:g}: must be <= --lr {self.lr:g}")
         need(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
         need(self.schedule in LR_SCHEDULES, f"--schedule must be one of {', '.join(LR_SCHEDULES)}")
         need(self.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}")
-        need(min(self.log_every, self.checkpoint_every) >= 1 and self.eval_every >= 0,
-             "--log-every and --checkpoint-every must be >= 1, --eval-every >= 0")
         unknown = set(self.distill) - set(DistillWeights().as_dict())
         need(not unknown, f"unknown distillation terms {sorted(unknown)}")
         wants_kd = any(self.distill.values())
@@ -120,6 +119,42 @@ class TrainConfig:
         need(self.supervised is not None, "resolve `supervised` with for_data() first")
         need(self.objective == "soc" or self.supervised > 0 or wants_kd,
              "nothing to train: supervised weight is 0 and no distillation term is on")
+
+
+# The range of every numeric TrainConfig field; the CLI and the recipe loader check with it.
+RANGES = {
+    "steps": Range(1, integer=True), "epochs": POSITIVE, "batch_size": AT_LEAST_ONE,
+    "lr": POSITIVE, "momentum": Range(0, 1, high_open=True), "weight_decay": NON_NEGATIVE,
+    "warmup": COUNT, "step_size": Range(1, integer=True), "gamma": Range(0, 1, low_open=True),
+    "min_lr": NON_NEGATIVE, "seed": COUNT, "workers": COUNT, "log_every": AT_LEAST_ONE,
+    "eval_every": COUNT, "checkpoint_every": AT_LEAST_ONE, "supervised": NON_NEGATIVE,
+    "recalibrate_bn": COUNT,
+}
+WEIGHT = NON_NEGATIVE  # every supervised scale and distillation weight
+
+
+def check_ranges(values: dict, name) -> None:
+    """Check TrainConfig-named `values` (None: unset) against RANGES, and the `scales` and
+    `distill` weights in them; `name(field, term)` says how to call a value in an error."""
+    for key, value in values.items():
+        if key in RANGES and value is not None:
+            RANGES[key].check(value, name(key, None))
+        elif key in ("scales", "distill"):
+            for term, weight in value.items():
+                WEIGHT.check(weight, name(key, term))
+
+
+def flag(key: str, term: str | None = None) -> str:
+    """The command-line option that sets TrainConfig field `key` (`term`: of scales/distill)."""
+    if key == "scales":
+        return f"--{term}-scale"
+    if key == "distill":
+        return f"--kd-{term}"
+    return "--" + key.replace("_", "-")
+
+
+# The defaults of fine-tuning (`finetune`, `compress`, recipes): AdamW at 1e-3, cosine decay.
+FINETUNE = TrainConfig(lr=1e-3, optimizer="adamw", schedule="cosine")
 
 
 @dataclass
@@ -178,7 +213,9 @@ class _Trainer:
         self._reference = None  # the teacher's mattes of an unlabeled eval set, made once
 
     # --- set-up ---------------------------------------------------------------------
-    def restore_or_init(self, resume: bool) -> None:
+    def restore_or_init(self, resume: bool) -> dict | None:
+        """Continue from the run's last checkpoint, or start fresh (BN re-estimation,
+        adapter initialisation); returns the optimizer state to continue from, if any."""
         state = self.run.load_state() if resume else None
         if state is not None:
             self.student.load_state_dict(state["module"])
@@ -190,11 +227,10 @@ class _Trainer:
             rngs = state["rng"]
             if len(rngs) == self.ctx.world_size:
                 set_rng_state(rngs[self.ctx.rank])
-            self._optimizer_state = state["optimizer"]
-        else:
-            torch.manual_seed(self.cfg.seed + self.ctx.rank)
-            self._optimizer_state = None
-            self._prepare_fresh()
+            return state["optimizer"]
+        torch.manual_seed(self.cfg.seed + self.ctx.rank)
+        self._prepare_fresh()
+        return None
 
     def _prepare_fresh(self) -> None:
         cfg = self.cfg
@@ -208,15 +244,15 @@ class _Trainer:
                 self.teacher(img, inference=False)
             self.student.fit_adapters(img, self.teacher_taps.pop())
 
-    def build_optimizer(self) -> torch.optim.Optimizer:
+    def build_optimizer(self, state: dict | None) -> torch.optim.Optimizer:
         cfg, params = self.cfg, self.student.parameters()
         if cfg.optimizer == "sgd":
             opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                   weight_decay=cfg.weight_decay)
         else:
             opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        if self._optimizer_state is not None:
-            opt.load_state_dict(self._optimizer_state)
+        if state is not None:
+            opt.load_state_dict(state)
         return opt
 
     def wrap(self) -> nn.Module:
@@ -261,8 +297,8 @@ class _Trainer:
         cfg = self.cfg
         batch = {k: v.to(self.ctx.device, non_blocking=True) if torch.is_tensor(v) else v
                  for k, v in batch.items()}
-        lr = lr_at(self.step, self.total, cfg.lr, cfg.schedule, cfg.warmup, cfg.step_size,
-                   cfg.gamma, cfg.min_lr)
+        lr = lr_at(self.step, self.total, lr=cfg.lr, schedule=cfg.schedule, warmup=cfg.warmup,
+                   step_size=cfg.step_size, gamma=cfg.gamma, min_lr=cfg.min_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
         if cfg.multi_size:
@@ -274,10 +310,10 @@ class _Trainer:
         optimizer.step()
         return terms, lr
 
-    def train(self) -> bool:
+    def train(self, optimizer_state: dict | None) -> bool:
         """Train from self.step to self.total; True if stopped early by a signal."""
         cfg, ctx = self.cfg, self.ctx
-        module, optimizer = self.wrap(), self.build_optimizer()
+        module, optimizer = self.wrap(), self.build_optimizer(optimizer_state)
         sums: dict[str, torch.Tensor] = {}
         window_steps, window_start = 0, time.perf_counter()
         bar = tqdm(total=self.total, initial=self.step, unit="step", dynamic_ncols=True,
@@ -296,8 +332,8 @@ class _Trainer:
                 if boundary:
                     self._log(sums, window_steps, window_start, lr, bar)
                     sums, window_steps = {}, 0
-                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < self.total:
-                    self.evaluate()
+                if self.step == self.total or cfg.eval_every and self.step % cfg.eval_every == 0:
+                    self.evaluate()  # the final evaluation too: best_mad goes in the checkpoint
                 if self.step % cfg.checkpoint_every == 0 or self.step == self.total or stop_now:
                     self.checkpoint(optimizer)
                 if boundary:
@@ -343,8 +379,6 @@ class _Trainer:
         return metrics
 
     def checkpoint(self, optimizer) -> None:
-        if self.step == self.total:
-            self.evaluate()
         rngs = all_gather_objects(rng_state(), self.ctx)
         if self.ctx.distributed:
             self._check_ranks_agree()
@@ -404,10 +438,10 @@ def fit(model: nn.Module, train_set: Dataset, cfg: TrainConfig, out: str | Path,
     barrier(ctx)
     trainer = _Trainer(model, train_set, cfg, run, eval_set, teacher, ctx, progress)
     try:
-        trainer.restore_or_init(resume)
+        optimizer_state = trainer.restore_or_init(resume)
         if ctx.is_main:
             run.truncate_log(trainer.step)
-        stopped = trainer.train() if trainer.step < trainer.total else False
+        stopped = trainer.train(optimizer_state) if trainer.step < trainer.total else False
     finally:
         trainer.close()
     model.eval()

@@ -112,13 +112,23 @@ def soc_loss(semantic: Tensor, detail: Tensor, matte: Tensor, frozen_detail: Ten
 
 @dataclass(frozen=True)
 class DistillWeights:
-    """Weights of the distillation terms (0 disables a term)."""
+    """Weights of the distillation terms; 0 disables a term, all 0 (the default) is no
+    distillation. `recommended()` is what `finetune` and `compress` use unless told."""
 
-    matte: float = 1.0      # L1 between mattes
-    detail: float = 1.0     # L1 between detail heads
-    semantic: float = 10.0  # MSE between semantic heads, as the supervised semantic scale
-    lr8x: float = 1.0       # MSE between (adapted) lr8x features
-    hr2x: float = 1.0       # MSE between (adapted) hr2x features
+    matte: float = 0.0      # L1 between mattes
+    detail: float = 0.0     # L1 between detail heads
+    semantic: float = 0.0   # MSE between semantic heads
+    lr8x: float = 0.0       # MSE between (adapted) lr8x features
+    hr2x: float = 0.0       # MSE between (adapted) hr2x features
+
+    @classmethod
+    def recommended(cls) -> "DistillWeights":
+        """Every term on; semantic at 10, as the supervised semantic scale."""
+        return cls(matte=1.0, detail=1.0, semantic=10.0, lr8x=1.0, hr2x=1.0)
+
+    @property
+    def enabled(self) -> bool:
+        return any(v > 0 for v in self.as_dict().values())
 
     def as_dict(self) -> dict[str, float]:
         return {k: getattr(self, k) for k in ("matte", "detail", "semantic", "lr8x", "hr2x")}
@@ -126,7 +136,7 @@ class DistillWeights:
 
 def distill_loss(student: tuple[Tensor, Tensor, Tensor], teacher: tuple[Tensor, Tensor, Tensor],
                  student_features: dict[str, Tensor], teacher_features: dict[str, Tensor],
-                 weights: DistillWeights = DistillWeights()) -> dict[str, Tensor]:
+                 weights: DistillWeights) -> dict[str, Tensor]:
     """Output and feature distillation; features must already be in the teacher's width.
 
     Student/teacher outputs are (semantic, detail, matte) as returned by

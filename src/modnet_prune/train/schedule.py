@@ -5,30 +5,32 @@ from __future__ import annotations
 import math
 import random
 
+from ..checks import AT_LEAST_ONE, KEEP_FRACTION
 from ..errors import UserError
 
 LR_SCHEDULES = ("cosine", "step", "constant")
 PRUNE_SCHEDULES = ("linear", "cubic")
 
 
-def lr_at(step: int, total: int, base_lr: float, schedule: str = "cosine", warmup: int = 0,
+def lr_at(step: int, total: int, *, lr: float, schedule: str = "cosine", warmup: int = 0,
           step_size: int | None = None, gamma: float = 0.1, min_lr: float = 0.0) -> float:
-    """LR for optimizer step `step` (0-based) of `total`.
+    """LR for optimizer step `step` (0-based) of `total`, peaking at `lr` (TrainConfig's
+    fields of the same names).
 
-    Linear warm-up from base_lr/warmup to base_lr over `warmup` steps, then:
+    Linear warm-up from lr/warmup to lr over `warmup` steps, then:
     cosine decay towards `min_lr` (reached after the last step); `step`: x`gamma` every
     `step_size` steps (default total/4, the official 40 epochs with x0.1 every 10); or constant.
     """
     if step < warmup:
-        return base_lr * (step + 1) / warmup
+        return lr * (step + 1) / warmup
     if schedule == "constant":
-        return base_lr
+        return lr
     if schedule == "step":
         size = step_size or max(1, total // 4)
-        return base_lr * gamma ** (step // size)
+        return lr * gamma ** (step // size)
     if schedule == "cosine":  # reaches min_lr just after the last step, which still learns
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * progress))
+        return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
     raise UserError(f"unknown schedule {schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
 
 
@@ -39,10 +41,8 @@ def macs_targets(final: float, iterations: int, kind: str = "cubic") -> list[flo
     (r_f * (1 - (1 - i/K)^3), Zhu & Gupta 2017), which cuts most while the model is
     still redundant and takes small steps near the target.
     """
-    if not 0 < final <= 1:
-        raise UserError(f"target MACs fraction must be in (0, 1], got {final}")
-    if iterations < 1:
-        raise UserError(f"--iterations must be >= 1, got {iterations}")
+    KEEP_FRACTION.check(final, "target MACs fraction")
+    AT_LEAST_ONE.check(iterations, "--iterations")
     if kind not in PRUNE_SCHEDULES:
         raise UserError(f"unknown prune schedule {kind!r}; choose linear or cubic")
     removed = 1.0 - final
