@@ -313,10 +313,11 @@ def stage_evaluate(run: Run) -> dict:
     """Every model at `sizes.eval` (cheap: the training curves and the accuracy-vs-compute
     figure); teacher and student also at the deployment size `sizes.benchmark`, where their
     latency is measured: that is the main table's accuracy, predictions and sample grid.
-    With `sizes.eval` null (photos, the MODNet protocol) the protocol is the deployment."""
+    With `sizes.eval` null on photos (the MODNet protocol) the protocol is the deployment."""
     r = run.recipe
-    # sizes.eval null is the MODNet protocol (short side 512): what deployment runs on photos
-    deploy = r.sizes.benchmark if r.sizes.eval is not None else None
+    # sizes.eval null on photos is the MODNet protocol (short side 512): what deployment runs
+    protocol = r.sizes.eval is None and not is_synthetic(r.data.eval)
+    deploy = None if protocol else r.sizes.benchmark
     same = r.sizes.eval == deploy
     source, deploy_source = run.eval_source(r.sizes.eval), run.eval_source(deploy)
     targets = deploy_targets = None  # ground truth; data without it is scored against the teacher

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..files import write_atomic
 from . import figures
-from .labels import eval_size_text, other_size_text, size_text
+from .labels import deploy_size_text, eval_size_text, other_size_text, size_text
 
 # The origin write-up's published numbers (docs/origin.md): 512x512, training-graph MACs, their
 # hardware and runtime, three timed runs each. They published no accuracy ("not good").
@@ -81,7 +81,7 @@ def main_table(summary: dict) -> Table:
                "speed-up PyTorch", "speed-up ORT", "MSE", "MAD", "SAD", "Grad", "Conn", *extra]
     against = ("errors" if _against_truth(summary) else "agreement with the teacher")
     groups = [("", 1), (f"cost at {size}", 6), (f"latency at {size}, batch 1", 4),
-              (f"held-out {against} at {size_text(summary['evaluation']['size'])}, "
+              (f"held-out {against} at {deploy_size_text(summary)}, "
                f"{summary['evaluation']['region']}", 5)]
     if other:
         groups.append((f"beside: at {other}", 2))
@@ -117,7 +117,7 @@ def metrics_table(summary: dict) -> Table:
     differs), with the scaling next to it."""
     scaling = summary["evaluation"]["scaling"]
     headers = ["model"] + [f"{k.upper()} ({scaling[k]})" for k in METRIC_NAMES]
-    sizes = [("metrics", size_text(summary["evaluation"]["size"]))]
+    sizes = [("metrics", deploy_size_text(summary))]
     if other_size_text(summary):
         sizes.append(("metrics_eval", other_size_text(summary)))
     rows, classes = [], []
@@ -198,7 +198,7 @@ def _headline(summary: dict) -> list[str]:
             parts.append(f"held-out MAD {_metric(s_mad)} vs {_metric(t_mad)} "
                          f"({s_mad / t_mad:.2f}× the teacher's)")
         lines.append(", ".join(parts) + f"; speed at {size_text(summary['size'])}, accuracy at "
-                     f"{size_text(summary['evaluation']['size'])}.")
+                     f"{deploy_size_text(summary)}.")
     return lines
 
 
@@ -245,7 +245,7 @@ def _notes(summary: dict) -> list[str]:
 def _sections(summary: dict) -> tuple[tuple[str, str], ...]:
     """(figure key, title) of the figure sections, each title saying its size."""
     return (("pareto", f"Accuracy vs compute (MAD at {eval_size_text(summary)})"),
-            ("samples", f"Sample mattes (held-out, at {size_text(summary['evaluation']['size'])})"),
+            ("samples", f"Sample mattes (held-out, at {deploy_size_text(summary)})"),
             ("curves", f"Training (held-out MAD at {eval_size_text(summary)})"),
             ("widths", "Per-layer widths"))
 
@@ -371,7 +371,7 @@ def _cards(summary: dict) -> str:
                           f"faster, {name}, at {size_text(summary['size'])}"))
     if t_mad and s_mad is not None:
         cards.append((f"{s_mad / t_mad:.2f}×",
-                      f"the teacher's held-out MAD at {size_text(summary['evaluation']['size'])}"))
+                      f"the teacher's held-out MAD at {deploy_size_text(summary)}"))
     return '<div class="cards">' + "".join(
         f'<div class="card"><div class="value">{html.escape(v)}</div>'
         f'<div class="label">{html.escape(label)}</div></div>' for v, label in cards) + "</div>"

@@ -17,7 +17,7 @@ from matplotlib.colors import to_rgba  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from ..files import write_atomic  # noqa: E402
-from .labels import eval_size_text, size_text  # noqa: E402
+from .labels import deploy_size_text, eval_size_text  # noqa: E402
 
 INK, MUTED, GRID = "#1f2933", "#7b8794", "#e4e7eb"
 TEACHER_COLOUR, STUDENT_COLOURS = "#52606d", ("#d64545", "#2680c2", "#3ebd93", "#c99a2e", "#8662c7")
@@ -250,7 +250,7 @@ def sample_grid(summary: dict, root: Path, path: Path) -> Path | None:
     columns = list(rows[0]["images"])
     error_of = columns[-1]
     reference = "ground truth" if "ground truth" in columns else "teacher"
-    titles = [f"input at {size_text(summary['evaluation']['size'])}", *columns[1:],
+    titles = [f"input at {deploy_size_text(summary)}", *columns[1:],
               f"|{error_of} − {'truth' if reference == 'ground truth' else 'teacher'}|"]
     fig, axes = plt.subplots(len(rows), len(titles), figsize=(1.55 * len(titles), 1.6 * len(rows)),
                              squeeze=False)
