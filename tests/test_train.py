@@ -143,13 +143,13 @@ def test_adapter_init_recovers_kept_channels():
 
 
 def test_cli_train_errors_are_one_line(tmp_path, capsys):
-    r = runcli_process(capsys, "train", "--data", str(tmp_path / "nope"), "--steps", "1",
+    r = run_cli(capsys, "train", "--data", str(tmp_path / "nope"), "--steps", "1",
                 "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "no such folder" in r.stderr and "Traceback" not in r.stderr
-    r = runcli_process(capsys, "train", "--data", "synthetic:8@64", "--size", "50", "--steps", "1",
+    r = run_cli(capsys, "train", "--data", "synthetic:8@64", "--size", "50", "--steps", "1",
              "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "multiple of 32" in r.stderr
-    r = runcli_process(capsys, "train", "--data", "synthetic:8@64", "--size", "64", "--steps", "1",
+    r = run_cli(capsys, "train", "--data", "synthetic:8@64", "--size", "64", "--steps", "1",
                 "--checkpoint", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "no such file" in r.stderr
 
@@ -221,7 +221,7 @@ def test_cli_finetune_with_teacher_and_bn_recalibration(tmp_path, capsys):
     teacher = mp.save(mp.MODNet(divided_arch(2)), tmp_path / "teacher.safetensors")
     student = mp.save(mp.MODNet(divided_arch(4)), tmp_path / "student.safetensors")
     out = tmp_path / "ft"
-    r = runcli_process(capsys, "finetune", "--student", str(student), "--teacher", str(teacher),
+    r = run_cli(capsys, "finetune", "--student", str(student), "--teacher", str(teacher),
              "--data", "synthetic:8@64", "--size", "64", "--batch-size", "4", "--steps", "2",
              "--log-every", "1", "--recalibrate-bn", "2", "--kd-detail", "0", "--workers", "0",
              "--out", str(out), "--json", "--no-progress")
@@ -239,11 +239,11 @@ def test_cli_finetune_with_teacher_and_bn_recalibration(tmp_path, capsys):
 
 def test_soc_adaptation_runs_finite_from_a_checkpoint(tmp_path, capsys):
     init = mp.save(mp.MODNet(divided_arch()), tmp_path / "init.safetensors")
-    r = runcli_process(capsys, "train", "--objective", "soc", "--data", "synthetic:4@64", "--size", "64",
+    r = run_cli(capsys, "train", "--objective", "soc", "--data", "synthetic:4@64", "--size", "64",
                 "--batch-size", "2", "--steps", "2", "--workers", "0", "--log-every", "1",
                 "--out", str(tmp_path / "soc"), "--json")
     assert r.returncode == 2 and "give it as --checkpoint" in r.stderr
-    r = runcli_process(capsys, "train", "--objective", "soc", "--checkpoint", str(init),
+    r = run_cli(capsys, "train", "--objective", "soc", "--checkpoint", str(init),
                 "--data", "synthetic:4@64", "--size", "64", "--batch-size", "2", "--steps", "2",
                 "--workers", "0", "--log-every", "1", "--lr", "0.001",
                 "--out", str(tmp_path / "soc"), "--json")

@@ -25,8 +25,7 @@ ORIGIN_ROWS = (
      "file_kb": 7213, "latency_s": (0.54, 0.56, 0.54)},
 )
 METRIC_NAMES = ("mse", "mad", "sad", "grad", "conn")
-
-
+# The figures of both reports, in order: (figure key, section title).
 @dataclass
 class Table:
     headers: list[str]
@@ -278,8 +277,7 @@ def render_markdown(summary: dict, figure_paths: dict[str, str]) -> str:
                         _group_starts(table) if label)
     out += [*(f"- {line}" for line in _headline(summary)), "", "## Results", "",
             f"*{caption}.*", "", markdown_table(table), "", *(f"- {n}" for n in _notes(summary)), ""]
-    sections = _sections(summary)
-    for key, title in sections:
+    for key, title in _sections(summary):
         if key in figure_paths:
             out += [f"## {title}", "", f"![{title}]({figure_paths[key]})", ""]
             if key == "pareto":
@@ -386,8 +384,7 @@ def render_html(summary: dict, figure_files: dict[str, Path]) -> str:
     parts.append(_cards(summary))
     parts += ["<h2>Results</h2>", _html_table(main_table(summary)),
               '<ul class="notes">' + "".join(f"<li>{esc(n)}</li>" for n in _notes(summary)) + "</ul>"]
-    sections = _sections(summary)
-    for key, title in sections:
+    for key, title in _sections(summary):
         if key in figure_files:
             parts += [f"<h2>{esc(title)}</h2>", _img(figure_files[key], title)]
             if key == "pareto":
