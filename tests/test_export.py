@@ -63,8 +63,10 @@ def test_official_arch_parity_and_metadata(tmp_path):
     assert proto.graph.output[0].name == "matte"
     ops = [n.op_type for n in proto.graph.node]
     assert "Constant" not in ops and "Identity" not in ops  # lean graph
-    # the fused graph (default): 69 convs, + 3 convs of the raw image, + the SE's 2 Linears
-    assert ops.count("Conv") == 69 + 3 + 2 and ops.count("InstanceNormalization") == 16
+    # the fused graph (default): 69 convs, + 3 of the raw image, + the SE's 2 Linears, - the
+    # output conv, which is a MatMul per part of conv_f.0 (8 BN and 8 IN channels)
+    assert ops.count("Conv") == 69 + 3 + 2 - 1 and ops.count("MatMul") == 2
+    assert ops.count("InstanceNormalization") == 16
     assert meta["graph"] == report.graph == "fused" and "BatchNormalization" not in ops
     assert len(report.parity) == 2 and all(c["max_abs"] <= 1e-4 for c in report.parity)
 

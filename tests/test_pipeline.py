@@ -17,6 +17,7 @@ import modnet_prune as mp
 from modnet_prune.cli import main
 from modnet_prune.data import open_source
 from modnet_prune.deploy.runtime import open_runtime
+from modnet_prune.deploy.web import ort_missing
 from modnet_prune.graph.cost import layer_costs
 from modnet_prune.metrics import evaluate
 from modnet_prune.pipeline import run as pipeline_run
@@ -78,6 +79,14 @@ def test_end_to_end_outputs_agree_with_recomputation(iterative_run, capsys):
     with torch.no_grad():
         torch_out = student(torch.from_numpy(x)).numpy()
     assert np.abs(onnx_out - torch_out).max() < 1e-4
+
+    # the browser page holds byte-identical copies of both ONNX files (or says why it is absent)
+    if ort_missing() is None:
+        assert summary["web"] == {"dir": "web"}
+        for name in ("teacher.onnx", "student.onnx"):
+            assert (out / "web/models" / name).read_bytes() == (out / name).read_bytes()
+    else:
+        assert summary["web"] == {"dir": None, "reason": ort_missing()}
 
     # the budget was spent in full, split over the two iterations, and logged
     training = summary["training"]["tiny"]

@@ -96,6 +96,15 @@ def test_openvino_runs_our_onnx_file_like_onnxruntime(files):
         open_runtime(root / "tiny.safetensors", runtime="openvino")
 
 
+def test_openvino_bad_files_are_user_errors(tmp_path):
+    _openvino()
+    (tmp_path / "junk.onnx").write_bytes(b"not a protobuf" * 10)
+    with pytest.raises(UserError, match="OpenVINO cannot load it"):
+        open_runtime(tmp_path / "junk.onnx", runtime="openvino")
+    with pytest.raises(UserError, match="no such file"):
+        open_runtime(tmp_path / "missing.onnx", runtime="openvino")
+
+
 def test_openvino_runs_int8_qdq(files, tmp_path):
     _openvino()
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,

@@ -1,7 +1,6 @@
 """Unlabeled data (photo trees, video frames, slices, weighted mixtures), training on the
 teacher's targets alone, and agreement metrics against another model's mattes."""
 import json
-
 from pathlib import Path
 
 import av
@@ -9,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import make_teacher, tiny_arch, tiny_model
 from PIL import Image
-from helpers import make_teacher
 
 import modnet_prune as mp
 from modnet_prune.cli import main
@@ -20,7 +19,6 @@ from modnet_prune.errors import UserError
 from modnet_prune.metrics import METRICS, all_metrics, boundary, evaluate, iou
 from modnet_prune.pipeline.recipe import load_recipe
 from modnet_prune.train import TrainConfig, fit
-from helpers import tiny_arch, tiny_model
 
 
 def _photo(path, level, size=(40, 56)):

@@ -20,7 +20,8 @@ def register(sub) -> None:
                    help="auto (default): onnxruntime for .onnx, torch otherwise")
     p.add_argument("--runtimes", metavar="LIST",
                    help="comma-separated, e.g. onnxruntime,openvino: time every model under "
-                        "each runtime, all interleaved in one run, and name the fastest per model")
+                        "each runtime, all interleaved in one run, and name the fastest per model "
+                        "(replaces --runtime)")
     p.add_argument("--size", default="512", help="input size, N or HxW, multiples of 32 (default 512)")
     p.add_argument("--threads", type=int, default=None,
                    help="intra-op threads (default: all CPUs this process may use)")

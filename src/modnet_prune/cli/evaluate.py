@@ -84,9 +84,10 @@ def run(args) -> int:
         for path in filter(trained_on_synthetic, filter(None, (args.checkpoint, args.reference))):
             print(f"modnet-prune evaluate: {synthetic_teacher_note(path)}", file=sys.stderr)
     save_dir = _check_prediction_dir(args.save_predictions, source) if args.save_predictions else None
-    runtime, reference = (open_runtime(path, runtime=args.runtime, threads=args.threads,
-                                       device=args.device) if path else None
-                          for path in (args.checkpoint, args.reference))
+    runtime = open_runtime(args.checkpoint, runtime=args.runtime, threads=args.threads,
+                           device=args.device)
+    reference = (open_runtime(args.reference, threads=args.threads, device=args.device)
+                 if args.reference else None)  # its own runtime, by file type
     result = evaluate(runtime, source, size=args.size, save_predictions=save_dir,
                       progress=not args.json, reference=reference)
     rows = result.pop("per_image")

@@ -24,8 +24,9 @@ def register(sub) -> None:
     p.add_argument("--fp16", action="store_true",
                    help="store weights in float16 (half the file; I/O and compute stay float32)")
     p.add_argument("--graph", choices=GRAPHS, default="fused",
-                   help="fused (default): the same matte in fewer passes (BatchNorm folded into "
-                        "split convs, no slice/concat pairs); plain: the training module's graph")
+                   help="fused (default): the same matte in fewer passes (each IBNorm's "
+                        "BatchNorm folded into its conv, one split instead of slice + concat); "
+                        "plain: the training module's graph, for comparison")
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                    help=f"compare ONNX Runtime with PyTorch, fail above {PARITY_TOL:g} "
                         "(default on)")

@@ -1,4 +1,4 @@
-"""Deployment: ONNX export, runtimes (PyTorch / ONNX Runtime), and matting of files.
+"""Deployment: ONNX export, runtimes (PyTorch / ONNX Runtime / OpenVINO), matting of files.
 
 Names are imported on first use, so `modnet_prune.deploy.runtime` alone (what benchmarks
 load, RSS included) does not pull in onnx or PyAV.
@@ -7,7 +7,8 @@ from importlib import import_module
 
 _HOME = {
     "Runtime": "runtime", "TorchRuntime": "runtime", "OnnxRuntime": "runtime",
-    "open_runtime": "runtime",
+    "OpenVinoRuntime": "runtime", "open_runtime": "runtime",
+    "InferenceMODNet": "inference_graph",
     "export_onnx": "onnx_export", "ExportReport": "onnx_export",
     "Matter": "matting", "Background": "matting", "MatteSummary": "matting",
     "matte_files": "matting",

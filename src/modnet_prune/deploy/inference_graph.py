@@ -21,7 +21,9 @@ real arithmetic (float32 parity ~1e-6):
   students) the joint conv already runs blocked, and a second full-resolution conv measured
   slower (conv_f.0 of a 25 %-MACs student: 90 ms apart vs 35 ms joint);
 - up(lr8x), which the detail and fusion branches both read, is computed once; the SE
-  block's Linear layers become 1x1 convs on the pooled tensor (no Flatten/Unsqueeze).
+  block's Linear layers become 1x1 convs on the pooled tensor (no Flatten/Unsqueeze);
+- the last conv (1x1 to the one matte channel) reads conv_f.0's parts by MatMuls
+  (`PartsProjection`), with no full-resolution concat before it.
 
 Measured against the other obvious rewrite, two convs per IBNorm (BN rows fused with
 their ReLU, IN rows apart): reading the input twice cost more than the Split it saves.
@@ -61,6 +63,19 @@ def _conv(like: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None) -> n
     return conv
 
 
+def _fold_batchnorm(conv: nn.Conv2d, ibn: IBNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of `conv` with IBNorm's eval-mode BatchNorm folded into its first rows
+    (y = (x - mean) * gamma / sqrt(var + eps) + beta), computed in float64, and a zero bias
+    on the IN rows (InstanceNorm removes any per-channel constant)."""
+    weight, bias = conv.weight.detach().double(), conv.bias.detach().double().clone()
+    scale, split, bn = torch.ones_like(bias), ibn.bn_channels, ibn.bnorm
+    if split:
+        scale[:split] = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+        bias[:split] = (bias[:split] - bn.running_mean.double()) * scale[:split] + bn.bias.double()
+    bias[split:] = 0
+    return (weight * scale.view(-1, 1, 1, 1)).float(), bias.float()
+
+
 class FoldedIBNormConv(nn.Module):
     """conv -> IBNorm -> ReLU with the BatchNorm folded into the conv; returns the parts.
 
@@ -74,29 +89,20 @@ class FoldedIBNormConv(nn.Module):
         super().__init__()
         conv, ibn = block.layers[0], block.layers[1]
         assert isinstance(ibn, IBNorm), "only a conv followed by an IBNorm is folded"
-        self.split, self.eps = ibn.bn_channels, ibn.inorm.eps
-        self.channels = ibn.channels
-        weight, bias = conv.weight.detach().double(), conv.bias.detach().double().clone()
-        scale = torch.ones_like(bias)
-        if self.split:  # eval-mode BN: y = (x - mean) * gamma / sqrt(var + eps) + beta
-            bn = ibn.bnorm
-            scale[:self.split] = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
-            bias[:self.split] = ((bias[:self.split] - bn.running_mean.double())
-                                 * scale[:self.split] + bn.bias.double())
-        bias[self.split:] = 0  # InstanceNorm removes a per-channel constant
-        weight = (weight * scale.view(-1, 1, 1, 1)).float()
-        image = (slice(0, IMAGE_CHANNELS) if image_first else
-                 slice(weight.shape[1] - IMAGE_CHANNELS, None) if image_last else None)
-        features = (slice(IMAGE_CHANNELS, None) if image_first else
-                    slice(0, weight.shape[1] - IMAGE_CHANNELS) if image_last else slice(None))
+        self.split, self.channels, self.eps = ibn.bn_channels, ibn.channels, ibn.inorm.eps
+        self.part_sizes = [n for n in (self.split, self.channels - self.split) if n]
+        weight, bias = _fold_batchnorm(conv, ibn)
+        cin = weight.shape[1]
         self.image_first = image_first
-        self.image_apart = image is not None and (
-            weight.shape[1] - IMAGE_CHANNELS >= IMAGE_APART_MIN_FEATURES)
+        self.image_apart = (image_first or image_last) and (
+            cin - IMAGE_CHANNELS >= IMAGE_APART_MIN_FEATURES)
         if self.image_apart:
-            self.conv = _conv(conv, weight[:, features], bias.float())
+            image = slice(0, IMAGE_CHANNELS) if image_first else slice(cin - IMAGE_CHANNELS, cin)
+            features = slice(IMAGE_CHANNELS, cin) if image_first else slice(0, cin - IMAGE_CHANNELS)
+            self.conv = _conv(conv, weight[:, features], bias)
             self.image_conv = _conv(conv, weight[:, image], None)
         else:
-            self.conv = _conv(conv, weight, bias.float())
+            self.conv = _conv(conv, weight, bias)
 
     def forward(self, x: Parts, image: torch.Tensor | None = None) -> Parts:
         """`x`: the input's parts (joined here, with the image unless it is convolved apart)."""
@@ -130,6 +136,30 @@ class ConvSE(nn.Module):
         return x * torch.sigmoid(self.excite(F.relu(self.squeeze(pooled))))
 
 
+class PartsProjection(nn.Module):
+    """The 1x1 conv to one channel at the end, over a layer's parts: a MatMul per part, summed.
+
+    Reading the parts where they are saves a full-resolution concat, and a MatMul does not
+    pad its one output channel to the 16 of a blocked conv (ONNX Runtime's NCHWc kernels).
+    """
+
+    def __init__(self, conv: nn.Conv2d, sizes: list[int]):
+        super().__init__()
+        assert conv.kernel_size == (1, 1) and conv.out_channels == 1, "a 1x1 conv to 1 channel"
+        rows = torch.split(conv.weight.detach()[:, :, 0, 0].float(), sizes, dim=1)
+        self.weights = nn.ParameterList(nn.Parameter(w.clone(), requires_grad=False) for w in rows)
+        self.bias = nn.Parameter(conv.bias.detach().float().view(1, 1, 1).clone(),
+                                 requires_grad=False)
+
+    def forward(self, parts: Parts) -> torch.Tensor:
+        n, _, h, w = parts[0].shape
+        out = self.bias
+        for weight, part in zip(self.weights, parts):
+            # a MatMul: ONNX Runtime's Einsum measured 20x slower for the same product
+            out = out + torch.matmul(weight, part.reshape(n, weight.shape[1], -1))  # N, 1, HW
+        return out.view(n, 1, h, w)
+
+
 class InferenceMODNet(nn.Module):
     """image -> matte, equal to `model(image)` (matte only), for a MODNet of any widths.
 
@@ -155,7 +185,7 @@ class InferenceMODNet(nn.Module):
         self.hr2x = nn.ModuleList(fold(block) for block in hr.conv_hr2x)
         self.lr4x, self.f2x = fold(f.conv_lr4x), fold(f.conv_f2x)
         self.f0 = fold(f.conv_f[0], image_last=True)  # cat(up(f2x), img)
-        self.f1 = f.conv_f[1].layers[0]  # the 1-channel output conv, no norm
+        self.f1 = PartsProjection(f.conv_f[1].layers[0], self.f0.part_sizes)
         self.eval()
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
@@ -175,5 +205,8 @@ class InferenceMODNet(nn.Module):
 
         lr2x = [_resize(p, 2) for p in self.lr4x([lr8x_up])]
         f2x = self.f2x(lr2x + hr2x)
-        f = self.f0([_resize(p, 2) for p in f2x], img)
-        return torch.sigmoid(self.f1(_join(f)))
+        if self.f0.image_apart:  # a conv reads up(f2x) alone: join at half resolution, then resize
+            f2x_up = [_resize(_join(f2x), 2)]
+        else:  # joined with the image at full resolution anyway
+            f2x_up = [_resize(p, 2) for p in f2x]
+        return torch.sigmoid(self.f1(self.f0(f2x_up, img)))

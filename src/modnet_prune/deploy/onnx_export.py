@@ -8,7 +8,8 @@ axes batch/height/width. Both graphs have the same 69 Conv, 16 InstanceNormaliza
 8-9 Resize nodes, the same parity with PyTorch (max |diff| 3.5e-5 at 512x384) and the same
 ORT latency (within 3%). The legacy graph's only extra weight is its 241 Constant nodes
 and 38-113 Identity nodes (weights that coincide after BN folding); `_lean` turns them into
-initializers and plain edges: 235 nodes, dynamo 234.
+initializers and plain edges: 235 nodes, dynamo 234. That is the "plain" graph; the default
+"fused" one traces `InferenceMODNet` (inference_graph.py), the same matte in fewer passes.
 """
 from __future__ import annotations
 

@@ -38,6 +38,10 @@ def _check_batch(x: np.ndarray, static_hw: tuple[int, int] | None = None,
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
 class Runtime:
     """Base: `rt(x) -> matte`; `name`, `path` and `describe()` say what runs.
 
@@ -123,9 +127,8 @@ class OnnxRuntime(Runtime):
             self.session = ort.InferenceSession(path if in_memory else str(path), options,
                                                 providers=providers)
         except Exception as e:  # ORT raises its own pybind types (InvalidProtobuf, Fail, ...)
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise UserError(f"{self.path or 'in-memory model'}: not a loadable ONNX model "
-                            f"({first[:200]})") from None
+                            f"({_first_line(e)})") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise UserError(f"{self.path}: expected one input and one output, found "
@@ -151,10 +154,6 @@ class OnnxRuntime(Runtime):
         return {"runtime": self.name, "version": ort.__version__,
                 "providers": self.session.get_providers(), "threads": self.threads or "default",
                 "path": self.path}
-
-
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
 
 
 class OpenVinoRuntime(Runtime):

@@ -37,6 +37,7 @@ from ..data.datasets import is_synthetic, synthetic_at
 from ..data.images import alpha_to_uint8, write_png
 from ..errors import UserError
 from ..deploy.onnx_export import export_onnx
+from ..deploy.web import build_site, ort_missing
 from ..metrics import AGREEMENT, evaluate, reference_mattes
 from ..model.io import load, read_train_sizes, save, untrained_size_warning
 from ..model.shipped import synthetic_teacher_note, trained_on_synthetic
@@ -55,7 +56,7 @@ STAGES = ("prune", "finetune", "evaluate", "export", "benchmark", "report")
 RECIPE_FILE, STAGE_DIR = "recipe.json", "stages"
 TEACHER_ONNX, STUDENT_ONNX, STUDENT = "teacher.onnx", "student.onnx", "student.safetensors"
 PRUNED, RECALIBRATED = "pruned.safetensors", "recalibrated.safetensors"
-FINETUNE_DIR, COMPRESS_DIR = "finetune", "compress"
+FINETUNE_DIR, COMPRESS_DIR, WEB_DIR = "finetune", "compress", "web"
 # Version of the evaluate stage's record: a resumed run whose record is older (accuracy at
 # sizes.eval only, none at the deployment size) evaluates again, then reports again.
 EVALUATE_FORMAT = 2
@@ -416,7 +417,17 @@ def stage_export(run: Run) -> dict:
                              metadata={"source": str(checkpoint),
                                        "source_sha256": sha256_file(checkpoint)})
         reports[role] = {**report.as_dict(), "out": onnx_name}
-    return {"models": reports}
+    return {"models": reports, "web": _write_site(run)}
+
+
+def _write_site(run: Run) -> dict:
+    """The browser page for teacher and student; a run without onnxruntime-web goes on."""
+    if reason := ort_missing():
+        run.echo(f"  no web page: {reason}")
+        return {"dir": None, "reason": reason}
+    build_site([run.path(TEACHER_ONNX), run.path(STUDENT_ONNX)], run.path(WEB_DIR))
+    run.echo(f"  web page -> {WEB_DIR}/ (see it run: `modnet-prune serve {run.path(WEB_DIR)}`)")
+    return {"dir": WEB_DIR}
 
 
 def stage_benchmark(run: Run) -> dict:

@@ -181,6 +181,7 @@ def build_summary(recipe: Recipe, out: Path, records: dict[str, dict]) -> dict:
         "samples": samples, "environment": _environment(bench),
         "stages": {stage: r.get("seconds") for stage, r in records.items()},
         "budget_note": _budget_note(training, recipe),
+        "web": records["export"].get("web"),  # None for runs from before the page existed
     }
 
 
@@ -249,5 +250,6 @@ def merge_summaries(summaries: dict[str, dict], root: Path) -> dict:
             "models": [{**teacher, "predictions": moved(first_dir, teacher["predictions"])}, *students],
             "variants": variants, "layers": layers, "training": training, "samples": samples,
             "stages": {s["recipe"]["name"]: s["stages"] for _, s in runs},
+            "web": None,  # each run folder has its own page
             "budget_note": first["budget_note"] + " Speed-ups: each student against the teacher "
                            "in its own interleaved run."}

@@ -249,6 +249,16 @@ def _sections(summary: dict) -> tuple[tuple[str, str], ...]:
             ("widths", "Per-layer widths"))
 
 
+def _web_page(summary: dict) -> tuple[str | None, str]:
+    """(the page's folder or None, a sentence about the browser page of this run)."""
+    web = summary.get("web") or {}
+    if web.get("dir"):
+        return web["dir"], (f"See it run: {web['dir']}/ is a web page that mattes with the "
+                            f"teacher and the student in the browser; open it with "
+                            f"`modnet-prune serve {web['dir']}` in this folder.")
+    return None, f"No web page: {web['reason']}" if web.get("reason") else ""
+
+
 # --------------------------------------------------------------------------- markdown
 
 def markdown_table(table: Table) -> str:
@@ -275,7 +285,9 @@ def render_markdown(summary: dict, figure_paths: dict[str, str]) -> str:
     table = main_table(summary)
     caption = "; ".join(f"{label}: {', '.join(table.headers[i:i + n])}" for label, n, i in
                         _group_starts(table) if label)
-    out += [*(f"- {line}" for line in _headline(summary)), "", "## Results", "",
+    _, web = _web_page(summary)
+    out += [*(f"- {line}" for line in _headline(summary)), *([f"- {web}"] if web else []), "",
+            "## Results", "",
             f"*{caption}.*", "", markdown_table(table), "", *(f"- {n}" for n in _notes(summary)), ""]
     for key, title in _sections(summary):
         if key in figure_paths:
@@ -382,6 +394,12 @@ def render_html(summary: dict, figure_files: dict[str, Path]) -> str:
     if r.get("description"):
         parts.append(f'<p class="lede">{esc(r["description"])}</p>')
     parts.append(_cards(summary))
+    web_dir, web = _web_page(summary)
+    if web_dir:
+        link = f'<a href="{esc(web_dir)}/index.html">{esc(web_dir)}/</a>'
+        parts.append(f'<p class="lede">{esc(web).replace(esc(web_dir) + "/", link, 1)}</p>')
+    elif web:
+        parts.append(f'<p class="lede">{esc(web)}</p>')
     parts += ["<h2>Results</h2>", _html_table(main_table(summary)),
               '<ul class="notes">' + "".join(f"<li>{esc(n)}</li>" for n in _notes(summary)) + "</ul>"]
     for key, title in _sections(summary):
