@@ -34,7 +34,10 @@ def iterative_run(tmp_path_factory):
     """The CLI on a 2-iteration compress recipe deployed at 96x96 (evaluated during training
     at 64x64); returns (folder, recipe path)."""
     folder = tmp_path_factory.mktemp("pipeline")
-    recipe = write_recipe(folder, tiny_recipe(make_teacher(folder), sizes={"benchmark": 96}))
+    # a random teacher is far from what int8 is made for: a loose budget, checked below
+    quantize = {"calibration": "synthetic:6@64+seed7", "count": 4, "holdout": 2, "budget": 0.5}
+    recipe = write_recipe(folder, tiny_recipe(make_teacher(folder), quantize=quantize,
+                                              sizes={"benchmark": 96}))
     out = folder / "run"
     assert main(["pipeline", "--recipe", str(recipe), "--out", str(out), "--no-progress"]) == 0
     return out, recipe
@@ -47,7 +50,7 @@ def test_end_to_end_outputs_agree_with_recomputation(iterative_run, capsys):
                  "student.onnx", "teacher.onnx", "figures/pareto.png", "figures/samples.png"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
-    teacher_entry, student_entry = summary["models"]
+    teacher_entry, student_entry, *int8_entries = summary["models"]
     teacher, student = mp.load(teacher_entry["checkpoint"]), mp.load(out / "student.safetensors")
 
     # cost: MACs recounted from a forward pass, the fraction within the recipe's target
@@ -94,11 +97,27 @@ def test_end_to_end_outputs_agree_with_recomputation(iterative_run, capsys):
     assert [it["start_samples"] for it in training["iterations"]] == [0, 16]
     assert training["curve"][-1]["samples"] == 32
     assert [v["name"] for v in summary["variants"]] == [
-        "teacher", "iter-1-pruned", "iter-1", "iter-2-pruned", "tiny"]
+        "teacher", "iter-1-pruned", "iter-1", "iter-2-pruned", "tiny"]  # int8: scored at 96 only
     for runtime in ("torch", "onnxruntime"):
         assert student_entry["latency"][runtime]["median_ms"] > 0
         assert len(student_entry["latency"][runtime]["times_ms"]) == 2
         assert teacher_entry["speedup"][runtime] == 1.0
+
+    # int8 files of both, scored on the same held-out set at the deployment size, timed in
+    # the same ORT run
+    assert [m["name"] for m in int8_entries] == ["teacher-int8", "tiny-int8"]
+    bench = json.loads((out / "stages" / "benchmark.json").read_text())["runtimes"]
+    assert [os.path.basename(m["path"]) for m in bench["onnxruntime"]["models"]] == [
+        "teacher.onnx", "student.onnx", "teacher.int8.onnx", "student.int8.onnx"]
+    for entry, fp32 in zip(int8_entries, (teacher_entry, student_entry)):
+        runtime = open_runtime(out / entry["onnx"])
+        assert runtime.metadata["precision"] == "int8"
+        again = evaluate(runtime, deployed, size=96)
+        assert entry["metrics"]["whole"]["mad"] == pytest.approx(again["mad"], rel=1e-5)
+        assert entry["macs"] == fp32["macs"] and list(entry["latency"]) == ["onnxruntime"]
+        assert entry["int8"]["delta_mean"] <= 0.5 and entry["speedup"]["onnxruntime"] > 0
+    assert list(summary["samples"][0]["images"])[-2:] == ["teacher int8", "tiny int8"]
+    assert "teacher int8: ONNX Runtime static QDQ" in (out / "report.md").read_text()
 
 
 @pytest.mark.slow  # its fixture runs the pipeline (~40 s on 2 busy cores)

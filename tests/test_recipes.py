@@ -133,3 +133,21 @@ def test_defaults_types_and_budget_override(tmp_path):
         recipe.with_budget(8)
     assert recipe_from_dict(recipe.to_dict()) == recipe  # the resolved form round-trips
     assert recipe_from_dict({"sizes": {"eval": None}}).sizes.eval is None  # inference protocol
+
+
+def test_quantize_is_off_unless_the_recipe_has_the_section():
+    assert recipe_from_dict({}).quantize is None
+    on = recipe_from_dict({"quantize": {}}).quantize
+    assert on.count == 16 and on.method == "minmax" and on.calibration is None
+    custom = recipe_from_dict({"quantize": {"calibration": "photos/", "budget": 0.01, "size": 256}})
+    assert (custom.quantize.calibration, custom.quantize.budget, custom.quantize.size) == (
+        "photos/", 0.01, 256)
+    assert recipe_from_dict(custom.to_dict()) == custom
+    for bad, message in (({"method": "kl"}, r"quantize.method: 'kl' is not one of"),
+                         ({"budget": 0}, "quantize.budget: must be a positive"),
+                         ({"size": 100}, "quantize.size: 100"),
+                         ({"counts": 3}, "quantize.counts: unknown key")):
+        with pytest.raises(RecipeError, match=message):
+            recipe_from_dict({"quantize": bad})
+    for name in ("demo", "ours-50", "ours-25"):
+        assert load_recipe(Path(__file__).parents[1] / "recipes" / f"{name}.yaml").quantize

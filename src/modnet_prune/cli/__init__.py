@@ -16,7 +16,7 @@ from .. import __version__
 from ..errors import UserError
 
 COMMANDS = ("convert", "analyze", "prune", "benchmark", "synth", "evaluate", "train",
-            "finetune", "compress", "export", "matte", "web", "serve", "pipeline")
+            "finetune", "compress", "export", "quantize", "matte", "web", "serve", "pipeline")
 
 
 def _command_in(argv: list[str]) -> str | None:

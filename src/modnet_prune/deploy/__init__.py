@@ -1,4 +1,5 @@
-"""Deployment: ONNX export, runtimes (PyTorch / ONNX Runtime / OpenVINO), matting of files.
+"""Deployment: ONNX export, int8 quantization, runtimes (PyTorch / ONNX Runtime / OpenVINO),
+matting of files.
 
 Names are imported on first use, so `modnet_prune.deploy.runtime` alone (what benchmarks
 load, RSS included) does not pull in onnx or PyAV.
@@ -12,6 +13,8 @@ _HOME = {
     "export_onnx": "onnx_export", "ExportReport": "onnx_export",
     "Matter": "matting", "Background": "matting", "MatteSummary": "matting",
     "matte_files": "matting",
+    "quantize_model": "quantize", "QuantizeReport": "quantize",
+    "Int8Capability": "cpu", "int8_capability": "cpu",
 }
 __all__ = list(_HOME)
 

@@ -54,16 +54,21 @@ class Matter:
         return self.runtime.static_hw or protocol_size(height, width, self.ref)
 
     @torch.inference_mode()
+    def network_input(self, frames: np.ndarray) -> np.ndarray:
+        """(H, W, 3) or (N, H, W, 3) uint8 RGB -> the (N, 3, h, w) float32 batch the runtime
+        gets: what int8 calibration must see, so that it sees what matting feeds."""
+        frames = np.require(frames[None] if frames.ndim == 3 else frames, np.uint8, ["C", "W"])
+        batch = torch.from_numpy(frames)  # writable: PIL's arrays are read-only views
+        # as data.protocol.to_input, but batched and to any size (a static export fixes it)
+        x = normalise(batch.permute(0, 3, 1, 2))
+        return F.interpolate(x, size=self.input_size(*frames.shape[1:3]), mode="area").numpy()
+
+    @torch.inference_mode()
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         """(H, W, 3) or (N, H, W, 3) uint8 RGB -> (H, W) or (N, H, W) float32 alpha."""
         single = frames.ndim == 3
-        frames = np.require(frames[None] if single else frames, np.uint8, ["C", "W"])
-        batch = torch.from_numpy(frames)  # writable: PIL's arrays are read-only views
-        height, width = batch.shape[1:3]
-        # as data.protocol.to_input, but batched and to any size (a static export fixes it)
-        x = normalise(batch.permute(0, 3, 1, 2))
-        x = F.interpolate(x, size=self.input_size(height, width), mode="area")
-        matte = torch.from_numpy(self._run(x.numpy()))
+        height, width = frames.shape[-3:-1]
+        matte = torch.from_numpy(self._run(self.network_input(frames)))
         alpha = to_original_size(matte, height, width)[:, 0].numpy()
         return alpha[0] if single else alpha
 

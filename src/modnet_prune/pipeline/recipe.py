@@ -22,6 +22,8 @@ import yaml
 from ..data.datasets import spec_parts, synthetic_seeds
 from ..errors import UserError
 from ..deploy.onnx_export import MAX_OPSET, MIN_OPSET
+from ..deploy.quantize import (DEFAULT_BUDGET, DEFAULT_COUNT, DEFAULT_HOLDOUT, DEFAULT_METHOD,
+                               METHODS as QUANTIZE_METHODS)
 from ..prune import CRITERIA
 from ..prune.allocate import PLAN_DECISIONS
 from ..prune.threshold import THRESHOLD
@@ -107,6 +109,17 @@ class ExportSpec:
 
 
 @dataclass(frozen=True)
+class QuantizeSpec:
+    """int8 copies of the exported teacher and student (`modnet-prune quantize`)."""
+    calibration: str | None = None        # data spec; None: the training data
+    count: int = DEFAULT_COUNT            # calibration images; the next `holdout` check them
+    holdout: int = DEFAULT_HOLDOUT
+    method: str = DEFAULT_METHOD
+    budget: float = DEFAULT_BUDGET        # mean |int8 - fp32| alpha on the held-out images
+    size: int | None = None               # deployment size; None: sizes.eval (else 512)
+
+
+@dataclass(frozen=True)
 class ReportSpec:
     samples: int = 4                      # rows of the matte grid
 
@@ -125,6 +138,7 @@ class Recipe:
     sizes: SizeSpec = field(default_factory=SizeSpec)
     benchmark: BenchmarkSpec = field(default_factory=BenchmarkSpec)
     export: ExportSpec = field(default_factory=ExportSpec)
+    quantize: QuantizeSpec | None = None  # off unless the recipe has a quantize mapping
     report: ReportSpec = field(default_factory=ReportSpec)
 
     def to_dict(self) -> dict:
@@ -190,7 +204,10 @@ def _build(cls, data, where: str):
     values = {}
     for name, value in data.items():
         kind = hints[name]
-        if dataclasses.is_dataclass(kind):
+        optional = [k for k in typing.get_args(kind) if dataclasses.is_dataclass(k)]
+        if optional:  # an optional section (quantize): null is off, a mapping ({}) is on
+            values[name] = None if value is None else _build(optional[0], value, f"{where}{name}.")
+        elif dataclasses.is_dataclass(kind):
             values[name] = _build(kind, value if value is not None else {}, f"{where}{name}.")
         else:
             values[name] = _check_type(value, kind, f"{where}{name}")
@@ -277,6 +294,20 @@ def _validate(r: Recipe) -> None:
     _need(MIN_OPSET <= r.export.opset <= MAX_OPSET, "export.opset",
           f"{r.export.opset}: use an opset in {MIN_OPSET}..{MAX_OPSET}")
     _need(0 <= r.report.samples <= 32, "report.samples", "must be in 0..32")
+    if r.quantize is not None:
+        _validate_quantize(r.quantize)
+
+
+def _validate_quantize(q: QuantizeSpec) -> None:
+    _one_of(q.method, QUANTIZE_METHODS, "quantize.method")
+    _need(q.count >= 1, "quantize.count", "must be >= 1")
+    _need(q.holdout >= 1, "quantize.holdout", "must be >= 1")
+    _need(q.budget > 0 and math.isfinite(q.budget), "quantize.budget",
+          "must be a positive mean |delta alpha|")
+    _need(q.size is None or q.size >= 32 and q.size % 32 == 0, "quantize.size",
+          f"{q.size}: must be a positive multiple of 32")
+    _need(q.calibration is None or bool(q.calibration.strip()), "quantize.calibration",
+          "give a data spec, or leave it out for the training data")
 
 
 def _validate_prune(p: PruneSpec) -> None:

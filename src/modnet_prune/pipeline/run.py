@@ -12,7 +12,11 @@ its own last checkpoint):
              errors (held-out data without ground truth: agreement with the teacher's
              mattes), params and MACs; teacher/student predictions and the matte-grid inputs
   export     teacher.onnx and student.onnx, each checked against PyTorch
-  benchmark  teacher vs student interleaved, per runtime, at the benchmark size
+  quantize   (recipes with a `quantize` section) teacher.int8.onnx and student.int8.onnx,
+             each within the recipe's fidelity budget of its fp32 file, scored on the
+             held-out set; a model whose budget cannot be met is recorded as refused
+  benchmark  teacher vs student (and their int8 files) interleaved, per runtime, at the
+             benchmark size
   report     summary.json, report.md, report.html, figures/
 
 Every stage reads its inputs from files of earlier stages, never from memory, so a resumed
@@ -37,6 +41,8 @@ from ..data.datasets import is_synthetic, synthetic_at
 from ..data.images import alpha_to_uint8, write_png
 from ..errors import UserError
 from ..deploy.onnx_export import export_onnx
+from ..deploy.quantize import DEFAULT_SIZE as INT8_DEFAULT_SIZE, BudgetError, quantize_model
+from ..deploy.runtime import OnnxRuntime
 from ..deploy.web import build_site, ort_missing
 from ..metrics import AGREEMENT, evaluate, reference_mattes
 from ..model.io import load, read_train_sizes, save, untrained_size_warning
@@ -52,9 +58,10 @@ from ..train.distributed import pick_device
 from .recipe import DEFAULT_TEACHER, Recipe
 from .summary import build_summary
 
-STAGES = ("prune", "finetune", "evaluate", "export", "benchmark", "report")
+STAGES = ("prune", "finetune", "evaluate", "export", "quantize", "benchmark", "report")
 RECIPE_FILE, STAGE_DIR = "recipe.json", "stages"
 TEACHER_ONNX, STUDENT_ONNX, STUDENT = "teacher.onnx", "student.onnx", "student.safetensors"
+INT8_FILES = {"teacher": "teacher.int8.onnx", "student": "student.int8.onnx"}
 PRUNED, RECALIBRATED = "pruned.safetensors", "recalibrated.safetensors"
 FINETUNE_DIR, COMPRESS_DIR, WEB_DIR = "finetune", "compress", "web"
 # Version of the evaluate stage's record: a resumed run whose record is older (accuracy at
@@ -111,6 +118,12 @@ class Run:
     def teacher_train_sizes(self) -> list[int] | None:
         """Sizes the teacher was trained at, from its metadata (None: unknown)."""
         return read_train_sizes(self.recipe.teacher)
+
+    def deploy_size(self) -> int | None:
+        """Where teacher and student are scored beside their latency: the benchmark size, or
+        for photos with `sizes.eval` null the MODNet protocol (what deployment runs there)."""
+        r = self.recipe
+        return None if r.sizes.eval is None and not is_synthetic(r.data.eval) else r.sizes.benchmark
 
     def eval_source(self, size: int | None):
         """The held-out set as scored at `size`. Synthetic portraits are rendered at that
@@ -316,17 +329,10 @@ def stage_evaluate(run: Run) -> dict:
     latency is measured: that is the main table's accuracy, predictions and sample grid.
     With `sizes.eval` null on photos (the MODNet protocol) the protocol is the deployment."""
     r = run.recipe
-    # sizes.eval null on photos is the MODNet protocol (short side 512): what deployment runs
-    protocol = r.sizes.eval is None and not is_synthetic(r.data.eval)
-    deploy = None if protocol else r.sizes.benchmark
-    same = r.sizes.eval == deploy
+    deploy, same = run.deploy_size(), r.sizes.eval == run.deploy_size()
     source, deploy_source = run.eval_source(r.sizes.eval), run.eval_source(deploy)
-    targets = deploy_targets = None  # ground truth; data without it is scored against the teacher
-    if not source.labeled:
-        run.echo(f"  {source.description}: no ground truth; scoring agreement with the teacher")
-        targets = reference_mattes(run.teacher(), source, size=r.sizes.eval, progress=run.progress)
-        deploy_targets = targets if same else reference_mattes(run.teacher(), deploy_source,
-                                                               size=deploy, progress=run.progress)
+    targets = _targets(run, source, r.sizes.eval)
+    deploy_targets = targets if same else _targets(run, deploy_source, deploy)
     scored, costs = {}, {}  # costs depend on the widths only: one analysis per Arch
     for role, label, path in _variants(run):
         model = load(path)
@@ -351,8 +357,8 @@ def stage_evaluate(run: Run) -> dict:
             "label": label, "checkpoint": str(path), "sha256": sha256_file(path),
             "params": cost["params"], "macs": cost["macs"], "macs_train": cost["macs_train"],
             "file_bytes": cost["file_bytes"], "weight_bytes": cost["weight_bytes"]["fp32"],
-            "widths": _layer_widths(model), "metrics": _metrics(result),
-            "deploy_metrics": _metrics(deployed) if final else None,
+            "widths": _layer_widths(model), "metrics": _scores(result),
+            "deploy_metrics": _scores(deployed) if final else None,
             "predictions": str(predictions.relative_to(run.out)) if predictions else None}
         if final:
             info, deploy_info = _evaluation(result, r.sizes.eval), _evaluation(deployed, deploy)
@@ -361,15 +367,24 @@ def stage_evaluate(run: Run) -> dict:
             "deploy": {**deploy_info, **reference}, "samples": _sample_inputs(run, deploy_source)}
 
 
-def _metrics(result: dict) -> dict:
-    return {"whole": {k: result[k] for k in ("mse", "mad", "sad", "grad", "conn", *AGREEMENT)
-                      if k in result},
-            **({"unknown": result["unknown"]} if "unknown" in result else {})}
-
-
 def _evaluation(result: dict, size: int | None) -> dict:
     return {**{k: result[k] for k in ("count", "region", "scaling", "dataset", "input")},
             "size": size}
+
+
+def _targets(run: Run, source, size: int | None):
+    """None (score against ground truth), or the teacher's mattes at `size` for held-out
+    data without it."""
+    if source.labeled:
+        return None
+    run.echo(f"  {source.description}: no ground truth; scoring agreement with the teacher")
+    return reference_mattes(run.teacher(), source, size=size, progress=run.progress)
+
+
+def _scores(result: dict) -> dict:
+    return {"whole": {k: result[k] for k in ("mse", "mad", "sad", "grad", "conn", *AGREEMENT)
+                      if k in result},
+            **({"unknown": result["unknown"]} if "unknown" in result else {})}
 
 
 def _layer_widths(model: torch.nn.Module) -> dict[str, int]:
@@ -430,13 +445,49 @@ def _write_site(run: Run) -> dict:
     return {"dir": WEB_DIR}
 
 
+def stage_quantize(run: Run) -> dict:
+    """int8 teacher and student from their ONNX files, scored like `evaluate` scores the
+    fp32 ones in the main table: at the deployment size, where their latency is measured."""
+    r, q = run.recipe, run.recipe.quantize
+    if q is None:
+        return {"enabled": False}
+    size, calibration = q.size or r.sizes.eval or INT8_DEFAULT_SIZE, q.calibration or r.data.train
+    deploy = run.deploy_size()
+    source = run.eval_source(deploy)
+    targets = _targets(run, source, deploy)
+    models = {}
+    for role, fp32 in (("teacher", TEACHER_ONNX), ("student", STUDENT_ONNX)):
+        out = INT8_FILES[role]
+        run.echo(f"  quantizing {role} -> {out} ({q.method}, {q.count} images of {calibration} "
+                 f"at {size}, budget {q.budget:g})")
+        try:
+            report = quantize_model(run.path(fp32), calibration, run.path(out), count=q.count,
+                                    holdout=q.holdout, method=q.method, budget=q.budget,
+                                    size=size, threads=r.benchmark.threads, progress=run.progress)
+        except BudgetError as e:
+            run.echo(f"  {role}: {e}")
+            models[role] = {"refused": str(e)}
+            continue
+        predictions = f"predictions/{role}-int8"
+        result = evaluate(OnnxRuntime(run.path(out), threads=r.benchmark.threads), source,
+                          size=deploy, save_predictions=run.path(predictions),
+                          progress=run.progress, reference=targets)
+        models[role] = {**report.as_dict(), "out": out, "sha256": sha256_file(run.path(out)),
+                        "metrics": _scores(result), "predictions": predictions}
+    return {"enabled": True, "size": size, "calibration": calibration, "models": models}
+
+
 def stage_benchmark(run: Run) -> dict:
     r, b = run.recipe, run.recipe.benchmark
+    quantized = [str(run.path(m["out"])) for m in run.record("quantize").get("models", {}).values()
+                 if "out" in m]
     files = {"torch": [r.teacher, str(run.path(STUDENT))],
-             "onnxruntime": [str(run.path(TEACHER_ONNX)), str(run.path(STUDENT_ONNX))]}
+             "onnxruntime": [str(run.path(TEACHER_ONNX)), str(run.path(STUDENT_ONNX)), *quantized]}
     results = {}
     for runtime in b.runtimes:
-        run.echo(f"  {runtime}: teacher vs student, {b.repeat} interleaved rounds at "
+        models = "teacher, student and their int8 files" if runtime == "onnxruntime" and quantized \
+            else "teacher vs student"
+        run.echo(f"  {runtime}: {models}, {b.repeat} interleaved rounds at "
                  f"{r.sizes.benchmark}x{r.sizes.benchmark}")
         results[runtime] = benchmark_many(files[runtime], runtime=runtime, size=r.sizes.benchmark,
                                           threads=b.threads, repeat=b.repeat, warmup=b.warmup,
@@ -454,4 +505,5 @@ def stage_report(run: Run) -> dict:
 
 
 STAGE_FUNCTIONS = {"prune": stage_prune, "finetune": stage_finetune, "evaluate": stage_evaluate,
-                   "export": stage_export, "benchmark": stage_benchmark, "report": stage_report}
+                   "export": stage_export, "quantize": stage_quantize,
+                   "benchmark": stage_benchmark, "report": stage_report}

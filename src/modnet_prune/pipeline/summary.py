@@ -18,9 +18,16 @@ unless absolute; MACs are conv + linear multiply-accumulates at `size`, batch 1.
       metrics_eval   the same at evaluation.eval_size (the size of the training-time
                evaluations and of `variants`), shown beside `metrics` when the sizes differ
       predictions         folder of its predicted held-out mattes (8-bit PNG)
+      int8 rows (role "int8", "of": the fp32 row's name): the same widths and MACs, the
+                          int8 file's bytes, ONNX Runtime latency from the same interleaved
+                          run, held-out errors at the deployment size, and int8 {delta_mean,
+                          delta_p99, budget, kept_float, float_ops, method, size, count,
+                          holdout, calibration, calibration_sha256, capability}
+  quantization        null, or {size, calibration, refused {role: message}}
   variants[]          every model scored on the held-out set at evaluation.eval_size
                       (teacher, pruned, BN re-estimated, each compress iteration,
-                      student): name, label, params, macs, mad, grad, role
+                      student; int8 rows only when that is the deployment size, the one
+                      they are scored at): name, label, params, macs, mad, grad, role
   layers[]            {name, widths: {model name: output channels}} per conv/linear layer
   training            {model name: {mode, samples, steps, batch_size, samples_per_s,
                       curve[] {step, samples, loss, lr, <terms>}, eval[] {step, samples, mse,
@@ -99,18 +106,20 @@ def _training(recipe: Recipe, out: Path, record: dict) -> dict:
             "curve": curve, "eval": evals, "iterations": iterations}
 
 
+def _timing(stats: dict) -> dict:
+    timing = {k: stats[k] for k in ("median_ms", "p90_ms", "min_ms", "mean_ms", "throughput",
+                                    "times_ms")}
+    info = stats.get("runtime_info", {})
+    timing["device"] = info.get("device") or next(iter(info.get("providers", [])), None)
+    if stats.get("peak_rss_mb") is not None:
+        timing["peak_rss_mb"] = stats["peak_rss_mb"]
+    return timing
+
+
 def _model_entry(name: str, role: str, label: str, scored: dict, teacher: dict, onnx: dict,
                  bench: dict, slot: int) -> dict:
-    latency, speedup = {}, {}
-    for runtime, result in bench.items():
-        stats = result["models"][slot]
-        latency[runtime] = {k: stats[k] for k in ("median_ms", "p90_ms", "min_ms", "mean_ms",
-                                                  "throughput", "times_ms")}
-        info = stats.get("runtime_info", {})
-        latency[runtime]["device"] = info.get("device") or next(iter(info.get("providers", [])), None)
-        if stats.get("peak_rss_mb") is not None:
-            latency[runtime]["peak_rss_mb"] = stats["peak_rss_mb"]
-        speedup[runtime] = 1.0 / stats["ratio"]
+    latency = {runtime: _timing(result["models"][slot]) for runtime, result in bench.items()}
+    speedup = {runtime: 1.0 / result["models"][slot]["ratio"] for runtime, result in bench.items()}
     return {"name": name, "role": role, "label": label, "checkpoint": scored["checkpoint"],
             "sha256": scored["sha256"], "onnx": onnx.get("out"),
             "params": scored["params"], "macs": scored["macs"], "macs_train": scored["macs_train"],
@@ -120,6 +129,38 @@ def _model_entry(name: str, role: str, label: str, scored: dict, teacher: dict, 
             "onnx_parity": max((p["max_abs"] for p in onnx.get("parity", [])), default=None),
             "latency": latency, "speedup": speedup, "metrics": scored["deploy_metrics"],
             "metrics_eval": scored["metrics"], "predictions": scored["predictions"]}
+
+
+def _int8_entries(fp32_models: list[dict], quantized: dict, bench: dict) -> list[dict]:
+    """A row per int8 file beside its fp32 one: same widths and MACs, its own file, latency
+    (ONNX Runtime, in the same interleaved run; speed-up vs the fp32 teacher) and errors."""
+    rows = []
+    for fp32, role in zip(fp32_models, ("teacher", "student")):
+        q = quantized.get(role)
+        if not q or "out" not in q:
+            continue
+        stats = next((m for m in bench.get("onnxruntime", {}).get("models", [])
+                      if Path(m["path"]).name == q["out"]), None)
+        rows.append({
+            **{k: fp32[k] for k in ("params", "macs", "macs_train", "macs_fraction", "weight_bytes")},
+            "name": f"{fp32['name']}-int8", "role": "int8", "of": fp32["name"],
+            "label": f"{fp32['label']} int8", "checkpoint": q["out"], "sha256": q["sha256"],
+            "onnx": q["out"], "file_bytes": q["file_bytes"], "onnx_bytes": q["file_bytes"],
+            "onnx_parity": None,
+            "latency": {"onnxruntime": _timing(stats)} if stats else {},
+            "speedup": {"onnxruntime": 1.0 / stats["ratio"]} if stats else {},
+            "metrics": q["metrics"], "predictions": q["predictions"],
+            "int8": {k: q[k] for k in ("delta_mean", "delta_p99", "budget", "kept_float",
+                                       "float_ops", "method", "size", "count", "holdout",
+                                       "calibration", "calibration_sha256", "capability")}})
+    return rows
+
+
+def _quantization(record: dict) -> dict | None:
+    if not record.get("enabled"):
+        return None
+    return {"size": record["size"], "calibration": record["calibration"],
+            "refused": {role: m["refused"] for role, m in record["models"].items() if "refused" in m}}
 
 
 def _environment(bench: dict) -> dict:
@@ -152,18 +193,27 @@ def build_summary(recipe: Recipe, out: Path, records: dict[str, dict]) -> dict:
                            export["teacher"], bench, 0),
               _model_entry(name, "student", f"student ({recipe.name})", scored["student"],
                            teacher, export["student"], bench, 1)]
+    quantized = records.get("quantize", {}).get("models", {})
+    int8 = _int8_entries(models, quantized, bench)
     variants = [{"name": name if role == "student" else role, "label": s["label"],
                  "params": s["params"], "macs": s["macs"],
                  "mad": s["metrics"]["whole"]["mad"], "grad": s["metrics"]["whole"]["grad"],
                  "role": role if role in ("teacher", "student") else "intermediate",
                  "run": None if role == "teacher" else name}
                 for role, s in scored.items()]  # keyed by role: a recipe's name replaces none
+    evaluated = records["evaluate"]
+    if evaluated["evaluation"]["size"] == evaluated["deploy"]["size"]:  # int8: scored there only
+        variants += [{"name": m["name"], "label": m["label"], "params": m["params"],
+                      "macs": m["macs"], "mad": m["metrics"]["whole"]["mad"],
+                      "grad": m["metrics"]["whole"]["grad"], "role": "int8", "run": None}
+                     for m in int8]
     layers = [{"name": layer, "widths": {"teacher": width,
                                          name: scored["student"]["widths"].get(layer, 0)}}
               for layer, width in teacher["widths"].items()]
-    samples = [{"name": row["name"], "images": {**{k: v for k, v in row["images"].items()
-                                                    if k != "student"},
-                                                 name: row["images"]["student"]}}
+    samples = [{"name": row["name"], "images": {
+                    **{k: v for k, v in row["images"].items() if k != "student"},
+                    name: row["images"]["student"],
+                    **{f"{m['of']} int8": f"{m['predictions']}/{row['name']}.png" for m in int8}}}
                for row in records["evaluate"]["samples"]]
     first = next(iter(bench.values()))["env"] if bench else {}
     training = _training(recipe, out, records["finetune"])
@@ -171,7 +221,8 @@ def build_summary(recipe: Recipe, out: Path, records: dict[str, dict]) -> dict:
         "schema": SCHEMA, "recipe": recipe.to_dict(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "out": str(out), "size": [recipe.sizes.benchmark] * 2,
-        "models": models, "variants": variants, "layers": layers,
+        "models": models + int8, "variants": variants, "layers": layers,
+        "quantization": _quantization(records.get("quantize", {})),
         "training": {name: training},
         "evaluation": _evaluation(records["evaluate"]),
         "benchmark": {"size": first.get("size"), "threads": first.get("threads"),

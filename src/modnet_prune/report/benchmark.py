@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from ..files import package_version
 from ..errors import UserError
+from ..deploy.cpu import int8_capability
 from ..deploy.runtime import ONNX_RUNTIMES, open_runtime
 from ..model.inputs import Size, parse_size
 
@@ -139,6 +140,7 @@ def environment(threads: int, size: Size, repeat: int, warmup: int) -> dict:
     return {"threads": threads, "torch": torch.__version__,
             "onnxruntime": package_version("onnxruntime"), "openvino": package_version("openvino"),
             "cpu": cpu_model(), "cpu_count": os.cpu_count(), "load_avg": list(os.getloadavg()),
+            "int8": int8_capability().as_dict(),
             "python": platform.python_version(), "platform": platform.platform(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "size": list(size), "batch": 1,
             "repeat": repeat, "warmup": warmup, "order": "interleaved round-robin",

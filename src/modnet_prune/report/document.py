@@ -144,8 +144,8 @@ def latency_table(summary: dict) -> Table:
 
 
 def widths_table(summary: dict) -> Table:
-    names = [m["name"] for m in summary["models"]]
-    labels = [m["label"] for m in summary["models"]]
+    fp32 = [m for m in summary["models"] if m["role"] != "int8"]  # int8 copies: the same widths
+    names, labels = [m["name"] for m in fp32], [m["label"] for m in fp32]
     rows = [[layer["name"], *(str(layer["widths"][n]) for n in names)] for layer in summary["layers"]]
     return Table(["layer (output channels)", *labels], rows)
 
@@ -235,6 +235,7 @@ def _notes(summary: dict) -> list[str]:
         f"{ARCHITECTURE_ONLY} No accuracy measured at this size: the latency is a property of "
         f"the architecture (its widths), not an operating point of a trained model.",
     ]
+    notes += _int8_notes(summary)
     if summary.get("budget_note"):
         notes.append(summary["budget_note"])
     notes += [f"Warning: {w}" for w in bench.get("warnings", [])]
@@ -247,6 +248,24 @@ def _sections(summary: dict) -> tuple[tuple[str, str], ...]:
             ("samples", f"Sample mattes (held-out, at {deploy_size_text(summary)})"),
             ("curves", f"Training (held-out MAD at {eval_size_text(summary)})"),
             ("widths", "Per-layer widths"))
+
+
+def _int8_notes(summary: dict) -> list[str]:
+    q = summary.get("quantization")
+    if not q:
+        return []
+    notes = []
+    for m in (m for m in summary["models"] if m["role"] == "int8"):
+        i = m["int8"]
+        kept = f"; {len(i['kept_float'])} sensitive nodes kept float" if i["kept_float"] else ""
+        notes.append(
+            f"{m['label']}: ONNX Runtime static QDQ, int8 weights per channel, uint8 activations "
+            f"({i['method']}) calibrated on {i['count']} images of {i['calibration']} at "
+            f"{i['size']}; int8 vs fp32 on the next {i['holdout']}: mean |Δα| "
+            f"{i['delta_mean']:.2e} (budget {i['budget']:g}), p99 {i['delta_p99']:.2e}; "
+            f"float: {', '.join(i['float_ops'])}{kept}; CPU: {i['capability']['description']}.")
+    notes += [f"{role} int8 refused: {message}" for role, message in q["refused"].items()]
+    return notes
 
 
 def _web_page(summary: dict) -> tuple[str | None, str]:
@@ -368,8 +387,9 @@ def _img(path: Path, alt: str) -> str:
 
 def _cards(summary: dict) -> str:
     teacher = next(m for m in summary["models"] if m["role"] == "teacher")
-    student = next((m for m in summary["models"] if m["role"] != "teacher"), None)
-    if student is None or len(summary["models"]) > 2:
+    students = [m for m in summary["models"] if m["role"] == "student"]
+    student = students[0] if len(students) == 1 else None
+    if student is None:
         return ""  # one student: headline cards; several: the table says it
     t_mad = (teacher.get("metrics") or {}).get("whole", {}).get("mad")
     s_mad = (student.get("metrics") or {}).get("whole", {}).get("mad")

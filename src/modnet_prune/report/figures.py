@@ -165,7 +165,7 @@ def widths(summary: dict, path: Path) -> Path:
 def _width_panel(ax, summary: dict, layers: list[dict], rows: int) -> None:
     colours = model_colours(summary)
     teacher = next(m["name"] for m in summary["models"] if m["role"] == "teacher")
-    students = [m["name"] for m in summary["models"] if m["role"] != "teacher"]
+    students = [m["name"] for m in summary["models"] if m["role"] not in ("teacher", "int8")]
     y = np.arange(len(layers))
     height = 0.8 / max(1, len(students))
     ax.barh(y, np.ones(len(layers)), height=0.86, color="#eef0f3")
