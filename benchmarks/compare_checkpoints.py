@@ -92,6 +92,8 @@ def markdown(paths: list[Path], analyses: list[dict], timing: dict, command: str
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [f"\n{note}" for note in notes]
+    lines.append(f"\nLatency and cost are properties of each architecture at {h}x{w}; no "
+                 "accuracy is measured here (`modnet-prune evaluate --size` at the same size pairs one).")
     lines += [f"\n> warning: {warning}" for warning in env["warnings"]]
     return "\n".join(lines) + "\n"
 

@@ -116,6 +116,8 @@ def report(rows: list[dict], measured: dict, args) -> str:
         f"{env['onnxruntime']}; batch 1, {args.repeat} interleaved rounds per thread count, "
         f"median per-round speed-up over the checkpoint ({Path(args.checkpoint).name}); "
         f"min_channels {args.min_channels}; load average {os.getloadavg()[0]:.2f} at the end.", "",
+        "Latency here is a property of each architecture (its pruned widths): these one-shot "
+        "prunes are not fine-tuned, so no accuracy is paired with it.", "",
         "| model | MACs | params | predicted speed-up | " + " | ".join(
             f"{label[rt]} {t} thr: ms / speed-up" for rt, t in runs) + " |",
         "|---|---:|---:|---:|" + "---:|" * len(runs),

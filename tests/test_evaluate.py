@@ -210,3 +210,35 @@ def test_evaluate_refuses_to_write_predictions_over_ground_truth(checkpoint, tmp
     code, _, err = run_cli(capsys, "evaluate", "--checkpoint", ckpt, "--data", tmp_path / "syn",
                            "--save-predictions", tmp_path / "syn" / "matte")
     assert code == 2 and "inside the input folder" in err
+
+
+def test_evaluate_warns_once_when_evaluated_outside_the_training_sizes(tmp_path, capsys):
+    trained = tmp_path / "trained64.safetensors"
+    save(tiny_model(), trained, train_sizes=[64])
+    unknown = tmp_path / "unknown.safetensors"
+    save(tiny_model(), unknown)
+    spec = "synthetic:1@64"
+    code, _, err = run_cli(capsys, "evaluate", "--checkpoint", trained, "--data", spec, "--json")
+    assert code == 0 and "warning" not in err  # the set's own size, 64: trained there
+    code, _, err = run_cli(capsys, "evaluate", "--checkpoint", trained, "--data", spec,
+                           "--size", 128, "--json")
+    lines = [line for line in err.splitlines() if "warning" in line]
+    assert code == 0 and len(lines) == 1
+    assert "trained at 64x64" in lines[0] and "evaluated at 128x128" in lines[0]
+    code, _, err = run_cli(capsys, "evaluate", "--checkpoint", unknown, "--data", spec,
+                           "--size", 128, "--json")
+    assert code == 0 and "warning" not in err  # no metadata: unknown, not wrong
+
+
+def test_convert_records_training_sizes_and_keeps_the_precision(tmp_path, capsys):
+    half = tmp_path / "half.safetensors"
+    save(tiny_model(), half, dtype=torch.float16)
+    out = tmp_path / "stamped.safetensors"
+    code, stdout, _ = run_cli(capsys, "convert", "--checkpoint", half, "--out", out,
+                              "--train-sizes", "256,128", "--json")
+    assert code == 0 and json.loads(stdout)["train_sizes"] == [128, 256]
+    from modnet_prune.model.io import read_train_sizes, stored_dtype
+    assert read_train_sizes(out) == [128, 256] and stored_dtype(out) == torch.float16
+    code, _, err = run_cli(capsys, "convert", "--checkpoint", half, "--out", tmp_path / "x.safetensors",
+                           "--train-sizes", "100")
+    assert code != 0 and "--train-sizes 100" in err and len(err.strip().splitlines()) == 1

@@ -125,3 +125,13 @@ def test_half_precision_input_stays_half_and_exact(tmp_path, capsys):
     got = mp.load(out).state_dict()
     assert got.keys() == expected.keys()
     assert all(torch.equal(got[k], expected[k]) for k in got)
+
+
+def test_prune_keeps_the_training_sizes_of_its_input(tmp_path, capsys):
+    from modnet_prune.model.io import read_train_sizes
+
+    source = tmp_path / "trained.safetensors"
+    mp.save(mp.MODNet(), source, train_sizes=[128, 512])
+    out = tmp_path / "pruned.safetensors"
+    code, _, _ = _run(capsys, "--checkpoint", source, "--out", out, "--ratio", 0.5, "--size", 64)
+    assert code == 0 and read_train_sizes(out) == [128, 512]

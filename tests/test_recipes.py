@@ -8,7 +8,7 @@ import yaml
 from modnet_prune.pipeline.recipe import RecipeError, load_recipe, recipe_from_dict
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-BENCHMARK_RECIPES = ("seed-v2", "ours-50", "ours-25")
+BENCHMARK_RECIPES = ("seed-v2", "modnet-p", "ours-50", "ours-25")
 
 
 def _write(tmp_path, data, name="r.yaml"):
@@ -49,6 +49,28 @@ def test_seed_v2_widths_reproduce_the_write_up_costs():
     assert abs(result["macs_train"] / 8977e6 - 1) < 0.01
 
 
+def test_modnet_p_plan_decides_every_group_as_modnet_p_does():
+    """Every prunable group but conv_lr8x is decided; HR and fusion convs keep half; the SE
+    hidden layer a quarter of the kept enc32x; the rest by the threshold rule."""
+    import torch
+
+    from modnet_prune import MODNet
+    from modnet_prune.prune import analyze_model
+    from modnet_prune.prune.allocate import Widths, from_plan
+
+    torch.manual_seed(0)
+    model = MODNet().eval()
+    graph = analyze_model(model)
+    keep = from_plan(graph, model, load_recipe(RECIPES / "modnet-p.yaml").prune.plan, Widths(8, 1))
+    whole = {g.name for g in graph.prunable} - set(keep)
+    assert whole == {"lr_branch.conv_lr8x.layers.0"}
+    for g in graph.prunable:
+        if g.name.startswith(("hr_branch.", "f_branch.")):
+            assert keep[g.name] == g.width // 2
+    assert keep["lr_branch.se_block.fc.0"] == keep["backbone.model.features.18.0"] // 4
+    assert all(keep[g.name] % 8 == 0 for g in graph.prunable if g.name.startswith("backbone."))
+
+
 @pytest.mark.parametrize("data, key", [
     ({"prune": {"method": "ratio", "ratio": 0.5, "critrion": "l1"}}, "prune.critrion: unknown key"),
     ({"finetun": {}}, "finetun: unknown key"),
@@ -60,6 +82,8 @@ def test_seed_v2_widths_reproduce_the_write_up_costs():
     ({"prune": {"method": "plan", "plan": {"hr_branch.conv_enc2x.layers.0": {"keep": 0}}}},
      "prune.plan.hr_branch.conv_enc2x.layers.0: keep 0"),
     ({"prune": {"method": "plan", "plan": {"x": {"drop": 3}}}}, "prune.plan.x: expected {keep: N}"),
+    ({"prune": {"method": "plan", "plan": {"x": {"threshold": 1.5}}}}, "prune.plan.x: threshold 1.5"),
+    ({"prune": {"method": "plan", "plan": {"x": {"follow": 2}}}}, "prune.plan.x: follow 2"),
     ({"prune": {"method": "ratio", "ratio": 0.5, "iterations": 3}}, "prune.iterations: iterative"),
     ({"prune": {"method": "target_latency", "target_latency": 1.2}},
      "prune.target_latency 1.2: must be in (0, 1]"),

@@ -114,7 +114,8 @@ def test_table_numbers_are_the_summary_numbers(run_dir):
         for metric in ("MSE", "MAD", "SAD", "Grad", "Conn"):
             value = model["metrics"]["whole"][metric.lower()]
             assert _number(cells[metric]) == pytest.approx(value, rel=5e-4, abs=1e-12)
-    assert "origin: V2 (theirs)" in by_label and by_label["origin: V2 (theirs)"]["params"] == "1.76 M"
+    # the origin rows publish latency without accuracy: marked as the architecture's
+    assert by_label["origin: V2 (theirs) †"]["params"] == "1.76 M"
     # the student really is smaller, and says so
     teacher, student = summary["models"]
     assert student["params"] < teacher["params"] and student["macs_fraction"] < 1
@@ -164,6 +165,31 @@ def test_merged_report_of_two_runs_keeps_each_runs_numbers(run_dir):
     grid = merged["samples"][0]["images"]
     assert list(grid) == ["input", "ground truth", "teacher", "run", "other"]
     assert all((root / path).is_file() for path in grid.values())
+
+
+def _model(name: str, role: str, mad: float | None, mad_eval: float | None) -> dict:
+    whole = (lambda v: {"whole": dict.fromkeys(("mse", "mad", "sad", "grad", "conn"), v)})
+    return {"name": name, "label": name, "role": role, "params": 1000, "macs": 2e6,
+            "macs_fraction": 0.5, "macs_train": 3e6, "weight_bytes": 4000, "onnx_bytes": 4000,
+            "latency": {"torch": {"median_ms": 12.0}}, "speedup": {"torch": 1.5},
+            "metrics": whole(mad) if mad is not None else None,
+            "metrics_eval": whole(mad_eval) if mad_eval is not None else None}
+
+
+def test_main_table_pairs_latency_with_accuracy_at_the_deployment_size():
+    summary = {"size": [512, 512],
+               "evaluation": {"size": 512, "eval_size": 128, "region": "whole image"},
+               "models": [_model("teacher", "teacher", 0.25, 0.005),
+                          _model("student", "student", 0.125, 0.0075),
+                          _model("untrained", "student", None, None)]}
+    table = main_table(summary)
+    assert ("held-out errors at 512×512, whole image", 5) in table.groups
+    assert table.groups[-1] == ("beside: at 128×128", 2)
+    rows = {row[0]: dict(zip(table.headers, row)) for row in table.rows}
+    assert rows["student"]["MAD"] == "0.125" and rows["student"]["MAD at 128×128"] == "0.0075"
+    assert rows["untrained †"]["MAD"] == "–"  # a latency with no accuracy at its size
+    same = {**summary, "evaluation": {"size": 512, "eval_size": 512, "region": "whole image"}}
+    assert not any(h.startswith("MAD at") for h in main_table(same).headers)
 
 
 def test_pareto_front_keeps_only_undominated_points():

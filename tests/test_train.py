@@ -276,3 +276,14 @@ def test_multi_size_batches_are_resized_reproducibly():
     assert resize_batch(batch, 128) is batch
     with pytest.raises(UserError, match="multi-size"):
         TrainConfig(size=128, multi_size=[64, 256], steps=1).validate(has_teacher=False)
+
+
+def test_checkpoints_record_the_training_sizes(tmp_path):
+    from modnet_prune.model.io import read_train_sizes
+
+    data = open_dataset("synthetic:4@64", size=64, train=False)
+    for name, multi, expected in (("one", [], [64]), ("multi", [64, 32], [32, 64])):
+        fit(mp.MODNet(divided_arch(8)), data, cfg(steps=2, checkpoint_every=2, multi_size=multi),
+            tmp_path / name, eval_set=data, progress=False)
+        for checkpoint in ("last.safetensors", "best.safetensors"):
+            assert read_train_sizes(tmp_path / name / checkpoint) == expected

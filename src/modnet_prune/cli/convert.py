@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from ..model.io import load, save
-
+from ..errors import UserError
 from ..files import check_outputs, sha256_file
+from ..model.io import load, save, stored_dtype, train_sizes
 from .common import print_json
 
 
@@ -13,19 +13,27 @@ def register(sub) -> None:
     p = sub.add_parser("convert", help="convert an official/plain checkpoint to .safetensors")
     p.add_argument("--checkpoint", required=True, help="input .ckpt/.pth/.safetensors")
     p.add_argument("--out", required=True, help="output .safetensors file")
+    p.add_argument("--train-sizes", metavar="S[,S...]",
+                   help="record the square input sizes the weights were trained at (metadata "
+                        "train_sizes, which `evaluate` checks); default: the input's, if any")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     check_outputs([args.checkpoint], files=[args.out])
-    model = load(args.checkpoint)
+    out = args.out
+    sizes = _sizes(args.train_sizes) if args.train_sizes else None
+    model, metadata = load(args.checkpoint, with_metadata=True)
     digest = sha256_file(args.checkpoint)
-    save(model, args.out, source=args.checkpoint, source_sha256=digest)
+    # converting changes no value: a half-precision input stays half, losslessly
+    save(model, out, dtype=stored_dtype(args.checkpoint), source=args.checkpoint,
+         source_sha256=digest, train_sizes=sizes or train_sizes(metadata))
     summary = {
         "out": str(args.out),
         "params": sum(p.numel() for p in model.parameters()),
         "source_sha256": digest,
+        "train_sizes": sizes or train_sizes(metadata),
         "widths_changed": {k: list(v) for k, v in model.arch.diff().items()},
     }
     if args.json:
@@ -38,3 +46,13 @@ def run(args) -> int:
     for name, (official, ours) in changed.items():
         console.print(f"  {name}: {official} -> {ours}")
     return 0
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(s) for s in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or any(s < 32 or s % 32 for s in sizes):
+        raise UserError(f"--train-sizes {text}: give positive multiples of 32, e.g. 128,256,512")
+    return sorted(set(sizes))

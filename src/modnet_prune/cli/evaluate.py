@@ -17,6 +17,7 @@ from ..metrics import METRICS, SCALING, evaluate
 from ..model.inputs import check_size
 from ..model.shipped import synthetic_teacher_note, trained_on_synthetic
 from ..files import check_outputs, write_atomic
+from ..model.io import untrained_size_warning
 from .common import print_json
 
 
@@ -67,6 +68,10 @@ def run(args) -> int:
         source = open_source(spec, size=args.size, train=False)
     for warning in caught:
         print(f"modnet-prune evaluate: warning: {warning.message}", file=sys.stderr)
+    untrained = untrained_size_warning(args.checkpoint,
+                                       args.size or getattr(source, "native_size", None))
+    if untrained:
+        print(f"modnet-prune evaluate: warning: {untrained}", file=sys.stderr)
     if not is_synthetic(spec):
         for path in filter(trained_on_synthetic, filter(None, (args.checkpoint, args.reference))):
             print(f"modnet-prune evaluate: {synthetic_teacher_note(path)}", file=sys.stderr)

@@ -72,7 +72,7 @@ def print_table(summary: dict, console: Console) -> None:
     table = main_table(summary)
     wanted = ("model", "params", "vs teacher", "PyTorch (ms)", "ONNX Runtime (ms)",
               "speed-up PyTorch", "speed-up ORT", "MAD", "Grad")
-    columns = [i for i, h in enumerate(table.headers) if h in wanted]
+    columns = [i for i, h in enumerate(table.headers) if h in wanted or h.startswith("MAD at ")]
     rich = Table(title=f"{summary['recipe']['name']}: teacher vs student at "
                        f"{'x'.join(map(str, summary['size']))}", title_justify="left")
     for i in columns:

@@ -8,8 +8,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import UserError
-from ..model.io import load, save, stored_dtype
 from ..files import check_outputs, sha256_file
+from ..model.io import load, save, stored_dtype, train_sizes
 from ..prune import CRITERIA, prune
 from .common import print_json
 from .profile import add_target_args, target_of
@@ -26,7 +26,9 @@ def register(sub) -> None:
     how.add_argument("--target-latency", type=float, metavar="F",
                      help="keep at most this fraction of the predicted latency on the target "
                           "(--runtime, --precision, --threads at --size; see `profile`)")
-    how.add_argument("--plan", metavar="FILE", help="YAML/JSON: layer -> {keep: N} or {ratio: r}")
+    how.add_argument("--plan", metavar="FILE",
+                     help="YAML/JSON: layer -> {keep: N}, {ratio: r}, {threshold: t} or "
+                          "{follow: LAYER}")
     p.add_argument("--allocation", choices=("uniform", "global"), default="uniform",
                    help="with --ratio: per group (uniform) or one ranking of all channels")
     p.add_argument("--criterion", choices=CRITERIA, default="l1", help="channel importance")
@@ -50,7 +52,7 @@ def run(args) -> int:
         calibration = spec_paths(args.data)
     check_outputs([args.checkpoint, args.plan, *calibration], files=[args.out])
     out = Path(args.out)
-    model = load(args.checkpoint)
+    model, metadata = load(args.checkpoint, with_metadata=True)
     latency = None
     if args.target_latency is not None:
         from ..report.latency import latency_model
@@ -70,7 +72,8 @@ def run(args) -> int:
     digest = sha256_file(args.checkpoint)
     # Removing channels changes no value: an fp16-stored input stays fp16, losslessly.
     save(result.model, out, dtype=stored_dtype(args.checkpoint), prune=result.to_dict(),
-         source=str(args.checkpoint), source_sha256=digest)
+         source=str(args.checkpoint), source_sha256=digest,
+         train_sizes=train_sizes(metadata))  # the weights kept are the input's
     summary = _summary(args, out, result)
     if args.json:
         print_json(summary)

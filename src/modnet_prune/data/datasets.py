@@ -361,6 +361,15 @@ def synthetic_seeds(spec: str) -> range | None:
     return range(start, start + int(m[2]))
 
 
+def synthetic_at(spec: str, size: int) -> str:
+    """A `synthetic[-shifted]:N@S[+seedK]` spec rendered at `size` instead: the same
+    portraits (same seeds) at another resolution. Any other spec comes back unchanged."""
+    m = _SYNTHETIC.fullmatch(spec.strip())
+    if not m:
+        return spec
+    return f"synthetic{'-shifted' if m[1] else ''}:{m[2]}@{size}+seed{m[4] or 0}"
+
+
 def is_synthetic(spec: str) -> bool:
     """True when every part of a spec is synthetic portraits."""
     return all(base.startswith("synthetic") for base, _ in spec_parts(spec))

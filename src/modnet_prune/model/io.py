@@ -23,6 +23,7 @@ from .arch import BLOCKS, HEAD_CONVS, Arch
 from .modnet import MODNet
 
 FORMAT_NAME, FORMAT_VERSION = "modnet-prune", "1"
+TRAIN_SIZES = "train_sizes"  # metadata: the square input sizes the weights were trained at
 SHARED_PREFIX, ALIAS_PREFIX = "backbone.", "lr_branch.backbone."
 _SAFETENSORS_MAGIC_MAX_HEADER = 100 * 2**20
 
@@ -190,9 +191,49 @@ def load(path: str | os.PathLike, with_metadata: bool = False):
     return (model, metadata) if with_metadata else model
 
 
+def train_sizes(metadata: dict[str, str]) -> list[int] | None:
+    """The training sizes a checkpoint's metadata record, or None when they are unknown
+    (files from before the key existed, official releases, unreadable values)."""
+    try:
+        sizes = json.loads(metadata[TRAIN_SIZES])
+    except (KeyError, TypeError, json.JSONDecodeError):
+        return None
+    if not isinstance(sizes, list) or not sizes or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
+        return None
+    return sorted(set(sizes))
+
+
+def read_train_sizes(path: str | os.PathLike) -> list[int] | None:
+    """`train_sizes` of a checkpoint file without loading its tensors (None: unknown,
+    including every file that is not one of our .safetensors)."""
+    path = Path(path)
+    if not path.is_file() or not _is_safetensors(path):
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return train_sizes(f.metadata() or {})
+    except (SafetensorError, OSError):
+        return None
+
+
+def untrained_size_warning(path: str | os.PathLike, size: int | None) -> str | None:
+    """One line when `path`'s metadata say it was trained at sizes whose range excludes the
+    evaluation `size` (None: the MODNet protocol, short side 512); None when the sizes are
+    unknown or cover it. A model's accuracy is only known where it was trained."""
+    sizes = read_train_sizes(path)
+    at, where = (size, f"{size}x{size}") if size else (512, "the MODNet protocol (short side 512)")
+    if sizes is None or sizes[0] <= at <= sizes[-1]:
+        return None
+    trained = ", ".join(f"{s}x{s}" for s in sizes)
+    return (f"{path} was trained at {trained} (metadata train_sizes) but is evaluated at "
+            f"{where}: its accuracy there is unknown to its training")
+
+
 def save(model: MODNet, path: str | os.PathLike, dtype: torch.dtype | None = None,
          **metadata) -> Path:
-    """Write `model` as one .safetensors file, atomically; metadata values become JSON."""
+    """Write `model` as one .safetensors file, atomically; metadata values become JSON
+    (None values are left out: an unknown is not recorded)."""
     path = Path(path)
     if not path.parent.is_dir():
         raise UserError(f"{path.parent}: output folder does not exist")
@@ -207,7 +248,8 @@ def save(model: MODNet, path: str | os.PathLike, dtype: torch.dtype | None = Non
                                                    else ""))
     meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
             "tool_version": __version__, "arch": model.arch.to_json()}
-    meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
+    meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()
+                 if v is not None})
     write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
     return path
 

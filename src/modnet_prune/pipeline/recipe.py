@@ -25,6 +25,8 @@ from ..deploy.onnx_export import MAX_OPSET, MIN_OPSET
 from ..deploy.quantize import (DEFAULT_BUDGET, DEFAULT_COUNT, DEFAULT_HOLDOUT, DEFAULT_METHOD,
                                METHODS as QUANTIZE_METHODS)
 from ..prune import CRITERIA
+from ..prune.allocate import PLAN_DECISIONS
+from ..prune.threshold import THRESHOLD
 from ..prune.api import ALLOCATIONS
 from ..checks import AT_LEAST_ONE, COUNT, KEEP_FRACTION, RATIO
 from ..model.inputs import check_size
@@ -340,13 +342,18 @@ def _validate_plan(plan: dict) -> None:
     for module, decision in plan.items():
         key = f"prune.plan.{module}"
         _need(isinstance(decision, dict) and len(decision) == 1 and
-              next(iter(decision)) in ("keep", "ratio"), key, "expected {keep: N} or {ratio: r}")
+              next(iter(decision)) in PLAN_DECISIONS, key,
+              "expected {keep: N}, {ratio: r}, {threshold: t} or {follow: LAYER}")
         (kind, value), = decision.items()
         if kind == "keep":
             _need(isinstance(value, int) and not isinstance(value, bool) and value >= 1, key,
                   f"keep {value!r}: must be an int >= 1")
-        else:
+        elif kind == "ratio":
             RATIO.check(value, f"{key}: ratio")
+        elif kind == "threshold":
+            THRESHOLD.check(value, f"{key}: threshold")
+        else:
+            _need(isinstance(value, str) and bool(value), key, f"follow {value!r}: name a layer")
 
 
 def _validate_finetune(f: FinetuneSpec) -> None:

@@ -36,8 +36,8 @@ from pathlib import Path
 
 import torch
 
-from ..data import open_dataset
-from ..data.datasets import is_synthetic
+from ..data import open_dataset, open_source
+from ..data.datasets import is_synthetic, synthetic_at
 from ..data.images import alpha_to_uint8, write_png
 from ..errors import UserError
 from ..deploy.onnx_export import export_onnx
@@ -45,7 +45,7 @@ from ..deploy.quantize import DEFAULT_SIZE as INT8_DEFAULT_SIZE, BudgetError, qu
 from ..deploy.runtime import OnnxRuntime
 from ..deploy.web import build_site, ort_missing
 from ..metrics import AGREEMENT, evaluate, reference_mattes
-from ..model.io import load, save
+from ..model.io import load, read_train_sizes, save, untrained_size_warning
 from ..model.shipped import synthetic_teacher_note, trained_on_synthetic
 from ..files import remove_stale_temps, sha256_file, write_atomic, write_json
 from ..prune import prune
@@ -66,6 +66,9 @@ TEACHER_ONNX, STUDENT_ONNX, STUDENT = "teacher.onnx", "student.onnx", "student.s
 INT8_FILES = {"teacher": "teacher.int8.onnx", "student": "student.int8.onnx"}
 PRUNED, RECALIBRATED = "pruned.safetensors", "recalibrated.safetensors"
 FINETUNE_DIR, COMPRESS_DIR, WEB_DIR = "finetune", "compress", "web"
+# Version of the evaluate stage's record: a resumed run whose record is older (accuracy at
+# sizes.eval only, none at the deployment size) evaluates again, then reports again.
+EVALUATE_FORMAT = 2
 
 
 class PipelineStopped(Exception):
@@ -105,7 +108,9 @@ class Run:
         return _read_json(self.out / STAGE_DIR / f"{stage}.json")
 
     def done(self, stage: str) -> bool:
-        return (self.out / STAGE_DIR / f"{stage}.json").exists()
+        if not (self.out / STAGE_DIR / f"{stage}.json").exists():
+            return False
+        return stage != "evaluate" or self.record(stage).get("format") == EVALUATE_FORMAT
 
     def teacher(self) -> torch.nn.Module:
         if "teacher" not in self._cache:
@@ -122,6 +127,25 @@ class Run:
             target = target_for("onnxruntime", "fp32", b.threads or default_threads(), size)
             self._cache["latency"], _ = latency_model(target, progress=self.progress)
         return self._cache["latency"]
+
+    def teacher_train_sizes(self) -> list[int] | None:
+        """Sizes the teacher was trained at, from its metadata (None: unknown)."""
+        return read_train_sizes(self.recipe.teacher)
+
+    def deploy_size(self) -> int | None:
+        """Where teacher and student are scored beside their latency: the benchmark size, or
+        for photos with `sizes.eval` null the MODNet protocol (what deployment runs there)."""
+        r = self.recipe
+        return None if r.sizes.eval is None and not is_synthetic(r.data.eval) else r.sizes.benchmark
+
+    def eval_source(self, size: int | None):
+        """The held-out set as scored at `size`. Synthetic portraits are rendered at that
+        size from the same seeds, so a score at the deployment size sees the detail an
+        image of that size has (upsampling a 128x128 render would not); dataset folders
+        are read as they are (their images are resized to `size` when scored)."""
+        spec = self.recipe.data.eval
+        return open_source(synthetic_at(spec, size) if size else spec,
+                           size=size or self.recipe.sizes.train, train=False)
 
     def train_set(self):
         r = self.recipe
@@ -196,11 +220,13 @@ def run_pipeline(recipe: Recipe, out: str | Path, *, resume: bool = False, progr
 
 
 def _run_stages(run: Run, echo: Callable[[str], None]) -> None:
+    ran = False
     for index, stage in enumerate(STAGES, start=1):
         head = f"[{index}/{len(STAGES)}] {stage}"
-        if run.done(stage):
+        if run.done(stage) and not (ran and stage == "report"):  # a report of what is there now
             echo(f"{head}: done earlier, skipped")
             continue
+        ran = True
         echo(f"{head} ...")
         start = time.perf_counter()
         record = STAGE_FUNCTIONS[stage](run)
@@ -223,12 +249,14 @@ def stage_prune(run: Run) -> dict:
                    round_to=p.round_to, min_channels=p.min_channels,
                    size=(r.sizes.benchmark, r.sizes.benchmark), data=data, seed=r.seed)
     details = result.to_dict()
-    save(result.model, run.path(PRUNED), recipe=r.name, prune=details)
+    sizes = run.teacher_train_sizes()  # pruning keeps the teacher's weights
+    save(result.model, run.path(PRUNED), recipe=r.name, prune=details, train_sizes=sizes)
     record = {"method": p.method, "iterative": False, "prune": details, "pruned": PRUNED}
     if r.recalibrate_bn:
         model = result.model
         used = recalibrate_bn(model, run.batches(r.recalibrate_bn))
-        save(model.eval(), run.path(RECALIBRATED), recipe=r.name, recalibrated_batches=used)
+        save(model.eval(), run.path(RECALIBRATED), recipe=r.name, recalibrated_batches=used,
+             train_sizes=sizes)
         record.update(recalibrated=RECALIBRATED, recalibrate_batches=used)
     return record
 
@@ -258,6 +286,7 @@ def stage_finetune(run: Run) -> dict:
     model = load(run.path(start)) if start else load(r.teacher)
     record = {"mode": "one-shot", "start": start or r.teacher, "steps": r.steps,
               "samples": r.steps * r.finetune.batch_size, "run": None}
+    sizes = run.teacher_train_sizes()
     if r.steps:
         teacher = run.teacher() if r.distill.enabled else None
         folder = run.path(FINETUNE_DIR)
@@ -268,7 +297,9 @@ def stage_finetune(run: Run) -> dict:
         if result.stopped:
             raise PipelineStopped(f"fine-tuning stopped at step {result.step}")
         model, record["run"] = result.model, FINETUNE_DIR
-    save(model.eval(), run.path(STUDENT), recipe=r.name, teacher_sha256=sha256_file(r.teacher))
+        sizes = train_config(r, r.steps, 0).train_sizes
+    save(model.eval(), run.path(STUDENT), recipe=r.name, teacher_sha256=sha256_file(r.teacher),
+         train_sizes=sizes)
     record["student"] = STUDENT
     return record
 
@@ -286,13 +317,14 @@ def _compress(run: Run) -> dict:
                         criterion=p.criterion, round_to=p.round_to,
                         min_channels=p.min_channels, cost_size=r.sizes.benchmark)
     folder = run.path(COMPRESS_DIR)
-    result = compress(run.teacher(), run.train_set(), cc,
-                      train_config(r, per_iteration, r.recalibrate_bn), folder,
+    tc = train_config(r, per_iteration, r.recalibrate_bn)
+    result = compress(run.teacher(), run.train_set(), cc, tc, folder,
                       eval_set=run.eval_set(), resume=(folder / "config.json").exists(),
                       ctx=run.ctx, info=_info(r), progress=run.progress, latency=run.latency())
     if result.stopped:
         raise PipelineStopped("compression stopped")
-    save(result.model.eval(), run.path(STUDENT), recipe=r.name, teacher_sha256=sha256_file(r.teacher))
+    save(result.model.eval(), run.path(STUDENT), recipe=r.name, teacher_sha256=sha256_file(r.teacher),
+         train_sizes=tc.train_sizes)
     steps = per_iteration * p.iterations
     return {"mode": "iterative", "iterations": result.rows, "steps": steps,
             "steps_per_iteration": per_iteration, "samples": steps * r.finetune.batch_size,
@@ -321,16 +353,31 @@ def _variants(run: Run) -> list[tuple[str, str, Path]]:
 
 
 def stage_evaluate(run: Run) -> dict:
+    """Every model at `sizes.eval` (cheap: the training curves and the accuracy-vs-compute
+    figure); teacher and student also at the deployment size `sizes.benchmark`, where their
+    latency is measured: that is the main table's accuracy, predictions and sample grid.
+    With `sizes.eval` null on photos (the MODNet protocol) the protocol is the deployment."""
     r = run.recipe
-    source = run.eval_set().source
-    targets = _targets(run, source)
+    deploy, same = run.deploy_size(), r.sizes.eval == run.deploy_size()
+    source, deploy_source = run.eval_source(r.sizes.eval), run.eval_source(deploy)
+    targets = _targets(run, source, r.sizes.eval)
+    deploy_targets = targets if same else _targets(run, deploy_source, deploy)
     scored, costs = {}, {}  # costs depend on the widths only: one analysis per Arch
     for role, label, path in _variants(run):
         model = load(path)
-        predictions = run.path(f"predictions/{role}") if role in ("teacher", "student") else None
+        final = role in ("teacher", "student")
+        predictions = run.path(f"predictions/{role}") if final else None
         run.echo(f"  evaluating {label} ({path})")
-        result = evaluate(model, source, size=r.sizes.eval, save_predictions=predictions,
-                          progress=run.progress, reference=targets)
+        result = evaluate(model, source, size=r.sizes.eval, progress=run.progress,
+                          save_predictions=predictions if same else None, reference=targets)
+        if final and (untrained := untrained_size_warning(path, deploy)):
+            run.echo(f"  warning: {untrained}")
+        if final and not same:
+            run.echo(f"  evaluating {label} at the deployment size {deploy}x{deploy}")
+            deployed = evaluate(model, deploy_source, size=deploy, save_predictions=predictions,
+                                progress=run.progress, reference=deploy_targets)
+        else:
+            deployed = result
         arch = model.arch.to_json()
         if arch not in costs:
             costs[arch] = analyze(model, r.sizes.benchmark)
@@ -339,21 +386,28 @@ def stage_evaluate(run: Run) -> dict:
             "label": label, "checkpoint": str(path), "sha256": sha256_file(path),
             "params": cost["params"], "macs": cost["macs"], "macs_train": cost["macs_train"],
             "file_bytes": cost["file_bytes"], "weight_bytes": cost["weight_bytes"]["fp32"],
-            "widths": _layer_widths(model),
-            "metrics": _scores(result),
+            "widths": _layer_widths(model), "metrics": _scores(result),
+            "deploy_metrics": _scores(deployed) if final else None,
             "predictions": str(predictions.relative_to(run.out)) if predictions else None}
-        info = {k: result[k] for k in ("count", "region", "scaling", "dataset", "input")}
-    reference = "ground truth" if targets is None else "teacher"
-    return {"models": scored, "evaluation": {**info, "size": r.sizes.eval, "reference": reference},
-            "samples": _sample_inputs(run, source)}
+        if final:
+            info, deploy_info = _evaluation(result, r.sizes.eval), _evaluation(deployed, deploy)
+    reference = {"reference": "ground truth" if targets is None else "teacher"}
+    return {"format": EVALUATE_FORMAT, "models": scored, "evaluation": {**info, **reference},
+            "deploy": {**deploy_info, **reference}, "samples": _sample_inputs(run, deploy_source)}
 
 
-def _targets(run: Run, source):
-    """None (score against ground truth), or the teacher's mattes for held-out data without it."""
+def _evaluation(result: dict, size: int | None) -> dict:
+    return {**{k: result[k] for k in ("count", "region", "scaling", "dataset", "input")},
+            "size": size}
+
+
+def _targets(run: Run, source, size: int | None):
+    """None (score against ground truth), or the teacher's mattes at `size` for held-out
+    data without it."""
     if source.labeled:
         return None
     run.echo(f"  {source.description}: no ground truth; scoring agreement with the teacher")
-    return reference_mattes(run.teacher(), source, size=run.recipe.sizes.eval, progress=run.progress)
+    return reference_mattes(run.teacher(), source, size=size, progress=run.progress)
 
 
 def _scores(result: dict) -> dict:
@@ -421,13 +475,15 @@ def _write_site(run: Run) -> dict:
 
 
 def stage_quantize(run: Run) -> dict:
-    """int8 teacher and student from their ONNX files, scored like `evaluate` scores them."""
+    """int8 teacher and student from their ONNX files, scored like `evaluate` scores the
+    fp32 ones in the main table: at the deployment size, where their latency is measured."""
     r, q = run.recipe, run.recipe.quantize
     if q is None:
         return {"enabled": False}
     size, calibration = q.size or r.sizes.eval or INT8_DEFAULT_SIZE, q.calibration or r.data.train
-    source = run.eval_set().source
-    targets = _targets(run, source)
+    deploy = run.deploy_size()
+    source = run.eval_source(deploy)
+    targets = _targets(run, source, deploy)
     models = {}
     for role, fp32 in (("teacher", TEACHER_ONNX), ("student", STUDENT_ONNX)):
         out = INT8_FILES[role]
@@ -443,7 +499,7 @@ def stage_quantize(run: Run) -> dict:
             continue
         predictions = f"predictions/{role}-int8"
         result = evaluate(OnnxRuntime(run.path(out), threads=r.benchmark.threads), source,
-                          size=r.sizes.eval, save_predictions=run.path(predictions),
+                          size=deploy, save_predictions=run.path(predictions),
                           progress=run.progress, reference=targets)
         models[role] = {**report.as_dict(), "out": out, "sha256": sha256_file(run.path(out)),
                         "metrics": _scores(result), "predictions": predictions}

@@ -13,28 +13,34 @@ unless absolute; MACs are conv + linear multiply-accumulates at `size`, batch 1.
                (torch device or ONNX Runtime provider), peak_rss_mb (with benchmark.peak_rss)}}
       speedup {runtime: teacher/student, median of per-round ratios (1.0 for the teacher)}
       metrics {"whole": {mse, mad, sad, grad, conn [, iou, boundary]}, "unknown": {... ,
-               count, region}}
+               count, region}}: at the deployment size `size`, where the latency is
+               measured (one operating point)
+      metrics_eval   the same at evaluation.eval_size (the size of the training-time
+               evaluations and of `variants`), shown beside `metrics` when the sizes differ
       predictions         folder of its predicted held-out mattes (8-bit PNG)
       int8 rows (role "int8", "of": the fp32 row's name): the same widths and MACs, the
                           int8 file's bytes, ONNX Runtime latency from the same interleaved
-                          run, held-out errors, and int8 {delta_mean, delta_p99, budget,
-                          kept_float, float_ops, method, size, count, holdout, calibration,
-                          calibration_sha256, capability}
+                          run, held-out errors at the deployment size, and int8 {delta_mean,
+                          delta_p99, budget, kept_float, float_ops, method, size, count,
+                          holdout, calibration, calibration_sha256, capability}
   quantization        null, or {size, calibration, refused {role: message}}
-  variants[]          every model scored on the held-out set (teacher, pruned, BN
-                      re-estimated, each compress iteration, student): name, label,
-                      params, macs, mad, grad, role
+  variants[]          every model scored on the held-out set at evaluation.eval_size
+                      (teacher, pruned, BN re-estimated, each compress iteration,
+                      student; int8 rows only when that is the deployment size, the one
+                      they are scored at): name, label, params, macs, mad, grad, role
   layers[]            {name, widths: {model name: output channels}} per conv/linear layer
   training            {model name: {mode, samples, steps, batch_size, samples_per_s,
                       curve[] {step, samples, loss, lr, <terms>}, eval[] {step, samples, mse,
                       mad, sad, grad, conn [, iou, boundary]}, iterations[] {index,
                       start_samples, macs_fraction}}}
-  evaluation          {dataset, count, size, input, region, scaling, reference: "ground truth"
-                      or "teacher" (held-out data without ground truth: every model's
-                      metrics are its agreement with the teacher's mattes, plus iou and
-                      boundary)}
+  evaluation          {dataset, count, size (the deployment size, = size[0]), input, region,
+                      scaling, eval_size (int, or null: the MODNet protocol), eval_input,
+                      reference: "ground truth" or "teacher" (held-out data without ground
+                      truth: every model's metrics are its agreement with the teacher's
+                      mattes, plus iou and boundary)}
   benchmark           {size, threads, repeat, warmup, order, runtimes, warnings}
-  samples[]           {name, images: {input, ground truth, teacher, <student>: path}}
+  samples[]           {name, images: {input, ground truth, teacher, <student>: path}}, at
+                      the deployment size
   environment         cpu, cpu_count, threads, load_avg, python, platform, omp_wait_policy,
                       torch, onnxruntime, onnx, numpy, modnet_prune
   stages              {stage: seconds}
@@ -53,7 +59,7 @@ from ..files import package_version
 from ..train.compress import iteration_files
 from .recipe import Recipe
 
-SCHEMA = "modnet-prune/pipeline-summary/1"
+SCHEMA = "modnet-prune/pipeline-summary/2"
 
 
 
@@ -121,8 +127,8 @@ def _model_entry(name: str, role: str, label: str, scored: dict, teacher: dict, 
             "file_bytes": scored["file_bytes"], "weight_bytes": scored["weight_bytes"],
             "onnx_bytes": onnx.get("file_bytes"),
             "onnx_parity": max((p["max_abs"] for p in onnx.get("parity", [])), default=None),
-            "latency": latency, "speedup": speedup, "metrics": scored["metrics"],
-            "predictions": scored["predictions"]}
+            "latency": latency, "speedup": speedup, "metrics": scored["deploy_metrics"],
+            "metrics_eval": scored["metrics"], "predictions": scored["predictions"]}
 
 
 def _int8_entries(fp32_models: list[dict], quantized: dict, bench: dict) -> list[dict]:
@@ -195,9 +201,12 @@ def build_summary(recipe: Recipe, out: Path, records: dict[str, dict]) -> dict:
                  "role": role if role in ("teacher", "student") else "intermediate",
                  "run": None if role == "teacher" else name}
                 for role, s in scored.items()]  # keyed by role: a recipe's name replaces none
-    variants += [{"name": m["name"], "label": m["label"], "params": m["params"], "macs": m["macs"],
-                  "mad": m["metrics"]["whole"]["mad"], "grad": m["metrics"]["whole"]["grad"],
-                  "role": "int8", "run": None} for m in int8]
+    evaluated = records["evaluate"]
+    if evaluated["evaluation"]["size"] == evaluated["deploy"]["size"]:  # int8: scored there only
+        variants += [{"name": m["name"], "label": m["label"], "params": m["params"],
+                      "macs": m["macs"], "mad": m["metrics"]["whole"]["mad"],
+                      "grad": m["metrics"]["whole"]["grad"], "role": "int8", "run": None}
+                     for m in int8]
     layers = [{"name": layer, "widths": {"teacher": width,
                                          name: scored["student"]["widths"].get(layer, 0)}}
               for layer, width in teacher["widths"].items()]
@@ -215,7 +224,7 @@ def build_summary(recipe: Recipe, out: Path, records: dict[str, dict]) -> dict:
         "models": models + int8, "variants": variants, "layers": layers,
         "quantization": _quantization(records.get("quantize", {})),
         "training": {name: training},
-        "evaluation": records["evaluate"]["evaluation"],
+        "evaluation": _evaluation(records["evaluate"]),
         "benchmark": {"size": first.get("size"), "threads": first.get("threads"),
                       "repeat": first.get("repeat"), "warmup": first.get("warmup"),
                       "order": first.get("order"), "runtimes": list(bench),
@@ -225,6 +234,12 @@ def build_summary(recipe: Recipe, out: Path, records: dict[str, dict]) -> dict:
         "budget_note": _budget_note(training, recipe),
         "web": records["export"].get("web"),  # None for runs from before the page existed
     }
+
+
+def _evaluation(record: dict) -> dict:
+    """Where the accuracy numbers were measured: the deployment size and sizes.eval."""
+    at_eval = record["evaluation"]
+    return {**record["deploy"], "eval_size": at_eval["size"], "eval_input": at_eval["input"]}
 
 
 def _budget_note(training: dict, recipe: Recipe) -> str:

@@ -7,7 +7,8 @@ Four ways to decide the kept widths (all return {group name: kept width}):
   importance per inference MAC saved, until at most `fraction` of the MACs remain (groups
   that cost no inference MACs, like MODNet's training-only heads, are left alone);
   `by_cost` is the same greedy in any currency, e.g. predicted milliseconds (`latency`);
-- `from_plan(plan)`: per-layer decisions keyed by the Conv2d/Linear producing the group.
+- `from_plan(plan)`: per-layer decisions keyed by the Conv2d/Linear producing the group
+  (a kept width, a ratio, MODNet-P's L1 threshold rule, or following another group).
 Kept widths are multiples of `round_to` (groups narrower than it are left alone) and at
 least `min_channels`. `select` then picks the lowest-scoring classes of each group.
 """
@@ -28,8 +29,10 @@ from ..errors import UserError
 from ..files import read_yaml
 from ..graph import ChannelGraph, Group, kind_of
 from ..graph.macs import MacModel
+from .threshold import THRESHOLD, round_width, threshold_count
 
 Keep = dict[str, int]
+PLAN_DECISIONS = ("keep", "ratio", "threshold", "follow")
 
 
 @dataclass(frozen=True)
@@ -176,19 +179,49 @@ def read_plan(path: str | Path) -> dict:
 
 
 def from_plan(graph: ChannelGraph, model: nn.Module, plan: Mapping, widths: Widths) -> Keep:
-    """Kept widths from a plan; every entry is checked before anything is decided."""
+    """Kept widths from a plan; every entry is checked before anything is decided.
+
+    Decisions: `{keep: N}`; `{ratio: r}` (remove that fraction, rounded to `round_to`);
+    `{threshold: t}` (the layer's own filters decide, see `threshold`; several layers of
+    one group take the largest count); `{follow: LAYER}` (keep the fraction of channels
+    that LAYER's group keeps, rounded down, as MODNet's SE hidden layer follows its input).
+    """
     canonical = {id(m): name for name, m in model.named_modules()}
     aliases = {name: canonical[id(m)] for name, m in model.named_modules(remove_duplicate=False)}
     keep: Keep = {}
     chosen_by: dict[str, str] = {}
+    by_threshold: set[str] = set()
+    followers: dict[str, tuple[str, Group]] = {}
     for layer, decision in plan.items():
-        group = _plan_group(graph, model, aliases, str(layer))
-        k = _plan_keep(group, str(layer), decision, widths)
-        if group.name in keep and keep[group.name] != k:
+        layer = str(layer)
+        group = _plan_group(graph, model, aliases, layer)
+        _check_decision(layer, decision)
+        if "follow" in decision:
+            followers[group.name] = (layer, _followed(graph, model, aliases, layer, decision["follow"]))
+            continue
+        k = _plan_keep(group, layer, decision, widths, model.get_submodule(aliases[layer]))
+        if "threshold" in decision and group.name in by_threshold:
+            k = max(k, keep[group.name])  # coupled layers: the larger count wins
+        elif group.name in keep and keep[group.name] != k:
             raise UserError(f"plan: {chosen_by[group.name]} and {layer} produce the same channel "
                             f"group ({group.name}) but ask for different widths")
-        keep[group.name], chosen_by[group.name] = k, str(layer)
+        if "threshold" in decision:
+            by_threshold.add(group.name)
+        keep[group.name], chosen_by[group.name] = k, layer
+    for name, (layer, followed) in followers.items():
+        if name in keep or followed.name in followers:
+            raise UserError(f"plan: {layer}: follow a layer whose width the plan decides (or "
+                            "leaves whole), in a group no other entry decides")
+        kept = keep.get(followed.name, followed.width)
+        group = graph.group(name)
+        keep[name] = max(group.min_keep, group.width * kept // followed.width)
     return keep
+
+
+def _followed(graph: ChannelGraph, model: nn.Module, aliases: dict, layer: str, target) -> Group:
+    if not isinstance(target, str):
+        raise UserError(f"plan: {layer}: follow {target!r} must name a Conv2d or Linear")
+    return _plan_group(graph, model, aliases, target)
 
 
 def _plan_group(graph: ChannelGraph, model: nn.Module, aliases: dict, layer: str) -> Group:
@@ -211,13 +244,21 @@ def _plan_group(graph: ChannelGraph, model: nn.Module, aliases: dict, layer: str
     return group
 
 
-def _plan_keep(group: Group, layer: str, decision, widths: Widths) -> int:
+def _check_decision(layer: str, decision) -> None:
     if not (isinstance(decision, dict) and len(decision) == 1
-            and set(decision) <= {"keep", "ratio"}):
-        raise UserError(f"plan: {layer}: expected {{keep: N}} or {{ratio: r}}, got {decision!r}")
+            and set(decision) <= set(PLAN_DECISIONS)):
+        raise UserError(f"plan: {layer}: expected {{keep: N}}, {{ratio: r}}, {{threshold: t}} "
+                        f"or {{follow: LAYER}}, got {decision!r}")
+
+
+def _plan_keep(group: Group, layer: str, decision: dict, widths: Widths, module: nn.Module) -> int:
     if "ratio" in decision:
         ratio = RATIO.check(decision["ratio"], f"plan: {layer}: ratio")
         return widths.nearest(group, group.width * (1 - ratio))
+    if "threshold" in decision:
+        t = THRESHOLD.check(decision["threshold"], f"plan: {layer}: threshold")
+        count = round_width(threshold_count(module.weight, t), widths.round_to)
+        return max(widths.min_channels, group.min_keep, min(group.width, count))
     k = decision["keep"]
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= group.width:
         raise UserError(f"plan: {layer}: keep {k!r} must be an integer in [1, {group.width}]")
@@ -231,4 +272,3 @@ def _divided(group: Group) -> str:
     """The layer of `group` whose parts each keep a channel, e.g. "ibnorm `a.layers.1`"."""
     m = next(m for m in group.members if m.splits)
     return f"{m.kind} `{m.module}`"
-

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..files import write_atomic
 from . import figures
+from .labels import deploy_size_text, eval_size_text, other_size_text, size_text
 
 # The origin write-up's published numbers (docs/origin.md): 512x512, training-graph MACs, their
 # hardware and runtime, three timed runs each. They published no accuracy ("not good").
@@ -25,10 +26,6 @@ ORIGIN_ROWS = (
 )
 METRIC_NAMES = ("mse", "mad", "sad", "grad", "conn")
 # The figures of both reports, in order: (figure key, section title).
-FIGURE_SECTIONS = (("pareto", "Accuracy vs compute"), ("samples", "Sample mattes (held-out)"),
-                   ("curves", "Training"), ("widths", "Per-layer widths"))
-
-
 @dataclass
 class Table:
     headers: list[str]
@@ -69,51 +66,68 @@ def _percent(value) -> str:
 
 # --------------------------------------------------------------------------- tables
 
+ARCHITECTURE_ONLY = "†"  # marks a latency with no accuracy measured at its size
+
+
 def main_table(summary: dict) -> Table:
-    """The origin-style table: cost, size, latency, speed-up and accuracy per model."""
-    size = "×".join(map(str, summary["size"]))
+    """The origin-style table: cost, size, latency, speed-up and accuracy per model, all at
+    the deployment size; MAD and Grad at sizes.eval beside them, labelled, when it differs."""
+    size = size_text(summary["size"])
+    other = other_size_text(summary)
+    extra = [f"MAD at {other}", f"Grad at {other}"] if other else []
     headers = ["model", "params", "MACs inference (M)", "vs teacher", "MACs training graph (M)",
                "weights fp32 (kB)", "ONNX (kB)", "PyTorch (ms)", "ONNX Runtime (ms)",
-               "speed-up PyTorch", "speed-up ORT", "MSE", "MAD", "SAD", "Grad", "Conn"]
+               "speed-up PyTorch", "speed-up ORT", "MSE", "MAD", "SAD", "Grad", "Conn", *extra]
     against = ("errors" if _against_truth(summary) else "agreement with the teacher")
     groups = [("", 1), (f"cost at {size}", 6), (f"latency at {size}, batch 1", 4),
-              (f"held-out {against}, {summary['evaluation']['region']}", 5)]
+              (f"held-out {against} at {deploy_size_text(summary)}, "
+               f"{summary['evaluation']['region']}", 5)]
+    if other:
+        groups.append((f"beside: at {other}", 2))
     rows, classes = [], []
     for m in summary["models"]:
         latency, speedup = m.get("latency", {}), m.get("speedup", {})
         metrics = (m.get("metrics") or {}).get("whole", {})
-        rows.append([m["label"], _int(m["params"]), _mega(m["macs"]), _percent(m["macs_fraction"]),
+        at_other = (m.get("metrics_eval") or {}).get("whole", {})
+        label = m["label"] + (f" {ARCHITECTURE_ONLY}" if latency and not metrics else "")
+        rows.append([label, _int(m["params"]), _mega(m["macs"]), _percent(m["macs_fraction"]),
                      _mega(m["macs_train"]), _int(m["weight_bytes"] / 1000),
                      _int(m["onnx_bytes"] / 1000) if m.get("onnx_bytes") else "–",
                      _ms(latency.get("torch", {}).get("median_ms")),
                      _ms(latency.get("onnxruntime", {}).get("median_ms")),
                      _times(speedup.get("torch")), _times(speedup.get("onnxruntime")),
-                     *(_metric(metrics.get(k)) for k in METRIC_NAMES)])
+                     *(_metric(metrics.get(k)) for k in METRIC_NAMES),
+                     *((_metric(at_other.get("mad")), _metric(at_other.get("grad"))) if other else ())])
         classes.append("teacher" if m["role"] == "teacher" else "student")
     base = ORIGIN_ROWS[0]
-    for ref in ORIGIN_ROWS:
+    for ref in ORIGIN_ROWS:  # latencies of their architectures: no accuracy was published
         median = sorted(ref["latency_s"])[1] * 1000
-        rows.append([ref["name"], f"{ref['params'] / 1e6:.2f} M", "–",
+        rows.append([f"{ref['name']} {ARCHITECTURE_ONLY}", f"{ref['params'] / 1e6:.2f} M", "–",
                      _percent(ref["macs_train"] / base["macs_train"]) + " (train)",
                      _mega(ref["macs_train"], 0), _int(ref["file_kb"] * 1.024), "–", _ms(median), "–",
                      _times(sorted(base["latency_s"])[1] * 1000 / median), "–",
-                     "–", "–", "–", "–", "–"])
+                     *["–"] * (len(METRIC_NAMES) + len(extra))])
         classes.append("reference")
     return Table(headers, rows, classes, groups=groups)
 
 
 def metrics_table(summary: dict) -> Table:
-    """Every metric in both regions, with the scaling next to it."""
+    """Every metric in both regions at the deployment size (and at sizes.eval when it
+    differs), with the scaling next to it."""
     scaling = summary["evaluation"]["scaling"]
     headers = ["model"] + [f"{k.upper()} ({scaling[k]})" for k in METRIC_NAMES]
+    sizes = [("metrics", deploy_size_text(summary))]
+    if other_size_text(summary):
+        sizes.append(("metrics_eval", other_size_text(summary)))
     rows, classes = [], []
-    for m in summary["models"]:
-        metrics = m.get("metrics") or {}
-        for region, label in (("whole", "whole image"), ("unknown", "unknown region (trimap = 128)")):
-            if region in metrics:
-                rows.append([f"{m['label']} — {label}",
-                             *(_metric(metrics[region].get(k)) for k in METRIC_NAMES)])
-                classes.append("teacher" if m["role"] == "teacher" else "student")
+    for key, size in sizes:
+        for m in summary["models"]:
+            metrics = m.get(key) or {}
+            for region, label in (("whole", "whole image"), ("unknown", "unknown region (trimap = 128)")):
+                if region in metrics:
+                    rows.append([f"{m['label']} — {label}, {size}",
+                                 *(_metric(metrics[region].get(k)) for k in METRIC_NAMES)])
+                    classes.append("teacher" if m["role"] == "teacher" else "student")
     return Table(headers, rows, classes)
 
 
@@ -137,7 +151,8 @@ def widths_table(summary: dict) -> Table:
 
 
 def variants_table(summary: dict) -> Table:
-    headers = ["variant", "params", "MACs (M), inference", "MAD", "Grad"]
+    at = eval_size_text(summary)
+    headers = ["variant", "params", "MACs (M), inference", f"MAD at {at}", f"Grad at {at}"]
     rows = [[v["label"], _int(v["params"]), _mega(v["macs"]), _metric(v.get("mad")),
              _metric(v.get("grad"))] for v in summary["variants"]]
     return Table(headers, rows)
@@ -181,7 +196,8 @@ def _headline(summary: dict) -> list[str]:
         elif t_mad and s_mad is not None:
             parts.append(f"held-out MAD {_metric(s_mad)} vs {_metric(t_mad)} "
                          f"({s_mad / t_mad:.2f}× the teacher's)")
-        lines.append(", ".join(parts) + ".")
+        lines.append(", ".join(parts) + f"; speed at {size_text(summary['size'])}, accuracy at "
+                     f"{deploy_size_text(summary)}.")
     return lines
 
 
@@ -196,7 +212,15 @@ def _notes(summary: dict) -> list[str]:
               "no ground truth: errors against the teacher's 8-bit mattes at image size (the "
               "teacher's own row is 0 by definition), IoU of the two masks at 0.5, boundary = "
               "mean |Δα| where the teacher's matte is in [0.05, 0.95]")
+    beside = (f" MAD and Grad at {other_size_text(summary)} (input {ev['eval_input']}; the size of "
+              f"the training-time evaluations and of the accuracy-vs-compute figure) are shown "
+              f"beside, labelled." if other_size_text(summary) else "")
+    point = (f"accuracy, cost and latency are all measured at {size}, the deployment size"
+             if ev["size"] is not None else
+             f"accuracy with the MODNet protocol (short side 512, what deployment runs on "
+             f"photos), cost and latency at {size}")
     notes = [
+        f"One operating point: {point}.{beside}",
         f"Accuracy: {ev['count']} held-out images ({ev['dataset']}), input {ev['input']}, "
         f"{scored}; MSE/MAD are means, SAD/Grad/Conn sums / 1000 per "
         f"image (averaged over images); region: {ev['region']}.",
@@ -208,12 +232,22 @@ def _notes(summary: dict) -> list[str]:
         "Origin rows: the write-up's own published numbers (their hardware, training-graph MACs, "
         "median of their 3 runs, file size of their checkpoint); they published no accuracy, "
         "only that it was \"not good\".",
+        f"{ARCHITECTURE_ONLY} No accuracy measured at this size: the latency is a property of "
+        f"the architecture (its widths), not an operating point of a trained model.",
     ]
     notes += _int8_notes(summary)
     if summary.get("budget_note"):
         notes.append(summary["budget_note"])
     notes += [f"Warning: {w}" for w in bench.get("warnings", [])]
     return notes
+
+
+def _sections(summary: dict) -> tuple[tuple[str, str], ...]:
+    """(figure key, title) of the figure sections, each title saying its size."""
+    return (("pareto", f"Accuracy vs compute (MAD at {eval_size_text(summary)})"),
+            ("samples", f"Sample mattes (held-out, at {deploy_size_text(summary)})"),
+            ("curves", f"Training (held-out MAD at {eval_size_text(summary)})"),
+            ("widths", "Per-layer widths"))
 
 
 def _int8_notes(summary: dict) -> list[str]:
@@ -274,7 +308,7 @@ def render_markdown(summary: dict, figure_paths: dict[str, str]) -> str:
     out += [*(f"- {line}" for line in _headline(summary)), *([f"- {web}"] if web else []), "",
             "## Results", "",
             f"*{caption}.*", "", markdown_table(table), "", *(f"- {n}" for n in _notes(summary)), ""]
-    for key, title in FIGURE_SECTIONS:
+    for key, title in _sections(summary):
         if key in figure_paths:
             out += [f"## {title}", "", f"![{title}]({figure_paths[key]})", ""]
             if key == "pareto":
@@ -363,9 +397,11 @@ def _cards(summary: dict) -> str:
              (f"{student['params'] / teacher['params']:.0%}", "of its parameters")]
     for runtime, name in (("onnxruntime", "ONNX Runtime"), ("torch", "PyTorch")):
         if student.get("speedup", {}).get(runtime):
-            cards.append((_times(student["speedup"][runtime]), f"faster, {name}"))
+            cards.append((_times(student["speedup"][runtime]),
+                          f"faster, {name}, at {size_text(summary['size'])}"))
     if t_mad and s_mad is not None:
-        cards.append((f"{s_mad / t_mad:.2f}×", "the teacher's held-out MAD"))
+        cards.append((f"{s_mad / t_mad:.2f}×",
+                      f"the teacher's held-out MAD at {deploy_size_text(summary)}"))
     return '<div class="cards">' + "".join(
         f'<div class="card"><div class="value">{html.escape(v)}</div>'
         f'<div class="label">{html.escape(label)}</div></div>' for v, label in cards) + "</div>"
@@ -386,7 +422,7 @@ def render_html(summary: dict, figure_files: dict[str, Path]) -> str:
         parts.append(f'<p class="lede">{esc(web)}</p>')
     parts += ["<h2>Results</h2>", _html_table(main_table(summary)),
               '<ul class="notes">' + "".join(f"<li>{esc(n)}</li>" for n in _notes(summary)) + "</ul>"]
-    for key, title in FIGURE_SECTIONS:
+    for key, title in _sections(summary):
         if key in figure_files:
             parts += [f"<h2>{esc(title)}</h2>", _img(figure_files[key], title)]
             if key == "pareto":

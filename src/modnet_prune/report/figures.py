@@ -17,6 +17,7 @@ from matplotlib.colors import to_rgba  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from ..files import write_atomic  # noqa: E402
+from .labels import deploy_size_text, eval_size_text  # noqa: E402
 
 INK, MUTED, GRID = "#1f2933", "#7b8794", "#e4e7eb"
 TEACHER_COLOUR, STUDENT_COLOURS = "#52606d", ("#d64545", "#2680c2", "#3ebd93", "#c99a2e", "#8662c7")
@@ -91,7 +92,7 @@ def pareto(summary: dict, path: Path) -> Path:
                    color=colours.get(v["name"], TEACHER_COLOUR))
     size = "x".join(str(s) for s in summary["size"])
     ax.set_xlabel(f"inference MACs at {size} (G, conv + linear)")
-    ax.set_ylabel(f"MAD, {summary['evaluation']['region']} (mean |Δα|)")
+    ax.set_ylabel(f"MAD at {eval_size_text(summary)}, {summary['evaluation']['region']} (mean |Δα|)")
     ax.set_xlim(0, max(xs.max() * 1.2, 0.1) if len(xs) else 1)
     if len(ys) and ys.min() > 0:  # log: pre-fine-tuning errors are 10-100x the final ones
         ax.set_yscale("log")
@@ -215,8 +216,8 @@ def curves(summary: dict, path: Path) -> Path | None:
         for boundary in training.get("iterations", [])[1:]:
             for ax in (loss_ax, mad_ax):
                 ax.axvline(boundary["start_samples"], color=GRID, lw=1.0, ls="--", zorder=0)
-    teacher_mad = next((m["metrics"]["whole"]["mad"] for m in summary["models"]
-                        if m["role"] == "teacher" and m.get("metrics")), None)
+    teacher_mad = next((m["metrics_eval"]["whole"]["mad"] for m in summary["models"]
+                        if m["role"] == "teacher" and m.get("metrics_eval")), None)  # curves' size
     if teacher_mad is not None:
         mad_ax.axhline(teacher_mad, color=TEACHER_COLOUR, lw=1.0, ls=":", label="teacher")
     loss_ax.set_xlabel("training samples seen")
@@ -224,7 +225,7 @@ def curves(summary: dict, path: Path) -> Path | None:
     loss_ax.set_ylim(bottom=0)
     loss_ax.set_title("Fine-tuning loss", loc="left", fontsize=10)
     mad_ax.set_xlabel("training samples seen")
-    mad_ax.set_ylabel("held-out MAD")
+    mad_ax.set_ylabel(f"held-out MAD at {eval_size_text(summary)}")
     mad_ax.set_title("Held-out MAD during fine-tuning", loc="left", fontsize=10)
     mad_ax.set_ylim(bottom=0)
     for ax in (loss_ax, mad_ax):
@@ -241,15 +242,16 @@ def _read(path: Path, mode: str) -> np.ndarray:
 
 @_styled
 def sample_grid(summary: dict, root: Path, path: Path) -> Path | None:
-    """Rows of held-out samples: input, ground truth, each model's matte, |error| of the last
-    (against the teacher's matte when there is no ground truth)."""
+    """Rows of held-out samples at the deployment size: input, ground truth, each model's
+    matte, |error| of the last (against the teacher's matte when there is no ground truth)."""
     rows = summary.get("samples") or []
     if not rows:
         return None
     columns = list(rows[0]["images"])
     error_of = columns[-1]
     reference = "ground truth" if "ground truth" in columns else "teacher"
-    titles = [*columns, f"|{error_of} − {'truth' if reference == 'ground truth' else 'teacher'}|"]
+    titles = [f"input at {deploy_size_text(summary)}", *columns[1:],
+              f"|{error_of} − {'truth' if reference == 'ground truth' else 'teacher'}|"]
     fig, axes = plt.subplots(len(rows), len(titles), figsize=(1.55 * len(titles), 1.6 * len(rows)),
                              squeeze=False)
     for r, row in enumerate(rows):

@@ -183,7 +183,10 @@ def _compress(teacher, train_set, cc: CompressConfig, tc: TrainConfig, out: Path
             student = load(at.trained)
             continue
         step_cfg = dataclasses.replace(tc, seed=tc.seed + index)
-        student = _pruned(student, target * original, at, cc, train_set, step_cfg, ctx, latency)
+        # the pruned model keeps the training sizes of what it was cut from (unknown for the teacher)
+        sizes = tc.train_sizes if index > 1 else None
+        student = _pruned(student, target * original, at, cc, train_set, step_cfg, ctx, latency,
+                          sizes)
         result = fit(student, train_set, step_cfg, at.folder, eval_set=eval_set, teacher=teacher,
                      resume=resume or (at.folder / "config.json").exists(), ctx=ctx,
                      info={"iteration": index, **(info or {})}, progress=progress)
@@ -203,7 +206,8 @@ def _compress(teacher, train_set, cc: CompressConfig, tc: TrainConfig, out: Path
         barrier(ctx)
     summary = None
     if ctx.is_main:
-        save(student, out / MODEL, teacher_macs=teacher_macs, iterations=len(rows))
+        save(student, out / MODEL, teacher_macs=teacher_macs, iterations=len(rows),
+             train_sizes=tc.train_sizes)
         teacher_mad = (evaluate(teacher, eval_set, size=tc.size)["mad"]
                        if eval_set is not None and labeled(eval_set) else None)
         summary = {"teacher_macs": teacher_macs, "teacher_mad": teacher_mad,
@@ -217,7 +221,8 @@ def _compress(teacher, train_set, cc: CompressConfig, tc: TrainConfig, out: Path
 
 
 def _pruned(model: nn.Module, target: float, at: IterationFiles, cc: CompressConfig, data,
-            tc: TrainConfig, ctx: Context, latency: LatencyModel | None) -> nn.Module:
+            tc: TrainConfig, ctx: Context, latency: LatencyModel | None,
+            train_sizes: list[int] | None) -> nn.Module:
     """The student for an iteration: reused from its folder if already pruned, else pruned
     by rank 0 to `target` MACs (or predicted ms) and shared with the other ranks through
     the file."""
@@ -227,7 +232,7 @@ def _pruned(model: nn.Module, target: float, at: IterationFiles, cc: CompressCon
         current = cost(model, cc, latency)
         pruned = _prune_step(model, min(1.0, target / current), cc, data, tc.batch_size, tc.seed,
                              latency)
-        save(pruned, path, **({"target_macs": target} if latency is None
-                              else {"target_latency_ms": target}))
+        save(pruned, path, train_sizes=train_sizes,
+             **({"target_macs": target} if latency is None else {"target_latency_ms": target}))
     barrier(ctx)
     return load(path)

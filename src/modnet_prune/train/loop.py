@@ -72,6 +72,11 @@ class TrainConfig:
     distill: dict[str, float] = field(default_factory=dict)  # DistillWeights fields; {} = off
     recalibrate_bn: int = 0         # batches for BN re-estimation before training
 
+    @property
+    def train_sizes(self) -> list[int]:
+        """The input sizes this run trains at; every checkpoint it saves records them."""
+        return sorted(set(self.multi_size)) if self.multi_size else [self.size]
+
     def for_data(self, labeled: bool) -> "TrainConfig":
         """This config with `supervised` resolved for the training data. Without ground
         truth the teacher provides every target: asking for the ground-truth objective is
@@ -372,7 +377,8 @@ class _Trainer:
                           "reference": "ground truth" if labeled(self.eval_set) else "teacher"})
             if self.best_mad is None or metrics["mad"] < self.best_mad:
                 self.best_mad = metrics["mad"]
-                self.run.save_model(self.student.model, BEST, step=self.step, mad=metrics["mad"])
+                self.run.save_model(self.student.model, BEST, step=self.step, mad=metrics["mad"],
+                                    train_sizes=self.cfg.train_sizes)
         self.best_mad = broadcast_object(self.best_mad, self.ctx)
         return metrics
 
@@ -384,7 +390,8 @@ class _Trainer:
             self.run.save_state({"step": self.step, "module": self.student.state_dict(),
                                  "optimizer": optimizer.state_dict(), "rng": rngs,
                                  "best_mad": self.best_mad, "world_size": self.ctx.world_size})
-            self.run.save_model(self.student.model, LAST, step=self.step)
+            self.run.save_model(self.student.model, LAST, step=self.step,
+                                train_sizes=self.cfg.train_sizes)
         barrier(self.ctx)
 
 
