@@ -170,8 +170,7 @@ def smallest_fraction(model: nn.Module, round_to: int = 8, min_channels: int = 1
     size = harness.check_size(size)
     graph, widths = analyze_model(model, harness), allocate.Widths(round_to, min_channels)
     macs = mac_model(graph, model, harness, size)
-    removed = {g.name: g.width - widths.options(g)[0] for g in graph.prunable}
-    return macs.total(removed) / macs.full
+    return allocate.smallest(graph, macs, widths) / macs.full
 
 
 def _decide(how: dict, graph, model, scores, macs: MacModel, ms: LatencyCost | None,

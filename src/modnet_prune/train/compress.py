@@ -69,6 +69,8 @@ class CompressConfig:
         """Refuse a target below the smallest model the width rules allow, before round 1
         (not after hours of training the earlier rounds)."""
         from ..prune.api import smallest_fraction  # train/ sits above prune/ in the data flow
+        if self.target_macs is None:
+            return  # a latency target: prune() refuses an unreachable one before any scoring
         floor = smallest_fraction(teacher, self.round_to, self.min_channels, self.cost_size)
         if self.target_macs < floor:
             raise UserError(
@@ -161,11 +163,13 @@ def compress(teacher: nn.Module, train_set: Dataset, cc: CompressConfig, tc: Tra
     tc.validate(has_teacher=True)
     cc.check_reachable(teacher.eval())
     with RunLock(out) if ctx.is_main else contextlib.nullcontext():  # rank 0 alone writes
-        return _compress(teacher, train_set, cc, tc, out, eval_set, resume, ctx, info, progress)
+        return _compress(teacher, train_set, cc, tc, out, eval_set, resume, ctx, info, progress,
+                         latency)
 
 
 def _compress(teacher, train_set, cc: CompressConfig, tc: TrainConfig, out: Path, eval_set,
-              resume: bool, ctx: Context, info: dict | None, progress: bool) -> CompressResult:
+              resume: bool, ctx: Context, info: dict | None, progress: bool,
+              latency: LatencyModel | None) -> CompressResult:
     if ctx.is_main:
         RunDir(out).start({"compress": dataclasses.asdict(cc), "finetune": dataclasses.asdict(tc),
                            **(info or {}), "world_size": ctx.world_size}, resume)
