@@ -37,7 +37,15 @@ def layer_costs(model: nn.Module, *inputs, **kwargs) -> list[LayerCost]:
     def hook(module, _inputs, out):
         macs[names[module]] = macs.get(names[module], 0) + counters[module](module, out)
 
-    handles = [m.register_forward_hook(hook) for m in names]
+    run_with_hooks(model, names, hook, *inputs, **kwargs)
+    return [LayerCost(name, type(m).__name__, sum(p.numel() for p in m.parameters(recurse=False)),
+                      macs[name]) for m, name in names.items() if name in macs]
+
+
+def run_with_hooks(model: nn.Module, modules, hook, *inputs, **kwargs) -> None:
+    """One forward pass in eval mode with `hook` on each of `modules` (removed after; the
+    model's training flag restored)."""
+    handles = [m.register_forward_hook(hook) for m in modules]
     was_training = model.training
     try:
         model.eval()
@@ -46,8 +54,6 @@ def layer_costs(model: nn.Module, *inputs, **kwargs) -> list[LayerCost]:
         model.train(was_training)
         for h in handles:
             h.remove()
-    return [LayerCost(name, type(m).__name__, sum(p.numel() for p in m.parameters(recurse=False)),
-                      macs[name]) for m, name in names.items() if name in macs]
 
 
 def count_params(model: nn.Module) -> int:

@@ -18,6 +18,18 @@ from .groups import ChannelGraph
 from .kinds import kind_of
 
 
+Touches = Mapping[str, list[tuple[str, str, int]]]  # group -> (module, role, per class)
+
+
+def lost_widths(touches: Touches, removed: Mapping[str, int]) -> dict[tuple[str, str], int]:
+    """(module, role) -> channels it loses when each group loses `removed[group]` classes."""
+    lost: dict[tuple[str, str], int] = defaultdict(int)
+    for group, count in removed.items():
+        for module, role, per_class in touches[group]:
+            lost[module, role] += count * per_class
+    return lost
+
+
 @dataclass
 class _Layer:
     macs: int
@@ -53,11 +65,7 @@ class MacModel:
         return kept // full
 
     def _lost(self, removed: Mapping[str, int]) -> dict[tuple[str, str], int]:
-        lost: dict[tuple[str, str], int] = defaultdict(int)
-        for group, count in removed.items():
-            for module, role, per_class in self.touches[group]:
-                lost[module, role] += count * per_class
-        return lost
+        return lost_widths(self.touches, removed)
 
     def total(self, removed: Mapping[str, int]) -> int:
         lost = self._lost(removed)

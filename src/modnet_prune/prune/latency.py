@@ -25,6 +25,8 @@ from torch import nn
 
 from ..errors import UserError
 from ..graph import ChannelGraph, kind_of
+from ..graph.cost import run_with_hooks
+from ..graph.macs import lost_widths
 
 KINDS = ("dense", "pointwise", "depthwise", "linear")
 TERMS = ("macs", "out", "in")
@@ -89,15 +91,7 @@ def layer_shapes(model: nn.Module, *inputs, **kwargs) -> dict[str, LayerShape]:
         row[1] += out[0].numel()
         row[2] += args[0][0].numel()
 
-    handles = [m.register_forward_hook(hook) for m in names]
-    was_training = model.training
-    try:
-        model.eval()
-        model(*inputs, **kwargs)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    run_with_hooks(model, names, hook, *inputs, **kwargs)
     return {name: LayerShape(latency_kind(m), *seen[name], _widths(m, *seen[name][1:]),
                              tuple(kinds[m].macs_scale_with(m)))
             for m, name in names.items() if name in seen}
@@ -189,11 +183,7 @@ class LatencyCost:
         self.full = self.total({})
 
     def _lost(self, removed: Mapping[str, int]) -> dict[tuple[str, str], int]:
-        lost: dict[tuple[str, str], int] = defaultdict(int)
-        for group, count in removed.items():
-            for module, role, per_class in self.touches[group]:
-                lost[module, role] += count * per_class
-        return lost
+        return lost_widths(self.touches, removed)
 
     def total(self, removed: Mapping[str, int]) -> float:
         return self.cost.predict(features(self.shapes, self._lost(removed)))
