@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import torch
 
 import modnet_prune as mp
 from modnet_prune.data import open_dataset, open_source
@@ -68,9 +67,7 @@ def main() -> int:
     student = prune(teacher, target_macs=0.5, min_channels=16, round_to=8,
                     size=(512, 512)).model
     train = open_dataset("synthetic:64@128+seed0", size=128, train=True)
-    loader = torch.utils.data.DataLoader(train, batch_size=16, shuffle=True,
-                                         generator=torch.Generator().manual_seed(0))
-    recalibrate_bn(student, [batch["image"] for batch in loader])
+    recalibrate_bn(student, train, batches=4, batch_size=16, seed=0)
     student.eval()
     files, notes = {}, []
     for name, model in (("teacher", teacher), ("student", student)):

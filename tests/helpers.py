@@ -52,6 +52,12 @@ def small_arch() -> mp.Arch:
                    heads={k: max(8, w // 2) for k, w in official.heads.items()})
 
 
+def same_state(a: nn.Module, b: nn.Module) -> bool:
+    """The same tensors under the same names, to the bit."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 def randomise_bn(model: mp.MODNet) -> mp.MODNet:
     """Non-trivial BN statistics, so a mis-exported BN cannot pass as identity."""
     for m in model.modules():

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import make_teacher, tiny_recipe, write_recipe
+from helpers import make_teacher, same_state, tiny_recipe, write_recipe
 
 from PIL import Image
 
 import modnet_prune as mp
 from modnet_prune.cli import main
-from modnet_prune.data import open_source
+from modnet_prune.data import open_dataset, open_source
 from modnet_prune.deploy.runtime import open_runtime
 from modnet_prune.deploy.web import ort_missing
 from modnet_prune.graph.cost import layer_costs
@@ -23,6 +23,8 @@ from modnet_prune.metrics import evaluate
 from modnet_prune.pipeline import run as pipeline_run
 from modnet_prune.pipeline.recipe import recipe_from_dict
 from modnet_prune.pipeline.run import STAGES, run_pipeline
+from modnet_prune.prune import prune
+from modnet_prune.train import image_batches, recalibrate_bn
 
 
 def _inference_macs(model, size: int) -> int:
@@ -202,6 +204,29 @@ def test_interrupted_run_resumes_at_the_failed_stage(tmp_path, monkeypatch):
         "teacher", "pruned", "recalibrated", "teacher (student)"]
     assert summary["training"]["teacher (student)"]["samples"] == 16
     assert {p.name for p in (out / "predictions").iterdir()} == {"teacher", "student"}
+
+
+def test_one_shot_prune_stage_is_one_prune_step(tmp_path):
+    """The prune stage cuts the teacher as `prune` does (taylor: on the recipe's seeded
+    training batches), and its BN re-estimated model is `recalibrate_bn` of its pruned
+    one on those batches, to the bit; the record names the files as it always has."""
+    teacher = make_teacher(tmp_path)
+    data = tiny_recipe(teacher, recalibrate_bn=2)
+    data.update(prune={"method": "ratio", "ratio": 0.5, "round_to": 4, "criterion": "taylor",
+                       "calibration_batches": 2})
+    recipe, out = recipe_from_dict(data), tmp_path / "run"
+    out.mkdir()
+    record = pipeline_run.stage_prune(pipeline_run.Run(recipe, out, progress=False))
+    assert (record["pruned"], record["recalibrated"], record["recalibrate_batches"]) == (
+        "pruned.safetensors", "recalibrated.safetensors", 2)
+    train = open_dataset("synthetic:32@64+seed0", size=64, train=True)
+    cut = prune(mp.load(teacher), ratio=0.5, round_to=4, criterion="taylor", size=(64, 64),
+                data=image_batches(train, 2, 8, seed=0)).model
+    pruned = mp.load(out / "pruned.safetensors")
+    recalibrated = mp.load(out / "recalibrated.safetensors")
+    assert same_state(cut, pruned) and not same_state(pruned, recalibrated)
+    assert recalibrate_bn(pruned, train, 2, 8, seed=0) == 2
+    assert same_state(pruned, recalibrated)
 
 
 def test_missing_default_teacher_says_how_to_train_it(tmp_path, capsys, monkeypatch):

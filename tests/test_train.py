@@ -1,4 +1,5 @@
-"""The training loop: learning, exact resume, run-folder rules, Ctrl-C, BN re-estimation."""
+"""The training loop: learning, exact resume, run-folder rules, Ctrl-C, BN re-estimation
+on seeded batches."""
 import json
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import torch
 import modnet_prune as mp
 from modnet_prune.data import open_dataset
 from modnet_prune.errors import UserError
-from modnet_prune.train import Student, TrainConfig, fit, recalibrate_bn
+from modnet_prune.train import Student, TrainConfig, fit, image_batches, recalibrate_bn
 from modnet_prune.train.rundir import RunDir
 
 from helpers import ENV, cfg, cli_process, divided_arch, run_cli, torchrun
@@ -112,12 +113,37 @@ def test_recalibrate_bn_gives_the_exact_mean_over_batches():
     bn = model.backbone.model.features[2].conv[1]  # a backbone BN
     seen = []
     handle = bn.register_forward_hook(lambda m, i, o: seen.append(i[0].detach()))
-    batches = [torch.randn(2, 3, 64, 64) for _ in range(3)]
-    assert recalibrate_bn(model, batches) == 3
+    images = [{"image": x} for x in torch.randn(6, 3, 64, 64)]
+    assert recalibrate_bn(model, images, batches=3, batch_size=2, seed=0) == 3
     handle.remove()
+    assert [len(x) for x in seen] == [2, 2, 2]
     mean = torch.stack([x.mean(dim=(0, 2, 3)) for x in seen]).mean(0)
     assert torch.allclose(bn.running_mean, mean, atol=1e-6)
     assert bn.momentum == 0.1 and model.training
+
+
+class _Numbered(torch.utils.data.Dataset):
+    """Image i is the constant i: a batch says which samples it holds."""
+
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, index):
+        return {"image": torch.full((3, 4, 4), float(index))}
+
+
+def test_image_batches_are_the_seeded_shuffle_and_leave_the_rng_alone():
+    order = torch.randperm(10, generator=torch.Generator().manual_seed(3)).tolist()
+    state = torch.get_rng_state()
+    batches = list(image_batches(_Numbered(), 3, 4, seed=3))
+    assert [b[:, 0, 0, 0].int().tolist() for b in batches] == [order[:4], order[4:8], order[8:]]
+    assert torch.equal(torch.get_rng_state(), state)
+    augmented = open_dataset("synthetic:8@64", size=64, train=True)  # random crops, flips...
+    first = list(image_batches(augmented, 2, 2, seed=1))
+    torch.manual_seed(123)  # the caller's RNG does not reach the augmentation
+    again = list(image_batches(augmented, 2, 2, seed=1))
+    assert len(first) == 2 and all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not torch.equal(first[0], next(image_batches(augmented, 1, 2, seed=2)))
 
 
 def test_adapter_init_recovers_kept_channels():

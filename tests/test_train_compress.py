@@ -1,4 +1,5 @@
-"""Iterative compression: reaches the MACs target in K rounds, resumes per round, DDP."""
+"""Iterative compression: reaches the MACs target in K rounds, resumes per round, DDP; each
+round is one prune step (BN re-estimated there, once)."""
 import json
 
 import pytest
@@ -7,10 +8,11 @@ import torch
 import modnet_prune as mp
 from modnet_prune.data import open_dataset
 from modnet_prune.errors import UserError
-from modnet_prune.train.compress import CompressConfig, compress, inference_macs
+from modnet_prune.train import bn, recalibrate_bn
+from modnet_prune.train.compress import CompressConfig, compress, inference_macs, iteration_files
 from modnet_prune.train.rundir import RunDir
 
-from helpers import cfg, divided_arch, run_cli, torchrun
+from helpers import cfg, divided_arch, run_cli, same_state, torchrun
 
 KD = {"matte": 1.0, "semantic": 10.0, "lr8x": 1.0, "hr2x": 1.0}
 
@@ -52,6 +54,46 @@ def test_compress_reaches_target_in_k_rounds_and_resumes_per_round(tmp_path):
     assert (out / "iter-1" / "pruned.safetensors").stat().st_mtime_ns == pruned1  # not re-pruned
     assert (out / "iter-3" / "last.safetensors").read_bytes() == last3  # already at its end
     assert [r["step"] for r in RunDir(out / "iter-3").rows() if r["kind"] == "train"] == [1, 2]
+
+
+def test_each_round_re_estimates_bn_once_in_its_prune_step(tmp_path, monkeypatch):
+    """A round's BN re-estimated student is `recalibrate_bn` of its pruned one on the
+    round's seeded training batches, to the bit, and fine-tuning does not do it again."""
+    calls = []
+    real = bn._reestimate
+    monkeypatch.setattr(bn, "_reestimate", lambda *a: calls.append(1) or real(*a))
+    teacher = mp.MODNet(divided_arch(2)).eval()
+    data = open_dataset("synthetic:8@64", size=64, train=True)
+    cc = CompressConfig(target_macs=0.6, iterations=2, schedule="linear", round_to=2)
+    tc = cfg(steps=1, recalibrate_bn=2, seed=5)
+    compress(teacher, data, cc, tc, tmp_path / "c", progress=False)
+    assert len(calls) == 2
+    for k in (1, 2):
+        at = iteration_files(tmp_path / "c", k)
+        by_hand, stepped = mp.load(at.pruned), mp.load(at.recalibrated)
+        assert not same_state(by_hand, stepped)
+        assert recalibrate_bn(by_hand, data, 2, tc.batch_size, tc.seed + k) == 2
+        assert same_state(by_hand, stepped)
+        assert json.loads((at.folder / "config.json").read_text())["recalibrate_bn"] == 0
+
+
+def test_resume_of_a_round_pruned_by_an_older_version(tmp_path):
+    """Rounds pruned before prune steps kept a BN re-estimated copy left BN to fine-tuning
+    (iter-K/config.json has recalibrate_bn): such a round resumes as it was started."""
+    teacher = mp.MODNet(divided_arch(2)).eval()
+    data = open_dataset("synthetic:8@64", size=64, train=True)
+    cc = CompressConfig(target_macs=0.7, iterations=1, round_to=2)
+    tc = cfg(steps=2, recalibrate_bn=1, checkpoint_every=1)
+    out = tmp_path / "c"
+    compress(teacher, data, cc, tc, out, progress=False)
+    at = iteration_files(out, 1)
+    for old in (at.recalibrated, at.done, out / "model.safetensors", out / "summary.json"):
+        old.unlink()
+    config = json.loads((at.folder / "config.json").read_text())
+    (at.folder / "config.json").write_text(json.dumps({**config, "recalibrate_bn": 1}))
+    last = at.trained.read_bytes()
+    again = compress(teacher, data, cc, tc, out, resume=True, progress=False)
+    assert again.rows and at.trained.read_bytes() == last  # resumed at its end, not retrained
 
 
 def test_cli_compress_and_bad_target(tmp_path, capsys):

@@ -4,10 +4,11 @@ Stages, each recorded in OUT/stages/<stage>.json (written atomically when the st
 finished, so a re-run with `resume=True` skips it; an interrupted fine-tuning resumes from
 its own last checkpoint):
 
-  prune      one-shot: prune the teacher (pruned.safetensors), re-estimate BatchNorm
-             statistics (recalibrated.safetensors). Iterative recipes prune in `finetune`.
+  prune      one-shot: one `prune_step` of the teacher into OUT (pruned.safetensors, and
+             BatchNorm statistics re-estimated: recalibrated.safetensors). Iterative
+             recipes prune in `finetune`, a `prune_step` per iteration.
   finetune   fine-tune with the recipe's budget (finetune/ run folder), or iterative
-             compress (compress/iter-K/...); writes student.safetensors
+             compress (compress/, `train.compress`'s layout); writes student.safetensors
   evaluate   teacher, student and every intermediate model on the held-out set: matting
              errors (held-out data without ground truth: agreement with the teacher's
              mattes), params and MACs; teacher/student predictions and the matte-grid inputs
@@ -25,7 +26,6 @@ run computes exactly what an uninterrupted one does.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import math
 import os
@@ -48,23 +48,21 @@ from ..metrics import AGREEMENT, evaluate, reference_mattes
 from ..model.io import load, read_train_sizes, save, untrained_size_warning
 from ..model.shipped import synthetic_teacher_note, trained_on_synthetic
 from ..files import remove_stale_temps, sha256_file, write_atomic, write_json
-from ..prune import prune
 from ..report.analysis import analyze
 from ..report.benchmark import benchmark_many, default_threads
 from ..report.latency import latency_model, target_for
 from ..report.document import render_report
-from ..train import Context, TrainConfig, fit, recalibrate_bn
+from ..train import Context, TrainConfig, fit
 from ..train.compress import CompressConfig, compress, iteration_files
+from ..train.prune_step import StepOptions, prune_step
 from ..train.distributed import pick_device
 from ..train.rundir import LOCK, STATE, RunLock
 from .recipe import DEFAULT_TEACHER, Recipe
 from .summary import build_summary
 
-STAGES = ("prune", "finetune", "evaluate", "export", "quantize", "benchmark", "report")
 RECIPE_FILE, STAGE_DIR = "recipe.json", "stages"
 TEACHER_ONNX, STUDENT_ONNX, STUDENT = "teacher.onnx", "student.onnx", "student.safetensors"
 INT8_FILES = {"teacher": "teacher.int8.onnx", "student": "student.int8.onnx"}
-PRUNED, RECALIBRATED = "pruned.safetensors", "recalibrated.safetensors"
 FINETUNE_DIR, COMPRESS_DIR, WEB_DIR = "finetune", "compress", "web"
 # Version of the evaluate stage's record: a resumed run whose record is older (accuracy at
 # sizes.eval only, none at the deployment size) evaluates again, then reports again.
@@ -155,13 +153,6 @@ class Run:
         r = self.recipe
         return open_dataset(r.data.eval, size=r.sizes.eval or r.sizes.train, train=False)
 
-    def batches(self, count: int):
-        """`count` shuffled training batches of images (BN statistics, taylor scores)."""
-        loader = torch.utils.data.DataLoader(
-            self.train_set(), batch_size=self.recipe.finetune.batch_size, shuffle=True,
-            num_workers=0, generator=torch.Generator().manual_seed(self.recipe.seed))
-        return [batch["image"] for batch in itertools.islice(loader, count)]
-
 
 # --------------------------------------------------------------------------- the folder
 
@@ -238,27 +229,29 @@ def _run_stages(run: Run, echo: Callable[[str], None]) -> None:
 # --------------------------------------------------------------------------- stages
 
 def stage_prune(run: Run) -> dict:
-    r = run.recipe
-    p = r.prune
+    """One-shot pruning: one `prune_step` into the run folder (pruned.safetensors, and
+    recalibrated.safetensors with `recalibrate_bn`)."""
+    r, p = run.recipe, run.recipe.prune
     if p.method == "none" or p.iterations > 1:
         return {"method": p.method, "iterative": p.iterations > 1}
-    data = run.batches(p.calibration_batches) if p.criterion == "taylor" else None
-    amount = {p.method: getattr(p, p.method)}
-    result = prune(run.teacher(), **amount, latency=run.latency(), allocation=p.allocation,
-                   criterion=p.criterion,
-                   round_to=p.round_to, min_channels=p.min_channels,
-                   size=(r.sizes.benchmark, r.sizes.benchmark), data=data, seed=r.seed)
-    details = result.to_dict()
-    sizes = run.teacher_train_sizes()  # pruning keeps the teacher's weights
-    save(result.model, run.path(PRUNED), recipe=r.name, prune=details, train_sizes=sizes)
-    record = {"method": p.method, "iterative": False, "prune": details, "pruned": PRUNED}
-    if r.recalibrate_bn:
-        model = result.model
-        used = recalibrate_bn(model, run.batches(r.recalibrate_bn))
-        save(model.eval(), run.path(RECALIBRATED), recipe=r.name, recalibrated_batches=used,
-             train_sizes=sizes)
-        record.update(recalibrated=RECALIBRATED, recalibrate_batches=used)
+    options = StepOptions(criterion=p.criterion, allocation=p.allocation, round_to=p.round_to,
+                          min_channels=p.min_channels, size=r.sizes.benchmark,
+                          calibration_batches=p.calibration_batches,
+                          recalibrate_bn=r.recalibrate_bn, batch_size=r.finetune.batch_size,
+                          seed=r.seed)
+    step = prune_step(run.teacher(), {p.method: getattr(p, p.method)}, run.out, run.train_set(),
+                      options, latency=run.latency(),  # pruning keeps the teacher's weights:
+                      metadata={"recipe": r.name, "train_sizes": run.teacher_train_sizes()})
+    record = {"method": p.method, "iterative": False, "prune": step.details,
+              "pruned": _relative(run, step.pruned)}
+    if step.recalibrated:
+        record.update(recalibrated=_relative(run, step.recalibrated),
+                      recalibrate_batches=step.recalibrated_batches)
     return record
+
+
+def _relative(run: Run, path: Path) -> str:
+    return path.relative_to(run.out).as_posix()
 
 
 def train_config(recipe: Recipe, steps: int, recalibrate: int) -> TrainConfig:
@@ -334,7 +327,7 @@ def _compress(run: Run) -> dict:
 def _variants(run: Run) -> list[tuple[str, str, Path]]:
     """(role, label, checkpoint) of every model to score, teacher first, student last. The
     role is the model's key in the records; the recipe's name is only the student's label,
-    so a recipe called `teacher` or `iter-1` overwrites nothing."""
+    so a recipe named like another model's role overwrites nothing."""
     r, found = run.recipe, [("teacher", "teacher", Path(run.recipe.teacher))]
     prune_record, finetune_record = run.record("prune"), run.record("finetune")
     if prune_record.get("pruned"):
@@ -345,9 +338,9 @@ def _variants(run: Run) -> list[tuple[str, str, Path]]:
     for row in rows:
         k = row["iteration"]
         at = iteration_files(run.path(COMPRESS_DIR), k)
-        found.append((f"iter-{k}-pruned", f"iter {k} pruned", at.pruned))
+        found.append((f"{at.name}-pruned", f"iter {k} pruned", at.pruned))
         if row is not rows[-1]:  # the last one's fine-tuned model is the student
-            found.append((f"iter-{k}", f"iter {k} fine-tuned", at.trained))
+            found.append((at.name, f"iter {k} fine-tuned", at.trained))
     found.append(("student", r.name, run.path(STUDENT)))
     return found
 
@@ -533,6 +526,8 @@ def stage_report(run: Run) -> dict:
             "files": {k: str(p.relative_to(run.out)) for k, p in written.items()}}
 
 
+# The stages in the order they run; each reads earlier stages' files (`Run.record`).
 STAGE_FUNCTIONS = {"prune": stage_prune, "finetune": stage_finetune, "evaluate": stage_evaluate,
                    "export": stage_export, "quantize": stage_quantize,
                    "benchmark": stage_benchmark, "report": stage_report}
+STAGES = tuple(STAGE_FUNCTIONS)

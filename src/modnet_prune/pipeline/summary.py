@@ -56,7 +56,7 @@ import numpy as np
 
 from .. import __version__
 from ..files import package_version
-from ..train.compress import iteration_files
+from ..train.compress import ITERATION_PREFIX, iteration_files
 from .recipe import Recipe
 
 SCHEMA = "modnet-prune/pipeline-summary/2"
@@ -178,8 +178,8 @@ _TAKEN = ("teacher", "pruned", "recalibrated", "input", "ground truth")
 
 def student_name(recipe: Recipe) -> str:
     """The student's key in the summary: the recipe's name, unless another model or image
-    column has it (a recipe called `teacher`, or `iter-1` of a compression)."""
-    taken = recipe.name in _TAKEN or recipe.name.startswith("iter-")
+    column has it (a recipe called `teacher`, or named like a compression's iteration)."""
+    taken = recipe.name in _TAKEN or recipe.name.startswith(ITERATION_PREFIX)
     return f"{recipe.name} (student)" if taken else recipe.name
 
 

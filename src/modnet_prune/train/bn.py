@@ -1,21 +1,34 @@
 """BatchNorm re-estimation: after pruning, running statistics no longer match the layer
-outputs; re-estimating them on a few batches is cheap and recovers much of the accuracy."""
+outputs; re-estimating them on a few batches is cheap and recovers much of the accuracy.
+
+`recalibrate_bn` is the one way it is done: by `fit` before training (`--recalibrate-bn`)
+and by every prune step (`prune_step`: the pipeline's one-shot prune, each `compress`
+iteration), always on the seeded `image_batches` of the training set.
+"""
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from .distributed import Context, all_reduce_mean
+from .loader import image_batches
+
+
+def recalibrate_bn(model: nn.Module, dataset: Dataset, batches: int, batch_size: int,
+                   seed: int, ctx: Context = Context()) -> int:
+    """Reset every BatchNorm's statistics of `model` and re-estimate them as the plain
+    average over `image_batches(dataset, batches, batch_size, seed, ctx)`. Weights are
+    untouched; under DDP the ranks' estimates are averaged. Returns the batches used."""
+    device = next(model.parameters()).device
+    images = (b.to(device) for b in image_batches(dataset, batches, batch_size, seed, ctx))
+    return _reestimate(model, images, ctx)
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor], ctx: Context = Context()
-                   ) -> int:
-    """Reset every BatchNorm's statistics and re-estimate them as the plain average over
-    `batches` (images). Weights are untouched; under DDP the ranks' estimates are averaged.
-    Returns the number of batches used."""
+def _reestimate(model: nn.Module, images: Iterable[torch.Tensor], ctx: Context) -> int:
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in norms]
     saved = [(m.running_mean.clone(), m.running_var.clone()) for m in norms]
@@ -26,7 +39,7 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor], ctx: Conte
     model.train()
     count = 0
     try:
-        for img in batches:
+        for img in images:
             model(img, inference=False)  # the training heads hold an IBNorm too
             count += 1
     finally:

@@ -1,19 +1,20 @@
 """Iterative compression: prune a little, re-estimate BN, fine-tune with distillation from
 the original model, repeat until the MACs target (the origin write-up's wish: small steps),
-or the predicted-latency target when `compress` is given a latency model.
+or the predicted-latency target when `compress` is given a latency model. Each iteration
+prunes with `prune_step`, the same step as the pipeline's one-shot pruning.
 
 DIR layout (resumable: finished iterations are skipped, an unfinished one resumes from
 its own last checkpoint, a pruned-but-untrained student is reused, not re-pruned):
   config.json                 compression + fine-tuning settings
-  iter-K/pruned.safetensors   the student right after pruning step K (before fine-tuning)
-  iter-K/...                  the fine-tuning run folder (log.jsonl, last.*, best.*)
+  iter-K/                     iteration K: a prune step's folder (`prune_step`: pruned and
+                              BN re-estimated student), then its fine-tuning run folder
+                              (log.jsonl, last.*, best.*)
   iter-K/done.json            costs and metrics once iteration K is finished
   model.safetensors           the final student; summary.json: one row per iteration
 """
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..checks import AT_LEAST_ONE
 from ..errors import UserError
@@ -33,6 +34,7 @@ from ..model.io import load, save
 from ..files import write_atomic, write_json
 from .distributed import Context, barrier
 from .loop import TrainConfig, fit, labeled
+from .prune_step import StepFiles, StepOptions, prune_step
 from .rundir import LAST, RunDir, RunLock
 from .schedule import PRUNE_SCHEDULES, macs_targets
 
@@ -81,18 +83,17 @@ class CompressConfig:
 
 
 MODEL = "model.safetensors"
+ITERATION_PREFIX = "iter-"  # of iteration K's folder, and of the pipeline's names of its models
 
 
 @dataclass(frozen=True)
-class IterationFiles:
+class IterationFiles(StepFiles):
     """Where iteration K of a compression keeps its files (the layout above has one home:
     here; readers of a compression folder ask `iteration_files`)."""
 
-    folder: Path
-
     @property
-    def pruned(self) -> Path:
-        return self.folder / "pruned.safetensors"
+    def name(self) -> str:
+        return self.folder.name
 
     @property
     def trained(self) -> Path:
@@ -104,7 +105,7 @@ class IterationFiles:
 
 
 def iteration_files(out: str | Path, index: int) -> IterationFiles:
-    return IterationFiles(Path(out) / f"iter-{index}")
+    return IterationFiles(Path(out) / f"{ITERATION_PREFIX}{index}")
 
 
 @dataclass
@@ -131,21 +132,6 @@ def cost(model: nn.Module, cc: CompressConfig, latency: LatencyModel | None) -> 
         return inference_macs(model, cc.cost_size)
     device = next(model.parameters()).device
     return latency.predict_model(model, torch.zeros(1, 3, *latency.target.size, device=device))
-
-
-def _prune_step(model: nn.Module, keep_fraction: float, cc: CompressConfig, data: Dataset,
-                batch_size: int, seed: int, latency: LatencyModel | None) -> nn.Module:
-    """A pruned copy of `model` keeping `keep_fraction` of its inference MACs (or predicted
-    latency); widths are allocated by cost saved per importance lost. `model` is untouched
-    (it may be the teacher, on any device). `data` feeds data-driven criteria (taylor)."""
-    from ..prune import prune  # train/ sits above prune/ in the data flow
-    batches = DataLoader(data, batch_size=batch_size, shuffle=False)  # lazy: l1 reads none
-    amount = ({"target_macs": keep_fraction} if latency is None else
-              {"target_latency": keep_fraction, "latency": latency})
-    result = prune(copy.deepcopy(model).cpu().eval(), **amount,
-                   criterion=cc.criterion, round_to=cc.round_to, min_channels=cc.min_channels,
-                   size=(cc.cost_size, cc.cost_size), data=batches, seed=seed)
-    return result.model
 
 
 def compress(teacher: nn.Module, train_set: Dataset, cc: CompressConfig, tc: TrainConfig,
@@ -189,8 +175,8 @@ def _compress(teacher, train_set, cc: CompressConfig, tc: TrainConfig, out: Path
         step_cfg = dataclasses.replace(tc, seed=tc.seed + index)
         # the pruned model keeps the training sizes of what it was cut from (unknown for the teacher)
         sizes = tc.train_sizes if index > 1 else None
-        student = _pruned(student, target * original, at, cc, train_set, step_cfg, ctx, latency,
-                          sizes)
+        student, step_cfg = _pruned(student, target * original, at, cc, train_set, step_cfg,
+                                    ctx, latency, sizes)
         result = fit(student, train_set, step_cfg, at.folder, eval_set=eval_set, teacher=teacher,
                      resume=resume or (at.folder / "config.json").exists(), ctx=ctx,
                      info={"iteration": index, **(info or {})}, progress=progress)
@@ -226,17 +212,25 @@ def _compress(teacher, train_set, cc: CompressConfig, tc: TrainConfig, out: Path
 
 def _pruned(model: nn.Module, target: float, at: IterationFiles, cc: CompressConfig, data,
             tc: TrainConfig, ctx: Context, latency: LatencyModel | None,
-            train_sizes: list[int] | None) -> nn.Module:
-    """The student for an iteration: reused from its folder if already pruned, else pruned
-    by rank 0 to `target` MACs (or predicted ms) and shared with the other ranks through
-    the file."""
-    path = at.pruned
-    if ctx.is_main and not path.exists():
+            train_sizes: list[int] | None) -> tuple[nn.Module, TrainConfig]:
+    """The student for an iteration and the config to fine-tune it with: reused from its
+    folder if already pruned, else pruned by rank 0 (`prune_step`, BN re-estimated there)
+    to `target` MACs (or predicted ms) and shared with the other ranks through the file."""
+    if ctx.is_main and not at.pruned.exists():
         at.folder.mkdir(parents=True, exist_ok=True)
-        current = cost(model, cc, latency)
-        pruned = _prune_step(model, min(1.0, target / current), cc, data, tc.batch_size, tc.seed,
-                             latency)
-        save(pruned, path, train_sizes=train_sizes,
-             **({"target_macs": target} if latency is None else {"target_latency_ms": target}))
+        fraction = min(1.0, target / cost(model, cc, latency))
+        amount = ({"target_macs": fraction} if latency is None else
+                  {"target_latency": fraction})
+        options = StepOptions(criterion=cc.criterion, round_to=cc.round_to,
+                              min_channels=cc.min_channels, size=cc.cost_size,
+                              recalibrate_bn=tc.recalibrate_bn, batch_size=tc.batch_size,
+                              seed=tc.seed)
+        prune_step(model, amount, at.folder, data, options, latency=latency,
+                   metadata={"train_sizes": train_sizes, **(
+                       {"target_macs": target} if latency is None else
+                       {"target_latency_ms": target})})
     barrier(ctx)
-    return load(path)
+    if tc.recalibrate_bn and not at.recalibrated.exists():
+        return load(at.pruned), tc  # a folder of an older version, BN left to fit: as then
+    return (load(at.recalibrated if tc.recalibrate_bn else at.pruned),
+            dataclasses.replace(tc, recalibrate_bn=0))

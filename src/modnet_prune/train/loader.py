@@ -1,12 +1,14 @@
 """Batches for training: sharded across ranks, reshuffled per epoch, resumable mid-epoch,
-produced by background workers so data generation overlaps the model's compute."""
+produced by background workers so data generation overlaps the model's compute; and
+`image_batches`, the few seeded batches that BN re-estimation and data-driven importance
+criteria read."""
 from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
 
 from ..errors import UserError
 from .distributed import Context
@@ -62,3 +64,19 @@ class Batches:
             self.sampler.set_epoch(epoch, skip=offset * self.loader.batch_size)
             yield from self.loader
             epoch, offset = epoch + 1, 0
+
+
+def image_batches(dataset: Dataset, count: int, batch_size: int, seed: int,
+                  ctx: Context = Context()) -> Iterator[torch.Tensor]:
+    """The images of `count` batches of `dataset` (under DDP, this rank's share), a pure
+    function of the arguments: the order is epoch 0 of the training stream's shuffle by
+    `seed`, and the dataset's random augmentation (torch's RNG) is seeded per batch, with
+    the caller's RNG state left as it was. Fewer batches come when the data runs out."""
+    order = list(DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank,
+                                    shuffle=True, seed=seed, drop_last=True))
+    seeds = torch.Generator().manual_seed(seed * 7919 + ctx.rank)
+    for start in range(0, min(count * batch_size, len(order)), batch_size):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(2**62, (), generator=seeds)))
+            items = [dataset[i] for i in order[start:start + batch_size]]
+        yield default_collate(items)["image"]

@@ -198,6 +198,7 @@ class _Trainer:
     def __init__(self, model, train_set, cfg: TrainConfig, run: RunDir, eval_set, teacher,
                  ctx: Context, progress: bool):
         self.cfg, self.run, self.ctx, self.eval_set = cfg, run, ctx, eval_set
+        self.train_set = train_set
         self.batches = Batches(train_set, cfg.batch_size, ctx, cfg.seed, cfg.workers)
         self.total = cfg.steps or math.ceil(cfg.epochs * self.batches.batches_per_epoch)
         self.progress = progress and ctx.is_main
@@ -239,9 +240,8 @@ class _Trainer:
     def _prepare_fresh(self) -> None:
         cfg = self.cfg
         if cfg.recalibrate_bn:
-            stream = self.batches.from_step(0)
-            images = (next(stream)["image"].to(self.ctx.device) for _ in range(cfg.recalibrate_bn))
-            recalibrate_bn(self.student.model, images, self.ctx)
+            recalibrate_bn(self.student.model, self.train_set, cfg.recalibrate_bn,
+                           cfg.batch_size, cfg.seed, self.ctx)
         if self.student.adapters:
             img = next(self.batches.from_step(0))["image"].to(self.ctx.device)
             with torch.no_grad():
