@@ -1,7 +1,7 @@
 """Params, MACs, file size and latency of several MODNet checkpoints, each vs the first.
 
 The comparison the origin write-up made by hand (see docs/origin.md), in one run: exact costs
-from `modnet_prune.report.analyze`, latency from all models timed interleaved in this one
+from `modnet_prune.measure.model_costs`, latency from all models timed interleaved in this one
 process (ratios are medians of per-round ratios, so a busy machine slows all alike).
 
     python benchmarks/compare_checkpoints.py A.safetensors B.ckpt [C ...] --out cmp.md
@@ -26,8 +26,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its t
 import modnet_prune as mp  # noqa: E402
 from modnet_prune.errors import UserError  # noqa: E402
 from modnet_prune.files import write_atomic  # noqa: E402
-from modnet_prune.report import analyze  # noqa: E402
-from modnet_prune.report.benchmark import benchmark_many  # noqa: E402
+from modnet_prune.measure import model_costs  # noqa: E402
+from modnet_prune.measure.benchmark import benchmark_many  # noqa: E402
 
 
 def narrowed_arch() -> mp.Arch:
@@ -100,7 +100,7 @@ def markdown(paths: list[Path], analyses: list[dict], timing: dict, command: str
 
 def compare(paths: list[Path], size: str, threads: int | None, repeat: int,
             warmup: int) -> tuple[list[dict], dict]:
-    analyses = [analyze(mp.load(path), size, path=path) for path in paths]
+    analyses = [model_costs(mp.load(path), size, path=path) for path in paths]
     timing = benchmark_many([str(p) for p in paths], runtime="torch", size=size, threads=threads,
                             repeat=repeat, warmup=warmup, rss=False)
     return analyses, timing

@@ -29,7 +29,7 @@ from modnet_prune.deploy.runtime import TorchRuntime, open_runtime  # noqa: E402
 from modnet_prune.files import write_json  # noqa: E402
 from modnet_prune.model.io import load  # noqa: E402
 from modnet_prune.prune import prune  # noqa: E402
-from modnet_prune.report.benchmark import benchmark_many, cpu_model  # noqa: E402
+from modnet_prune.measure.benchmark import benchmark_many, cpu_model  # noqa: E402
 
 TEACHER = Path(__file__).resolve().parent.parent / "models" / "modnet-synthetic.safetensors"
 RUNS = (("plain", "onnxruntime"), ("fused", "onnxruntime"), ("plain", "openvino"),

@@ -30,7 +30,7 @@ from modnet_prune.deploy.quantize import BudgetError, quantize_model
 from modnet_prune.deploy.runtime import OnnxRuntime
 from modnet_prune.metrics import evaluate
 from modnet_prune.prune import prune
-from modnet_prune.report.benchmark import benchmark_many, environment
+from modnet_prune.measure.benchmark import benchmark_many, environment
 from modnet_prune.train import recalibrate_bn
 
 CALIBRATION = "synthetic:24@128+seed20000000"

@@ -34,8 +34,8 @@ from modnet_prune.graph.cost import count_params  # noqa: E402
 from modnet_prune.model.io import load, save  # noqa: E402
 from modnet_prune.files import write_atomic
 from modnet_prune.prune import prune  # noqa: E402
-from modnet_prune.report.benchmark import benchmark_many, cpu_model  # noqa: E402
-from modnet_prune.report.latency import latency_model, target_for  # noqa: E402
+from modnet_prune.measure.benchmark import benchmark_many, cpu_model  # noqa: E402
+from modnet_prune.measure.latency import latency_model, target_for  # noqa: E402
 
 TEACHER = Path(__file__).resolve().parent.parent / "models" / "modnet-synthetic.safetensors"
 

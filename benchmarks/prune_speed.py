@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 import modnet_prune as mp  # noqa: E402
 from modnet_prune.files import write_atomic  # noqa: E402
-from modnet_prune.prune import analyze_model, prune  # noqa: E402
+from modnet_prune.prune import model_graph, prune  # noqa: E402
 
 
 def _timed(fn) -> tuple[float, object]:
@@ -61,7 +61,7 @@ def measure(repeat: int, size: int) -> dict:
         checkpoint = Path(tmp) / "modnet.safetensors"
         mp.save(model, checkpoint)
         for _ in range(repeat):  # interleaved, so a busy spell slows every row alike
-            rows["analysis"].append(_timed(lambda: analyze_model(model))[0])
+            rows["analysis"].append(_timed(lambda: model_graph(model))[0])
             seconds, result = _timed(lambda: prune(model, target_macs=0.5, size=(size, size)))
             rows["prune(target_macs=0.5)"].append(seconds)
             rows["modnet-prune prune (fresh process)"].append(

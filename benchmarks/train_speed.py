@@ -36,7 +36,7 @@ from modnet_prune.data import open_dataset  # noqa: E402
 from modnet_prune.files import write_atomic  # noqa: E402
 from modnet_prune.train import Context, TrainConfig, fit  # noqa: E402
 from modnet_prune.train.loader import Batches  # noqa: E402
-from modnet_prune.train.compress import inference_macs  # noqa: E402
+from modnet_prune.graph.cost import inference_macs  # noqa: E402
 from modnet_prune.train.rundir import RunDir  # noqa: E402
 
 KD = {"matte": 1.0, "detail": 1.0, "semantic": 10.0, "lr8x": 1.0, "hr2x": 1.0}

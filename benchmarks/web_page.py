@@ -30,7 +30,7 @@ from modnet_prune.data.protocol import to_input  # noqa: E402
 from modnet_prune.deploy import web  # noqa: E402
 from modnet_prune.deploy.matting import Matter  # noqa: E402
 from modnet_prune.deploy.runtime import OnnxRuntime  # noqa: E402
-from modnet_prune.report.benchmark import interleaved_times  # noqa: E402
+from modnet_prune.measure.benchmark import interleaved_times  # noqa: E402
 
 TIMEOUT_MS = 600_000
 

@@ -7,7 +7,7 @@ import torch
 
 import modnet_prune as mp
 from modnet_prune.cli import main
-from modnet_prune.report import analyze
+from modnet_prune.measure import model_costs
 
 TRAINING_ONLY = {"lr_branch.conv_lr.layers.0", "hr_branch.conv_hr.0.layers.0",
                  "hr_branch.conv_hr.1.layers.0"}
@@ -70,7 +70,7 @@ def hand_changed_arch() -> mp.Arch:
 
 @pytest.fixture(scope="module")
 def official_512():
-    return analyze(mp.MODNet(), 512)
+    return model_costs(mp.MODNet(), 512)
 
 
 def _share(report, prefix):
@@ -100,7 +100,7 @@ def test_official_counts_match_published_numbers(official_512):
     ("1024", None, 72_466),
 ])
 def test_official_counts_at_other_sizes(size, macs, macs_train_m):
-    r = analyze(mp.MODNet(), size)
+    r = model_costs(mp.MODNet(), size)
     if macs is not None:
         assert r["macs"] == macs
     else:
@@ -112,7 +112,7 @@ def test_official_counts_at_other_sizes(size, macs, macs_train_m):
 @pytest.mark.parametrize("size", [(512, 512), (96, 160)])
 def test_hand_changed_widths_match_independent_formula(size):
     arch = hand_changed_arch()
-    r = analyze(mp.MODNet(arch), size)
+    r = model_costs(mp.MODNet(arch), size)
     assert (r["macs"], r["macs_train"]) == formula_macs(arch, *size)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "modnet_prune"
 # Bottom first. A package may import itself and anything earlier in this list.
 LAYERS = ("errors", "files", "memory", "checks", "graph", "model", "data", "prune", "metrics", "train",
-          "deploy", "report", "pipeline", "cli")
+          "deploy", "measure", "report", "pipeline", "cli")
 
 
 def _imports(path: Path) -> list[tuple[str, int]]:

@@ -11,7 +11,7 @@ import torch
 
 import modnet_prune as mp
 from modnet_prune.cli import main
-from modnet_prune.report import benchmark as bm
+from modnet_prune.measure import benchmark as bm
 
 STATS = {"median_ms", "p90_ms", "min_ms", "mean_ms", "throughput", "peak_rss_mb", "times_ms",
          "path", "runtime", "runtime_info"}

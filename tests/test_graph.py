@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import modnet_prune as mp
-from modnet_prune.graph import analyze
+from modnet_prune.graph import channel_graph
 from modnet_prune.graph.rules import remap
 from modnet_prune.graph.propagate import Channels, Unsupported
 from modnet_prune.model import HEAD_CONVS, OUTPUT_CONVS
@@ -18,7 +18,7 @@ F_ = "backbone.model.features."
 @pytest.fixture(scope="module")
 def modnet_graph():
     model = mp.MODNet()
-    return analyze(model, torch.randn(1, 3, 64, 64), concrete_args={"inference": False})
+    return channel_graph(model, torch.randn(1, 3, 64, 64), concrete_args={"inference": False})
 
 
 def _member(group, module, role):
@@ -121,7 +121,7 @@ def test_pruned_widths_and_unequal_ibnorm_split_are_read_from_the_model():
     heads = dict(mp.Arch().heads, **{"hr_branch.conv_hr2x.1": 24})
     arch = mp.Arch(heads=heads, ibn_bn=dict(mp.Arch().ibn_bn, **{"hr_branch.conv_hr2x.1": 5}),
                    last=640, se_hidden=160)
-    graph = analyze(mp.MODNet(arch), torch.randn(1, 3, 64, 64), concrete_args={"inference": False})
+    graph = channel_graph(mp.MODNet(arch), torch.randn(1, 3, 64, 64), concrete_args={"inference": False})
     group = graph.group("hr_branch.conv_hr2x.1.layers.0")
     norm = _member(group, "hr_branch.conv_hr2x.1.layers.1", "norm")
     assert group.width == 24 and [norm.part(k) for k in range(24)].count(0) == 5
@@ -130,7 +130,7 @@ def test_pruned_widths_and_unequal_ibnorm_split_are_read_from_the_model():
 
 # --- generic models (tests/helpers.py) -------------------------------------------------
 def test_residual_cnn_joins_every_add_into_one_group():
-    graph = analyze(ResidualCNN(), torch.randn(1, 3, 32, 32))
+    graph = channel_graph(ResidualCNN(), torch.randn(1, 3, 32, 32))
     stage = graph.group("stem.0")
     assert set(stage.producers) == {"stem.0", "blocks.0.3", "blocks.1.3"}
     assert {m.module for m in stage.members if m.role == "in"} == {"blocks.0.0", "blocks.1.0", "head"}
@@ -138,7 +138,7 @@ def test_residual_cnn_joins_every_add_into_one_group():
 
 
 def test_unet_offsets_with_image_concatenated_first():
-    graph = analyze(UNet(), torch.randn(1, 3, 32, 32))
+    graph = channel_graph(UNet(), torch.randn(1, 3, 32, 32))
     spans = {g.name: _span(_member(g, "dec1.0", "in")) for g in graph.groups
              if any(m.module == "dec1.0" and m.role == "in" for m in g.members)}
     assert spans == {"input:x": (0, 3), "dec2.0": (3, 27), "enc1.0": (27, 43)}
@@ -148,7 +148,7 @@ def test_unet_offsets_with_image_concatenated_first():
 
 
 def test_depthwise_and_grouped_convs_couple_channels():
-    graph = analyze(GroupedCNN(), torch.randn(1, 3, 16, 16))
+    graph = channel_graph(GroupedCNN(), torch.randn(1, 3, 16, 16))
     first = graph.group("conv.0")
     # depthwise x2: class k owns output rows 2k, 2k+1; the grouped conv (4 groups of 8
     # inputs) then ties in-group offset r of all four groups: 16 channels -> 4 classes
@@ -162,7 +162,7 @@ def test_depthwise_and_grouped_convs_couple_channels():
 
 
 def test_se_block_and_flatten_into_linear():
-    graph = analyze(SECNN(), torch.randn(1, 3, 32, 32))
+    graph = channel_graph(SECNN(), torch.randn(1, 3, 32, 32))
     conv = graph.group("conv.0")
     assert {(m.module, m.role) for m in conv.members} >= {("fc1", "in"), ("fc2", "out"),
                                                           ("classifier.0", "in")}
@@ -193,7 +193,7 @@ class Unknown(nn.Module):
     (lambda a: F.group_norm(a, 2), "group_norm"),
 ])
 def test_unknown_channel_ops_block_their_group_and_are_named(op, name):
-    graph = analyze(Unknown(op), torch.randn(1, 3, 8, 8))
+    graph = channel_graph(Unknown(op), torch.randn(1, 3, 8, 8))
     blocked = graph.group("a")
     assert not blocked.prunable and any(name in reason for reason in blocked.blockers)
     assert graph.group("b").prunable and _span(_member(graph.group("b"), "c", "in")) == (8, 16)
@@ -201,7 +201,7 @@ def test_unknown_channel_ops_block_their_group_and_are_named(op, name):
 
 def test_graph_output_blocks_the_group_it_reaches():
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))
-    graph = analyze(model, torch.randn(1, 3, 8, 8))
+    graph = channel_graph(model, torch.randn(1, 3, 8, 8))
     assert graph.group("0").prunable
     assert graph.group("2").blockers == ("reaches graph output #0",)
 
@@ -217,7 +217,7 @@ def test_module_called_twice_keeps_one_set_of_channels():
         def forward(self, x):
             return self.out(torch.cat([self.shared(self.a(x)), self.shared(self.b(x))], 1))
 
-    graph = analyze(Twice(), torch.randn(1, 3, 8, 8))
+    graph = channel_graph(Twice(), torch.randn(1, 3, 8, 8))
     assert set(graph.group("a").producers) == {"a", "b"}  # both feed the same input columns
     shared = graph.group("shared")  # both calls' outputs are the same 8 channels
     assert shared.width == 8 and _member(shared, "out", "in").positions[3] == (3, 11)
@@ -244,6 +244,6 @@ def test_unbatched_input_to_instance_norm_is_refused():
             y = self.norm(self.conv(x)[0])  # (C, H, W): channels on dim 0
             return self.out(y[None])
 
-    graph = analyze(Unbatched(), torch.randn(1, 3, 8, 8))
+    graph = channel_graph(Unbatched(), torch.randn(1, 3, 8, 8))
     assert not graph.group("conv").prunable
     assert any("InstanceNorm2d `norm`" in b and "batched" in b for b in graph.group("conv").blockers)

@@ -11,11 +11,11 @@ from torch import nn
 import modnet_prune as mp
 from modnet_prune.cli import main
 from modnet_prune.errors import UserError
-from modnet_prune.prune import CRITERIA, analyze_model, prune
+from modnet_prune.prune import CRITERIA, model_graph, prune
 from modnet_prune.prune import allocate, api
 from modnet_prune.prune.latency import (FEATURES, LatencyCost, LatencyModel, Target, features,
                                         layer_shapes)
-from modnet_prune.report import latency as profiling
+from modnet_prune.measure import latency as profiling
 from helpers import tiny_model
 
 SIZE = (16, 16)
@@ -61,7 +61,7 @@ def table_model(size=SIZE, threads=1) -> LatencyModel:
 
 def toy_cost(model=None) -> tuple[LatencyCost, object]:
     model = model or Toy().eval()
-    graph = analyze_model(model)
+    graph = model_graph(model)
     shapes = layer_shapes(model, torch.zeros(1, 3, *SIZE))
     return LatencyCost(graph, shapes, table_model()), graph
 
@@ -96,7 +96,7 @@ def slow_greedy(scores: dict, fraction: float, widths: allocate.Widths) -> dict:
     full = {"c1": 16, "c2": 16, "c3": 24}
     keep = dict(full)
     order = {n: torch.argsort(s, stable=True) for n, s in scores.items()}
-    group = {g.name: g for g in analyze_model(Toy().eval()).prunable}
+    group = {g.name: g for g in model_graph(Toy().eval()).prunable}
     ms = lambda k: hand_ms(k["c1"], k["c2"], k["c3"])  # noqa: E731
     goal = fraction * ms(full)
     while ms(keep) > goal:

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from modnet_prune.graph import Channels, LayerKind, analyze, register
+from modnet_prune.graph import Channels, LayerKind, channel_graph, register
 from modnet_prune.graph.cost import layer_costs
 from modnet_prune.graph.kinds import keep_index, slice_tensor
 from modnet_prune.prune import prune
@@ -69,7 +69,7 @@ class Net(nn.Module):
 
 
 def test_registered_layer_is_traced_as_a_channel_owner():
-    graph = analyze(Net(), torch.randn(1, 3, 32, 32))
+    graph = channel_graph(Net(), torch.randn(1, 3, 32, 32))
     assert [(g.name, g.width) for g in graph.prunable] == [("stem", 16), ("mix", 24)]
     stem_members = {(m.module, m.kind, m.role) for m in graph.group("stem").members}
     assert ("mix", "pointwise", "in") in stem_members
@@ -78,7 +78,7 @@ def test_registered_layer_is_traced_as_a_channel_owner():
 
 
 def test_a_layer_without_a_kind_blocks_its_channels():
-    graph = analyze(Net(Unregistered), torch.randn(1, 3, 32, 32))  # traced into: einsum
+    graph = channel_graph(Net(Unregistered), torch.randn(1, 3, 32, 32))  # traced into: einsum
     assert [g.name for g in graph.prunable] == []
     assert graph.group("stem").blockers == ("torch.functional.einsum at node `einsum`: "
                                             "no rule for this op",)

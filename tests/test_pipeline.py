@@ -27,7 +27,7 @@ from modnet_prune.prune import prune
 from modnet_prune.train import image_batches, recalibrate_bn
 
 
-def _inference_macs(model, size: int) -> int:
+def _forward_pass_macs(model, size: int) -> int:
     return sum(c.macs for c in layer_costs(model, torch.zeros(1, 3, size, size)))
 
 
@@ -57,8 +57,8 @@ def test_end_to_end_outputs_agree_with_recomputation(iterative_run, capsys):
 
     # cost: MACs recounted from a forward pass, the fraction within the recipe's target
     assert summary["size"] == [96, 96]
-    assert student_entry["macs"] == _inference_macs(student, 96)
-    assert teacher_entry["macs"] == _inference_macs(teacher, 96)
+    assert student_entry["macs"] == _forward_pass_macs(student, 96)
+    assert teacher_entry["macs"] == _forward_pass_macs(teacher, 96)
     assert student_entry["macs_fraction"] <= 0.5
     assert student_entry["params"] == sum(p.numel() for p in student.parameters())
 

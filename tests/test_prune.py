@@ -10,7 +10,7 @@ import modnet_prune as mp
 from modnet_prune.errors import UserError
 from modnet_prune.graph.cost import layer_costs
 from modnet_prune.model.layers import Conv2dIBNormReLU
-from modnet_prune.prune import ExactnessError, analyze_model, check_exact, importance, prune
+from modnet_prune.prune import ExactnessError, model_graph, check_exact, importance, prune
 from modnet_prune.prune.allocate import Widths, from_plan, select
 from modnet_prune.prune.harness import MODNET, harness_for
 from modnet_prune.prune.surgery import shrink
@@ -48,7 +48,7 @@ def _half_removal(graph, seed: int = 0) -> dict[str, list[int]]:
 def modnet():
     torch.manual_seed(0)
     model = _randomise(mp.MODNet())
-    return model, analyze_model(model)
+    return model, model_graph(model)
 
 
 # --- exactness ---------------------------------------------------------------------------
@@ -68,7 +68,7 @@ def test_all_modnet_groups_together_are_exact_and_round_trip(modnet, tmp_path):
     removal = _half_removal(graph, seed=99)
     pruned = MODNET.rebuild(shrink(model, graph, removal))
     assert check_exact(model, pruned, graph, removal, MODNET) <= TOL
-    again = analyze_model(pruned)  # the pruned model has the same groups, narrower
+    again = model_graph(pruned)  # the pruned model has the same groups, narrower
     assert [g.name for g in again.prunable] == [g.name for g in graph.prunable]
     for old, new in zip(graph.prunable, again.prunable):
         assert new.width == old.width - len(removal[old.name]), old.name
@@ -114,7 +114,7 @@ GENERIC = [ResidualCNN, UNet, GroupedCNN, SECNN, IBNormCNN]
 def test_generic_models_every_group_alone_and_together(make):
     model = _randomise(make())
     harness = harness_for(model)
-    graph = analyze_model(model, harness)
+    graph = model_graph(model, harness)
     for seed in range(4):  # several random halves: every boundary channel gets its turn
         removal = _half_removal(graph, seed)
         for name, classes in removal.items():
@@ -128,7 +128,7 @@ def test_generic_models_every_group_alone_and_together(make):
 
 def test_grouped_conv_keeps_groups_and_depthwise_updates_them():
     model = _randomise(GroupedCNN())
-    graph = analyze_model(model)
+    graph = model_graph(model)
     removal = {"conv.0": [1, 3], "grouped.0": list(range(6))}
     pruned = shrink(model, graph, removal)
     assert (pruned.dw[0].in_channels, pruned.dw[0].out_channels, pruned.dw[0].groups) == (8, 16, 8)
@@ -168,7 +168,7 @@ class Tiny(nn.Module):
 
 def test_l1_l2_bn_fpgm_match_hand_computation():
     model = _randomise(Tiny())
-    graph = analyze_model(model)
+    graph = model_graph(model)
     wa, wb, gamma = model.a.weight.detach(), model.b.weight.detach(), model.bn.weight.detach()
     l1 = wa.abs().sum((1, 2, 3)) + wb.abs().sum((0, 2, 3)) + gamma.abs()
     l2 = (wa.pow(2).sum((1, 2, 3)) + wb.pow(2).sum((0, 2, 3)) + gamma.pow(2)).sqrt()
@@ -190,7 +190,7 @@ def test_bn_criterion_gives_instance_norm_channels_their_implicit_gamma(modnet):
 def test_taylor_equals_activation_times_gradient():
     """(sum over consumer columns of grad x weight)^2 == (sum over pixels of dL/da x a)^2."""
     model = _randomise(Tiny())
-    graph = analyze_model(model)
+    graph = model_graph(model)
     images = [torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(3)]
     got = importance(model, graph, "taylor", harness=harness_for(model), data=images)["a"]
     # slow reference: the same random projections, gradients taken at the activation

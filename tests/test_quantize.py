@@ -18,7 +18,7 @@ from modnet_prune.deploy import quantize as q
 from modnet_prune.deploy.matting import Matter
 from modnet_prune.deploy.runtime import OnnxRuntime, TorchRuntime
 from modnet_prune.errors import UserError
-from modnet_prune.report.benchmark import environment
+from modnet_prune.measure.benchmark import environment
 from helpers import randomise_bn, tiny_model
 
 SIZE = 64

@@ -33,7 +33,7 @@ def test_seed_v2_widths_reproduce_the_write_up_costs():
     """The plan's widths, built directly as an Arch, give V2's reported params and training
     MACs to within 1% (1.76 M; 8,977 M at 512x512)."""
     from modnet_prune import Arch, MODNet
-    from modnet_prune.report import analyze
+    from modnet_prune.measure import model_costs
 
     plan = load_recipe(RECIPES / "seed-v2.yaml").prune.plan
     keep = {k: v["keep"] for k, v in plan.items()}
@@ -44,7 +44,7 @@ def test_seed_v2_widths_reproduce_the_write_up_costs():
     arch = Arch(stem=keep[f + "0.0"], stages=tuple(keep[f + s] for s in stage_keys),
                 expansion=tuple(keep[f"{f}{i}.conv.0"] for i in range(2, 18)),
                 last=keep[f + "18.0"], se_hidden=keep["lr_branch.se_block.fc.0"], heads=heads)
-    result = analyze(MODNet(arch), 512)
+    result = model_costs(MODNet(arch), 512)
     assert abs(result["params"] / 1.76e6 - 1) < 0.01
     assert abs(result["macs_train"] / 8977e6 - 1) < 0.01
 
@@ -55,12 +55,12 @@ def test_modnet_p_plan_decides_every_group_as_modnet_p_does():
     import torch
 
     from modnet_prune import MODNet
-    from modnet_prune.prune import analyze_model
+    from modnet_prune.prune import model_graph
     from modnet_prune.prune.allocate import Widths, from_plan
 
     torch.manual_seed(0)
     model = MODNet().eval()
-    graph = analyze_model(model)
+    graph = model_graph(model)
     keep = from_plan(graph, model, load_recipe(RECIPES / "modnet-p.yaml").prune.plan, Widths(8, 1))
     whole = {g.name for g in graph.prunable} - set(keep)
     assert whole == {"lr_branch.conv_lr8x.layers.0"}

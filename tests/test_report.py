@@ -3,8 +3,10 @@ self-contained, and carrying exactly the numbers of the summary."""
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
+import re
 import shutil
 from html.parser import HTMLParser
 
@@ -16,7 +18,7 @@ from helpers import make_teacher, tiny_recipe
 from modnet_prune.pipeline.recipe import recipe_from_dict
 from modnet_prune.pipeline.run import run_pipeline
 from modnet_prune.pipeline.summary import merge_summaries
-from modnet_prune.report.document import main_table, render_report
+from modnet_prune.report.document import headlines, main_table, render_report, sections
 from modnet_prune.report.figures import _pareto_front
 
 
@@ -130,6 +132,26 @@ def test_markdown_and_html_tables_agree(run_dir):
         assert "| " + " | ".join(row) + " |" in markdown
     html_rows = _page(run_dir).tables[0][2:]
     assert html_rows == table.rows
+
+
+@pytest.mark.slow
+def test_markdown_and_html_say_one_headline_in_one_section_list(run_dir):
+    summary = json.loads((run_dir / "summary.json").read_text())
+    markdown, page = (run_dir / "report.md").read_text(), (run_dir / "report.html").read_text()
+    titles = [s.title for s in sections(summary, {"pareto", "samples", "curves", "widths"})]
+    assert [line[3:] for line in markdown.splitlines() if line.startswith("## ")] == titles
+    assert [html.unescape(t) for t in re.findall(r"<h2>(.*?)</h2>", page)] == titles
+    teacher, student = summary["models"]
+    [headline] = headlines(summary)
+    facts = {what: value for value, what in headline.facts}
+    assert facts["of the teacher's inference MACs"] == f"{100 * student['macs_fraction']:.1f}%"
+    mad = student["metrics"]["whole"]["mad"] / teacher["metrics"]["whole"]["mad"]
+    assert next(v for w, v in facts.items() if w.startswith("the teacher's held-out MAD")) == \
+        f"{mad:.2f}×"
+    for value, what in headline.facts:
+        assert f"{value} {what}" in markdown
+        assert (f'<div class="value">{html.escape(value)}</div>'
+                f'<div class="label">{html.escape(what)}</div>') in page
 
 
 @pytest.mark.slow

@@ -9,7 +9,8 @@ import modnet_prune as mp
 from modnet_prune.data import open_dataset
 from modnet_prune.errors import UserError
 from modnet_prune.train import bn, recalibrate_bn
-from modnet_prune.train.compress import CompressConfig, compress, inference_macs, iteration_files
+from modnet_prune.graph.cost import inference_macs
+from modnet_prune.train.compress import CompressConfig, compress, iteration_files
 from modnet_prune.train.rundir import RunDir
 
 from helpers import cfg, divided_arch, run_cli, same_state, torchrun

@@ -7,8 +7,8 @@ from ..model import MODNet
 from ..model.io import load
 from ..prune import describe_groups
 from ..model.inputs import parse_size
-from ..report.analysis import analyze
-from ..report.render import render_analysis
+from ..measure.costs import model_costs
+from ..report.render import render_costs
 from .common import print_json
 from .prune import print_groups
 
@@ -31,9 +31,9 @@ def run(args) -> int:
         groups = describe_groups(model, size)
         print_json(groups) if args.json else print_groups(groups, Console())
         return 0
-    report = analyze(model, size, path=args.checkpoint)
+    report = model_costs(model, size, path=args.checkpoint)
     if args.json:
         print_json(report)
     else:
-        render_analysis(report, Console(), top=args.top)
+        render_costs(report, Console(), top=args.top)
     return 0

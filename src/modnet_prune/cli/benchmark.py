@@ -7,7 +7,7 @@ from rich.console import Console
 
 from ..deploy.runtime import RUNTIMES
 from ..errors import UserError
-from ..report.benchmark import benchmark, benchmark_many
+from ..measure.benchmark import benchmark, benchmark_many
 from ..report.render import render_benchmark, render_benchmark_runs
 from .common import print_json
 

@@ -6,8 +6,8 @@ from rich.table import Table
 
 from ..deploy.onnx_export import GRAPHS
 from ..prune.latency import FEATURES
-from ..report.benchmark import default_threads
-from ..report.latency import PRECISIONS, PROFILED_RUNTIMES, cache_path, latency_model, target_for
+from ..measure.benchmark import default_threads
+from ..measure.latency import PRECISIONS, PROFILED_RUNTIMES, cache_path, latency_model, target_for
 from .common import print_json
 
 

@@ -55,7 +55,7 @@ def run(args) -> int:
     model, metadata = load(args.checkpoint, with_metadata=True)
     latency = None
     if args.target_latency is not None:
-        from ..report.latency import latency_model
+        from ..measure.latency import latency_model
         latency, _ = latency_model(target_of(args), progress=not args.json)
     result = prune(model, ratio=args.ratio, target_macs=args.target_macs,
                    target_latency=args.target_latency, plan=args.plan,
@@ -63,7 +63,7 @@ def run(args) -> int:
                    round_to=args.round_to, min_channels=args.min_channels,
                    size=(args.size, args.size), data=data, verify=args.verify, latency=latency)
     if latency is not None:
-        from ..report.latency import measured_latency
+        from ..measure.latency import measured_latency
         measured = measured_latency(model, [result.model], latency.target, repeat=args.repeat,
                                     progress=not args.json)
         result.latency["measured_ms"] = {"before": measured["teacher_ms"],

@@ -1,4 +1,4 @@
-"""`analyze(model, *inputs)`: trace with torch.fx, propagate channel labels, build groups."""
+"""`channel_graph(model, *inputs)`: trace with torch.fx, propagate channel labels, build groups."""
 from __future__ import annotations
 
 import inspect
@@ -30,7 +30,7 @@ def trace(model: nn.Module, concrete_args: dict | None = None) -> fx.GraphModule
 
 
 @torch.no_grad()
-def analyze(model: nn.Module, *inputs: torch.Tensor,
+def channel_graph(model: nn.Module, *inputs: torch.Tensor,
             concrete_args: dict | None = None) -> ChannelGraph:
     """Channel groups of `model`, found by running its fx graph once on `inputs`.
 
@@ -66,5 +66,5 @@ def _placeholder_values(model: nn.Module, gm: fx.GraphModule, inputs: tuple,
         elif node.args:
             values.append(node.args[0])  # the default value of that argument
         else:
-            raise UserError(f"analyze: no input given for argument `{node.target}`")
+            raise UserError(f"channel graph: no input given for argument `{node.target}`")
     return values

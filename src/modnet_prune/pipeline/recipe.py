@@ -27,7 +27,7 @@ from ..deploy.quantize import (DEFAULT_BUDGET, DEFAULT_COUNT, DEFAULT_HOLDOUT, D
 from ..prune import CRITERIA
 from ..prune.allocate import PLAN_DECISIONS
 from ..prune.threshold import THRESHOLD
-from ..prune.api import ALLOCATIONS
+from ..prune.api import ALLOCATIONS, AMOUNTS
 from ..checks import AT_LEAST_ONE, COUNT, KEEP_FRACTION, RATIO
 from ..model.inputs import check_size
 from ..train.loop import FINETUNE, OPTIMIZERS, check_ranges
@@ -35,7 +35,7 @@ from ..train.losses import DistillWeights
 from ..train.schedule import LR_SCHEDULES, PRUNE_SCHEDULES
 
 DEFAULT_TEACHER = "models/modnet-synthetic.safetensors"
-PRUNE_METHODS = ("target_macs", "target_latency", "plan", "ratio", "none")
+PRUNE_METHODS = (*AMOUNTS, "none")  # a method's amount is the PruneSpec field of its name
 RUNTIMES = ("torch", "onnxruntime")
 
 
@@ -314,8 +314,7 @@ def _validate_prune(p: PruneSpec) -> None:
     _one_of(p.criterion, CRITERIA, "prune.criterion")
     _one_of(p.allocation, ALLOCATIONS, "prune.allocation")
     _one_of(p.schedule, PRUNE_SCHEDULES, "prune.schedule")
-    given = {k: getattr(p, k) for k in ("target_macs", "target_latency", "plan", "ratio")
-             if getattr(p, k) is not None}
+    given = {k: getattr(p, k) for k in AMOUNTS if getattr(p, k) is not None}
     if p.method == "none":
         _need(not given, f"prune.{next(iter(given), '')}", "prune.method none takes no amount")
     else:

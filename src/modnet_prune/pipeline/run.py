@@ -47,10 +47,10 @@ from ..deploy.web import build_site, ort_missing
 from ..metrics import AGREEMENT, evaluate, reference_mattes
 from ..model.io import load, read_train_sizes, save, untrained_size_warning
 from ..model.shipped import synthetic_teacher_note, trained_on_synthetic
-from ..files import remove_stale_temps, sha256_file, write_atomic, write_json
-from ..report.analysis import analyze
-from ..report.benchmark import benchmark_many, default_threads
-from ..report.latency import latency_model, target_for
+from ..files import remove_stale_temps, sha256_file, write_json
+from ..measure.costs import model_costs
+from ..measure.benchmark import benchmark_many, default_threads
+from ..measure.latency import latency_model, target_for
 from ..report.document import render_report
 from ..train import Context, TrainConfig, fit
 from ..train.compress import CompressConfig, compress, iteration_files
@@ -373,7 +373,7 @@ def stage_evaluate(run: Run) -> dict:
             deployed = result
         arch = model.arch.to_json()
         if arch not in costs:
-            costs[arch] = analyze(model, r.sizes.benchmark)
+            costs[arch] = model_costs(model, r.sizes.benchmark)
         cost = {**costs[arch], "file_bytes": os.path.getsize(path)}
         scored[role] = {
             "label": label, "checkpoint": str(path), "sha256": sha256_file(path),

@@ -3,9 +3,9 @@
 `prune(model, ratio=... | target_macs=... | plan=...)` returns a `PruneResult` whose
 `.model` is physically smaller; `describe_groups(model)` lists the channel groups.
 """
-from .api import PruneResult, analyze_model, describe_groups, prune
+from .api import PruneResult, describe_groups, model_graph, prune
 from .importance import CRITERIA, importance
 from .verify import ExactnessError, check_exact, max_difference
 
-__all__ = ["CRITERIA", "ExactnessError", "PruneResult", "analyze_model", "check_exact",
-           "describe_groups", "importance", "max_difference", "prune"]
+__all__ = ["CRITERIA", "ExactnessError", "PruneResult", "check_exact", "describe_groups",
+           "importance", "max_difference", "model_graph", "prune"]

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..checks import KEEP_FRACTION, RATIO
 from ..errors import UserError
-from ..graph import ChannelGraph, analyze
+from ..graph import ChannelGraph, channel_graph
 from ..graph.cost import count_params, layer_costs
 from ..graph.macs import MacModel
 from . import allocate
@@ -22,6 +22,7 @@ from .surgery import shrink
 from .verify import check_exact
 
 ALLOCATIONS = ("uniform", "global")
+AMOUNTS = ("target_macs", "target_latency", "plan", "ratio")  # `prune`'s ways to say how much
 
 
 @dataclass
@@ -59,11 +60,12 @@ class PruneResult:
         }
 
 
-def analyze_model(model: nn.Module, harness: Harness | None = None) -> ChannelGraph:
-    """Channel groups of `model`, traced on small inputs with every output enabled."""
+def model_graph(model: nn.Module, harness: Harness | None = None) -> ChannelGraph:
+    """The channel graph of `model` as pruning sees it: `graph.channel_graph` on the small
+    inputs its harness makes, every output enabled (MODNet: all three heads)."""
     harness = harness or harness_for(model)
     inputs = harness.make(model, harness.analysis_size)
-    return analyze(model, *inputs, concrete_args=harness.full or None)
+    return channel_graph(model, *inputs, concrete_args=harness.full or None)
 
 
 def mac_model(graph: ChannelGraph, model: nn.Module, harness: Harness,
@@ -102,7 +104,7 @@ def prune(model: nn.Module, *, ratio: float | None = None, target_macs: float | 
     harness = harness_for(model, inputs)
     size = harness.check_size(size)
     widths = allocate.Widths(round_to, min_channels)
-    graph = analyze_model(model, harness)
+    graph = model_graph(model, harness)
     macs = mac_model(graph, model, harness, size)
     ms = latency_cost(model, graph, harness, latency) if latency else None
     if how["mode"] in ("target_macs", "target_latency"):
@@ -138,10 +140,11 @@ def latency_cost(model: nn.Module, graph: ChannelGraph, harness: Harness,
 
 
 def _allocation(ratio, target_macs, target_latency, plan, allocation: str) -> dict:
-    given = [k for k, v in (("ratio", ratio), ("target_macs", target_macs),
-                            ("target_latency", target_latency), ("plan", plan)) if v is not None]
+    values = {"ratio": ratio, "target_macs": target_macs, "target_latency": target_latency,
+              "plan": plan}
+    given = [k for k in AMOUNTS if values[k] is not None]
     if len(given) != 1:
-        raise UserError("give exactly one of ratio, target_macs, target_latency, plan"
+        raise UserError(f"give exactly one of {', '.join(AMOUNTS)}"
                         + (f" (got {', '.join(given)})" if given else ""))
     if allocation not in ALLOCATIONS:
         raise UserError(f"unknown allocation {allocation!r}; choose uniform or global")
@@ -168,7 +171,7 @@ def smallest_fraction(model: nn.Module, round_to: int = 8, min_channels: int = 1
     smallest width `round_to`/`min_channels` allow: no MACs target below it is reachable."""
     harness = harness_for(model)
     size = harness.check_size(size)
-    graph, widths = analyze_model(model, harness), allocate.Widths(round_to, min_channels)
+    graph, widths = model_graph(model, harness), allocate.Widths(round_to, min_channels)
     macs = mac_model(graph, model, harness, size)
     return allocate.smallest(graph, macs, widths) / macs.full
 
@@ -208,7 +211,7 @@ def describe_groups(model: nn.Module, size: tuple[int, int] | int = (512, 512),
     channel at `size`. A member's `span` is its [start, end) channels when contiguous."""
     harness = harness_for(model, inputs)
     size = harness.check_size(size)
-    graph = analyze_model(model, harness)
+    graph = model_graph(model, harness)
     macs = mac_model(graph, model, harness, size)
     return [{"name": g.name, "width": g.width, "prunable": g.prunable,
              "blockers": list(g.blockers), "members": [_member_dict(m) for m in g.members],

@@ -9,7 +9,7 @@ resolution, norms, resizes and concats are priced by the memory they touch. The 
 with kinds dense (k x k), pointwise (1 x 1), depthwise and linear. The element terms stand for
 everything that runs on a layer's input and output tensors (norms, activations, the resizes
 and concats that feed it, layout changes). The coefficients are fitted to whole-model timings
-of random-width prunes (`LatencyModel.fit`; the measuring lives in `report.latency`, above
+of random-width prunes (`LatencyModel.fit`; the measuring lives in `measure.latency`, above
 this layer); `LatencyCost` is the currency `allocate.by_cost` spends, with the interface of
 `graph.macs.MacModel` (`full`, `total(removed)`, `saving(removed, group, more)`).
 """

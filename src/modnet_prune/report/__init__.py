@@ -1,4 +1,2 @@
-"""Measurements of models: exact cost analysis and side-by-side latency benchmarks."""
-from .analysis import analyze
-
-__all__ = ["analyze"]
+"""Presentation of measured numbers: the pipeline's Markdown/HTML report and figures, and
+the console tables of `analyze` and `benchmark`. Nothing here measures (see `measure/`)."""

@@ -1,8 +1,9 @@
 """report.md and a self-contained report.html from a pipeline `summary.json`.
 
-Both documents are built from the same tables (`Table`: column headers plus formatted
-cells), so the Markdown and the HTML never disagree; the HTML embeds every figure as a
-base64 PNG and carries its own CSS, so it opens anywhere with no other file.
+Both documents render one list of sections (`sections`: tables of column headers plus
+formatted cells, figures, notes) and one headline per student (`headlines`), so the
+Markdown and the HTML never disagree; the HTML embeds every figure as a base64 PNG and
+carries its own CSS, so it opens anywhere with no other file.
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ ORIGIN_ROWS = (
      "file_kb": 7213, "latency_s": (0.54, 0.56, 0.54)},
 )
 METRIC_NAMES = ("mse", "mad", "sad", "grad", "conn")
-# The figures of both reports, in order: (figure key, section title).
+
+
 @dataclass
 class Table:
     headers: list[str]
@@ -176,29 +178,38 @@ def environment_table(summary: dict) -> Table:
 
 # --------------------------------------------------------------------------- text
 
-def _headline(summary: dict) -> list[str]:
+@dataclass(frozen=True)
+class Headline:
+    """One student against the teacher, in (value, what it is) facts: computed once, shown
+    as a line of report.md and as cards of report.html."""
+
+    label: str
+    facts: list[tuple[str, str]]
+    where: str                        # where speed and accuracy were measured
+
+
+def headlines(summary: dict) -> list[Headline]:
     teacher = next(m for m in summary["models"] if m["role"] == "teacher")
-    lines = []
-    for m in summary["models"]:
-        if m["role"] == "teacher":
-            continue
-        parts = [f"**{m['label']}**: {_percent(m['macs_fraction'])} of the teacher's MACs, "
-                 f"{m['params'] / teacher['params']:.0%} of its parameters"]
+    t_mad = (teacher.get("metrics") or {}).get("whole", {}).get("mad")
+    where = f"speed at {size_text(summary['size'])}, accuracy at {deploy_size_text(summary)}"
+    found = []
+    for m in (m for m in summary["models"] if m["role"] == "student"):
+        facts = [(_percent(m["macs_fraction"]), "of the teacher's inference MACs"),
+                 (f"{m['params'] / teacher['params']:.0%}", "of its parameters")]
         for runtime, name in (("onnxruntime", "ONNX Runtime"), ("torch", "PyTorch")):
             if m.get("speedup", {}).get(runtime):
-                parts.append(f"{_times(m['speedup'][runtime])} faster with {name}")
-        t_mad = (teacher.get("metrics") or {}).get("whole", {}).get("mad")
+                facts.append((_times(m["speedup"][runtime]), f"faster with {name}"))
         whole = (m.get("metrics") or {}).get("whole", {})
         s_mad = whole.get("mad")
         if not _against_truth(summary) and s_mad is not None:
-            parts.append(f"held-out agreement with the teacher: MAD {_metric(s_mad)}, IoU at 0.5 "
-                         f"{_metric(whole.get('iou'))}, boundary |Δα| {_metric(whole.get('boundary'))}")
+            facts += [(_metric(s_mad), "held-out MAD against the teacher's mattes"),
+                      (_metric(whole.get("iou")), "IoU with the teacher's masks at 0.5"),
+                      (_metric(whole.get("boundary")), "boundary |Δα| against the teacher")]
         elif t_mad and s_mad is not None:
-            parts.append(f"held-out MAD {_metric(s_mad)} vs {_metric(t_mad)} "
-                         f"({s_mad / t_mad:.2f}× the teacher's)")
-        lines.append(", ".join(parts) + f"; speed at {size_text(summary['size'])}, accuracy at "
-                     f"{deploy_size_text(summary)}.")
-    return lines
+            facts.append((f"{s_mad / t_mad:.2f}×", f"the teacher's held-out MAD "
+                          f"({_metric(s_mad)} vs {_metric(t_mad)})"))
+        found.append(Headline(m["label"], facts, where))
+    return found
 
 
 def _against_truth(summary: dict) -> bool:
@@ -242,14 +253,6 @@ def _notes(summary: dict) -> list[str]:
     return notes
 
 
-def _sections(summary: dict) -> tuple[tuple[str, str], ...]:
-    """(figure key, title) of the figure sections, each title saying its size."""
-    return (("pareto", f"Accuracy vs compute (MAD at {eval_size_text(summary)})"),
-            ("samples", f"Sample mattes (held-out, at {deploy_size_text(summary)})"),
-            ("curves", f"Training (held-out MAD at {eval_size_text(summary)})"),
-            ("widths", "Per-layer widths"))
-
-
 def _int8_notes(summary: dict) -> list[str]:
     q = summary.get("quantization")
     if not q:
@@ -278,6 +281,55 @@ def _web_page(summary: dict) -> tuple[str | None, str]:
     return None, f"No web page: {web['reason']}" if web.get("reason") else ""
 
 
+# --------------------------------------------------------------------------- sections
+
+@dataclass(frozen=True)
+class Figure:
+    key: str                          # of the figures drawn (`render_report`)
+
+
+@dataclass(frozen=True)
+class Folded:
+    """A table the figure above it already shows: report.html folds it away."""
+    label: str
+    table: Table
+
+
+@dataclass(frozen=True)
+class Notes:
+    lines: list[str]
+
+
+@dataclass(frozen=True)
+class Code:
+    text: str                         # JSON
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    blocks: tuple                     # of Table, Figure, Folded, Notes, Code
+
+
+def sections(summary: dict, drawn) -> list[Section]:
+    """Every section of both documents, in order; a figure's section only when `drawn`
+    (the keys of the figures drawn) has it, each title saying its size."""
+    figures = [Section(f"Accuracy vs compute (MAD at {eval_size_text(summary)})",
+                       (Figure("pareto"), Folded("every variant", variants_table(summary)))),
+               Section(f"Sample mattes (held-out, at {deploy_size_text(summary)})",
+                       (Figure("samples"),)),
+               Section(f"Training (held-out MAD at {eval_size_text(summary)})",
+                       (Figure("curves"),)),
+               Section("Per-layer widths",
+                       (Figure("widths"), Folded("table of widths", widths_table(summary))))]
+    return [Section("Results", (main_table(summary), Notes(_notes(summary)))),
+            *(s for s in figures if s.blocks[0].key in drawn),
+            Section("Errors in both regions", (metrics_table(summary),)),
+            Section("Latency", (latency_table(summary),)),
+            Section("Environment", (environment_table(summary),)),
+            Section("Recipe", (Code(json.dumps(summary["recipe"], indent=2)),))]
+
+
 # --------------------------------------------------------------------------- markdown
 
 def markdown_table(table: Table) -> str:
@@ -288,12 +340,27 @@ def markdown_table(table: Table) -> str:
                       *(row(r) for r in table.rows)])
 
 
-def _group_starts(table: Table) -> list[tuple[str, int, int]]:
-    starts, column = [], 0
+def _caption(table: Table) -> str:
+    """What the HTML's header row of column groups says, for Markdown (which has none)."""
+    parts, column = [], 0
     for label, span in table.groups or []:
-        starts.append((label, span, column))
+        if label:
+            parts.append(f"{label}: {', '.join(table.headers[column:column + span])}")
         column += span
-    return starts
+    return "; ".join(parts)
+
+
+def _markdown_block(block, title: str, figure_paths: dict[str, str]) -> list[str]:
+    if isinstance(block, Table):
+        caption = _caption(block)
+        return [*([f"*{caption}.*", ""] if caption else []), markdown_table(block), ""]
+    if isinstance(block, Folded):
+        return [markdown_table(block.table), ""]
+    if isinstance(block, Figure):
+        return [f"![{title}]({figure_paths[block.key]})", ""]
+    if isinstance(block, Notes):
+        return [*(f"- {line}" for line in block.lines), ""]
+    return ["```json", block.text, "```", ""]
 
 
 def render_markdown(summary: dict, figure_paths: dict[str, str]) -> str:
@@ -301,23 +368,13 @@ def render_markdown(summary: dict, figure_paths: dict[str, str]) -> str:
     out = [f"# modnet-prune report: {r['name']}", ""]
     if r.get("description"):
         out += [f"*{r['description']}*", ""]
-    table = main_table(summary)
-    caption = "; ".join(f"{label}: {', '.join(table.headers[i:i + n])}" for label, n, i in
-                        _group_starts(table) if label)
     _, web = _web_page(summary)
-    out += [*(f"- {line}" for line in _headline(summary)), *([f"- {web}"] if web else []), "",
-            "## Results", "",
-            f"*{caption}.*", "", markdown_table(table), "", *(f"- {n}" for n in _notes(summary)), ""]
-    for key, title in _sections(summary):
-        if key in figure_paths:
-            out += [f"## {title}", "", f"![{title}]({figure_paths[key]})", ""]
-            if key == "pareto":
-                out += [markdown_table(variants_table(summary)), ""]
-    out += ["## Errors in both regions", "", markdown_table(metrics_table(summary)), "",
-            "## Latency", "", markdown_table(latency_table(summary)), "",
-            "## Layer widths", "", markdown_table(widths_table(summary)), "",
-            "## Environment", "", markdown_table(environment_table(summary)), "",
-            "## Recipe", "", "```json", json.dumps(r, indent=2), "```", ""]
+    out += [*(f"- **{h.label}**: {', '.join(f'{v} {what}' for v, what in h.facts)}; {h.where}."
+              for h in headlines(summary)), *([f"- {web}"] if web else []), ""]
+    for section in sections(summary, figure_paths):
+        out += [f"## {section.title}", ""]
+        for block in section.blocks:
+            out += _markdown_block(block, section.title, figure_paths)
     return "\n".join(out)
 
 
@@ -385,26 +442,26 @@ def _img(path: Path, alt: str) -> str:
     return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>'
 
 
-def _cards(summary: dict) -> str:
-    teacher = next(m for m in summary["models"] if m["role"] == "teacher")
-    students = [m for m in summary["models"] if m["role"] == "student"]
-    student = students[0] if len(students) == 1 else None
-    if student is None:
-        return ""  # one student: headline cards; several: the table says it
-    t_mad = (teacher.get("metrics") or {}).get("whole", {}).get("mad")
-    s_mad = (student.get("metrics") or {}).get("whole", {}).get("mad")
-    cards = [(_percent(student["macs_fraction"]), "of the teacher's inference MACs"),
-             (f"{student['params'] / teacher['params']:.0%}", "of its parameters")]
-    for runtime, name in (("onnxruntime", "ONNX Runtime"), ("torch", "PyTorch")):
-        if student.get("speedup", {}).get(runtime):
-            cards.append((_times(student["speedup"][runtime]),
-                          f"faster, {name}, at {size_text(summary['size'])}"))
-    if t_mad and s_mad is not None:
-        cards.append((f"{s_mad / t_mad:.2f}×",
-                      f"the teacher's held-out MAD at {deploy_size_text(summary)}"))
-    return '<div class="cards">' + "".join(
-        f'<div class="card"><div class="value">{html.escape(v)}</div>'
-        f'<div class="label">{html.escape(label)}</div></div>' for v, label in cards) + "</div>"
+def _cards(headline: Headline, named: bool) -> str:
+    cards = "".join(f'<div class="card"><div class="value">{html.escape(v)}</div>'
+                    f'<div class="label">{html.escape(what)}</div></div>'
+                    for v, what in headline.facts)
+    name = f"<strong>{html.escape(headline.label)}</strong>: " if named else ""
+    return (f'<div class="cards">{cards}</div>'
+            f'<p class="lede">{name}{html.escape(headline.where)}</p>')
+
+
+def _html_block(block, title: str, figure_files: dict[str, Path]) -> str:
+    esc = html.escape
+    if isinstance(block, Table):
+        return _html_table(block)
+    if isinstance(block, Folded):
+        return f"<details><summary>{esc(block.label)}</summary>{_html_table(block.table)}</details>"
+    if isinstance(block, Figure):
+        return _img(figure_files[block.key], title)
+    if isinstance(block, Notes):
+        return '<ul class="notes">' + "".join(f"<li>{esc(n)}</li>" for n in block.lines) + "</ul>"
+    return f"<pre>{esc(block.text)}</pre>"
 
 
 def render_html(summary: dict, figure_files: dict[str, Path]) -> str:
@@ -413,30 +470,20 @@ def render_html(summary: dict, figure_files: dict[str, Path]) -> str:
     parts = [f"<h1>modnet-prune report: {esc(r['name'])}</h1>"]
     if r.get("description"):
         parts.append(f'<p class="lede">{esc(r["description"])}</p>')
-    parts.append(_cards(summary))
+    found = headlines(summary)
+    parts += [_cards(h, named=len(found) > 1) for h in found]
     web_dir, web = _web_page(summary)
     if web_dir:
         link = f'<a href="{esc(web_dir)}/index.html">{esc(web_dir)}/</a>'
         parts.append(f'<p class="lede">{esc(web).replace(esc(web_dir) + "/", link, 1)}</p>')
     elif web:
         parts.append(f'<p class="lede">{esc(web)}</p>')
-    parts += ["<h2>Results</h2>", _html_table(main_table(summary)),
-              '<ul class="notes">' + "".join(f"<li>{esc(n)}</li>" for n in _notes(summary)) + "</ul>"]
-    for key, title in _sections(summary):
-        if key in figure_files:
-            parts += [f"<h2>{esc(title)}</h2>", _img(figure_files[key], title)]
-            if key == "pareto":
-                parts.append(f"<details><summary>every variant</summary>"
-                             f"{_html_table(variants_table(summary))}</details>")
-            if key == "widths":
-                parts.append(f"<details><summary>table of widths</summary>"
-                             f"{_html_table(widths_table(summary))}</details>")
-    parts += ["<h2>Errors in both regions</h2>", _html_table(metrics_table(summary)),
-              "<h2>Latency</h2>", _html_table(latency_table(summary)),
-              "<h2>Environment</h2>", _html_table(environment_table(summary)),
-              "<h2>Recipe</h2>", f"<pre>{esc(json.dumps(r, indent=2))}</pre>",
-              f"<footer>Generated by modnet-prune {esc(summary['environment'].get('modnet_prune', ''))}"
-              f" on {esc(summary.get('created', ''))} from summary.json.</footer>"]
+    for section in sections(summary, figure_files):
+        parts.append(f"<h2>{esc(section.title)}</h2>")
+        parts += [_html_block(block, section.title, figure_files) for block in section.blocks]
+    parts.append(f"<footer>Generated by modnet-prune "
+                 f"{esc(summary['environment'].get('modnet_prune', ''))} on "
+                 f"{esc(summary.get('created', ''))} from summary.json.</footer>")
     body = "\n".join(parts)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"

@@ -1,4 +1,4 @@
-"""Human-readable tables (rich) for analysis and benchmark results."""
+"""Human-readable tables (rich) of `model_costs` and benchmark results."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -76,7 +76,7 @@ def render_layers(report: dict, console: Console, top: int = 20) -> None:
     console.print(table)
 
 
-def render_analysis(report: dict, console: Console, top: int = 20) -> None:
+def render_costs(report: dict, console: Console, top: int = 20) -> None:
     render_summary(report, console)
     render_parts(report, console)
     render_layers(report, console, top)

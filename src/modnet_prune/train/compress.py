@@ -27,11 +27,11 @@ from torch.utils.data import Dataset
 
 from ..checks import AT_LEAST_ONE
 from ..errors import UserError
-from ..graph.cost import count_params, layer_costs
+from ..graph.cost import count_params, inference_macs
 from ..metrics import evaluate
 from ..model.inputs import check_size
 from ..model.io import load, save
-from ..files import write_atomic, write_json
+from ..files import write_json
 from .distributed import Context, barrier
 from .loop import TrainConfig, fit, labeled
 from .prune_step import StepFiles, StepOptions, prune_step
@@ -117,12 +117,6 @@ class CompressResult:
     out: Path
     files: list[IterationFiles]     # of the finished iterations, in order
     model_path: Path | None         # the final student (None when stopped)
-
-
-def inference_macs(model: nn.Module, size: int) -> int:
-    device = next(model.parameters()).device
-    return sum(c.macs for c in layer_costs(model, torch.zeros(1, 3, size, size, device=device)))
-
 
 
 def cost(model: nn.Module, cc: CompressConfig, latency: LatencyModel | None) -> float:

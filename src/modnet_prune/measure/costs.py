@@ -1,21 +1,21 @@
-"""Exact cost of a MODNet: unique params, conv+linear MACs per part and per layer, bytes.
+"""`model_costs`: the exact cost of a MODNet, unique params, conv+linear MACs per part and
+per layer, bytes (what `modnet-prune analyze` prints and the pipeline reports).
 
 Costs come from `graph.cost.layer_costs` run on a shape-only (meta-device) copy of the
-model, so any input size costs the same fraction of a second and needs no activation
-memory. Parts are the top-level modules (`backbone`, `lr_branch`, `hr_branch`,
+model (`graph.cost.shape_only`), so any input size costs the same fraction of a second
+and needs no activation memory. Parts are the top-level modules (`backbone`, `lr_branch`, `hr_branch`,
 `f_branch`); the shared backbone is listed once, under `backbone`, so `lr_branch` means
 the LR branch without it. Only the layers that run for the matte count in `macs`; the
 training-only heads appear with `macs` 0 and their cost in `macs_train`.
 """
 from __future__ import annotations
 
-import copy
 import os
 
 import torch
 from torch import nn
 
-from ..graph.cost import count_params, layer_costs
+from ..graph.cost import count_params, layer_costs, shape_only
 from ..model.inputs import Size, parse_size
 
 
@@ -45,13 +45,8 @@ def _layout(module: nn.Module) -> str:
     return text + (f" s{s}" if s > 1 else "")
 
 
-def _shape_only(model: nn.Module) -> nn.Module:
-    """A copy on the meta device: forward passes propagate shapes without computing."""
-    return copy.deepcopy(model).to("meta")
-
-
 def _layers(model: nn.Module, size: Size) -> list[dict]:
-    meta = _shape_only(model)
+    meta = shape_only(model)
     img = torch.zeros(1, 3, *size, device="meta")
     inference = {c.name: c.macs for c in layer_costs(meta, img)}
     training = layer_costs(meta, img, inference=False)
@@ -84,7 +79,7 @@ def _parts(model: nn.Module, layers: list[dict], macs: int) -> dict[str, dict]:
     return parts
 
 
-def analyze(model: nn.Module, size: int | str | Size = 512,
+def model_costs(model: nn.Module, size: int | str | Size = 512,
             path: str | os.PathLike | None = None) -> dict:
     """Params, MACs (inference and training graph), per-part and per-layer costs, bytes.
 

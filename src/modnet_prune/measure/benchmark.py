@@ -126,7 +126,7 @@ def rss_probe(argv: Sequence[str]) -> None:
 
 def peak_rss_mb(path: str, runtime: str, size: Size, threads: int) -> float:
     """Peak RSS of a fresh process that runs `path` alone (path "" = imports only)."""
-    code = "import sys; from modnet_prune.report.benchmark import rss_probe; rss_probe(sys.argv[1:])"
+    code = "import sys; from modnet_prune.measure.benchmark import rss_probe; rss_probe(sys.argv[1:])"
     args = [path, runtime, str(size[0]), str(size[1]), str(threads)]
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
     if done.returncode != 0:

@@ -1,14 +1,15 @@
 """Measuring a deployment target's latency model (`modnet-prune profile`) and the measured
 latency of a prune beside its prediction.
 
-A profile (`measure`, then `fit`) times random-width prunes of the official MODNet (random
-weights: latency depends on the widths only) in ONNX Runtime, each chunk interleaved with
-the unpruned model in one process, so a busy machine slows all alike. Models are exported
-as `modnet-prune export` writes them (dynamic shapes; the target's graph, fused by default)
-and run on ONNX Runtime's CPU provider. Each prune's milliseconds are its median per-round ratio to the unpruned model
-times the unpruned model's median. The per-layer cost
-model of `prune.latency` is fitted to the first `samples` prunes and its error measured on
-`held_out` further ones, beside the error of "latency is proportional to MACs".
+A profile (`time_random_prunes`, then `fit_latency_model`) times random-width prunes of
+the official MODNet (random weights: latency depends on the widths only) in ONNX
+Runtime, each chunk interleaved with the unpruned model in one process, so a busy
+machine slows all alike. Models are exported as `modnet-prune export` writes them
+(dynamic shapes; the target's graph, fused by default) and run on ONNX Runtime's CPU
+provider. Each prune's milliseconds are its median per-round ratio to the unpruned model
+times the unpruned model's median. The per-layer cost model of `prune.latency` is fitted
+to the first `samples` prunes and its error measured on `held_out` further ones, beside
+the error of "latency is proportional to MACs".
 
 Models are cached per target under $XDG_CACHE_HOME/modnet-prune/latency (default
 ~/.cache/modnet-prune/latency), one JSON file each, rebuilt on request.
@@ -35,7 +36,7 @@ from ..deploy.runtime import OnnxRuntime
 from ..errors import UserError
 from ..files import package_version, write_json
 from ..model import Arch, MODNet
-from ..prune import analyze_model, prune
+from ..prune import model_graph, prune
 from ..prune.allocate import Widths
 from ..prune.latency import LatencyModel, Target, features, layer_shapes
 from .benchmark import cpu_model, interleaved_times, pair_ratio
@@ -75,7 +76,7 @@ def cache_path(target: Target) -> Path:
 def latency_model(target: Target, rebuild: bool = False, progress: bool = True,
                   **options) -> tuple[LatencyModel, bool]:
     """The cached model of `target`, or a new one measured now (and cached with its raw
-    measurements); the flag says whether it was measured now. `options` go to `measure`."""
+    measurements); the flag says whether it was measured now. `options` go to `time_random_prunes`."""
     path = cache_path(target)
     if path.is_file() and not rebuild:
         try:
@@ -87,8 +88,8 @@ def latency_model(target: Target, rebuild: bool = False, progress: bool = True,
     if progress:
         tqdm.write(f"measuring the latency model of {target.label()} (minutes; cached in "
                    f"{path.parent})", file=sys.stderr)
-    rows = measure(target, progress=progress, **options)
-    model = fit(target, rows)
+    rows = time_random_prunes(target, progress=progress, **options)
+    model = fit_latency_model(target, rows)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, {**model.to_dict(), "measurements": rows})
     return model, True
@@ -99,7 +100,7 @@ def random_plans(count: int, seed: int, round_to: int = 8) -> list[dict[str, dic
     draws a level in [0.05, 1], each group keeps about that share of its width (log-normal
     jitter), rounded to an allowed width, so prunes range from lightly to very thin and
     from even to lopsided."""
-    graph = analyze_model(MODNet(Arch()).eval())
+    graph = model_graph(MODNet(Arch()).eval())
     widths, rng = Widths(round_to), np.random.default_rng(seed)
     plans = []
     for _ in range(count):
@@ -115,8 +116,8 @@ def random_plans(count: int, seed: int, round_to: int = 8) -> list[dict[str, dic
     return plans
 
 
-def measure(target: Target, samples: int = 30, held_out: int = 10, repeat: int = 4,
-            seed: int = 0, progress: bool = True) -> list[dict]:
+def time_random_prunes(target: Target, samples: int = 30, held_out: int = 10, repeat: int = 4,
+                       seed: int = 0, progress: bool = True) -> list[dict]:
     """Time the unpruned official MODNet and `samples + held_out` random prunes of it on
     `target`: rows {"plan", "ms", "held_out"}, the unpruned model first (plan {})."""
     if samples < 16 or held_out < 1 or repeat < 1:
@@ -132,7 +133,7 @@ def measure(target: Target, samples: int = 30, held_out: int = 10, repeat: int =
             for i, (plan, t) in enumerate(zip([{}, *plans], ms))]
 
 
-def fit(target: Target, rows: Sequence[dict]) -> LatencyModel:
+def fit_latency_model(target: Target, rows: Sequence[dict]) -> LatencyModel:
     """The latency model fitted to the rows not held out, with its error on the others."""
     reference = MODNet(Arch()).eval()
     x = torch.zeros(1, 3, *target.size)
