@@ -193,7 +193,7 @@ def cached_target(tmp_path, monkeypatch):
     def no_measuring(*args, **kwargs):
         raise AssertionError("the target was profiled although a model is cached")
 
-    monkeypatch.setattr(profiling, "measure", no_measuring)
+    monkeypatch.setattr(profiling, "time_random_prunes", no_measuring)
     target = profiling.target_for(threads=1, size=64)
     path = profiling.cache_path(target)
     path.parent.mkdir(parents=True)
@@ -236,7 +236,7 @@ def test_damaged_cache_is_measured_again(cached_target, monkeypatch):
     path = profiling.cache_path(cached_target.target)
     path.write_text("{not json")
     rows = [{"plan": {}, "ms": 10.0, "held_out": False}, {"plan": {}, "ms": 10.0, "held_out": True}]
-    monkeypatch.setattr(profiling, "measure", lambda *a, **k: rows)
+    monkeypatch.setattr(profiling, "time_random_prunes", lambda *a, **k: rows)
     model, measured_now = profiling.latency_model(cached_target.target, progress=False)
     assert measured_now and model.error["held_out"] == 1
     assert json.loads(path.read_text())["measurements"] == rows
