@@ -239,9 +239,10 @@ def stage_prune(run: Run) -> dict:
                           calibration_batches=p.calibration_batches,
                           recalibrate_bn=r.recalibrate_bn, batch_size=r.finetune.batch_size,
                           seed=r.seed)
+    sizes = run.teacher_train_sizes()  # pruning keeps the teacher's weights
     step = prune_step(run.teacher(), {p.method: getattr(p, p.method)}, run.out, run.train_set(),
-                      options, latency=run.latency(),  # pruning keeps the teacher's weights:
-                      metadata={"recipe": r.name, "train_sizes": run.teacher_train_sizes()})
+                      options, latency=run.latency(), device=run.ctx.device,
+                      metadata={"recipe": r.name, "train_sizes": sizes})
     record = {"method": p.method, "iterative": False, "prune": step.details,
               "pruned": _relative(run, step.pruned)}
     if step.recalibrated:

@@ -219,10 +219,9 @@ def _pruned(model: nn.Module, target: float, at: IterationFiles, cc: CompressCon
                               min_channels=cc.min_channels, size=cc.cost_size,
                               recalibrate_bn=tc.recalibrate_bn, batch_size=tc.batch_size,
                               seed=tc.seed)
-        prune_step(model, amount, at.folder, data, options, latency=latency,
-                   metadata={"train_sizes": train_sizes, **(
-                       {"target_macs": target} if latency is None else
-                       {"target_latency_ms": target})})
+        target_key = "target_macs" if latency is None else "target_latency_ms"
+        prune_step(model, amount, at.folder, data, options, latency=latency, device=ctx.device,
+                   metadata={"train_sizes": train_sizes, target_key: target})
     barrier(ctx)
     if tc.recalibrate_bn and not at.recalibrated.exists():
         return load(at.pruned), tc  # a folder of an older version, BN left to fit: as then

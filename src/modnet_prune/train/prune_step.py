@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -82,12 +83,12 @@ class PruneStep:
 
 def prune_step(model: nn.Module, amount: Mapping, folder: str | Path, train_set: Dataset,
                options: StepOptions, *, latency: LatencyModel | None = None,
-               metadata: Mapping | None = None) -> PruneStep:
+               metadata: Mapping | None = None, device: torch.device | str = "cpu") -> PruneStep:
     """Prune a copy of `model` by `amount` (one of `prune`'s: {"ratio": r}, {"target_macs":
-    f}, {"target_latency": f} with `latency`, {"plan": p}), re-estimate BN statistics of a
-    copy of the result on `options.recalibrate_bn` seeded batches of `train_set`, and save
-    both into `folder` (an existing folder), each with `metadata` (e.g. train_sizes).
-    `model` is untouched (it may be the teacher, on any device)."""
+    f}, {"target_latency": f} with `latency`, {"plan": p}) on the CPU, re-estimate BN
+    statistics of a copy of the result on `device` from `options.recalibrate_bn` seeded
+    batches of `train_set`, and save both into `folder` (an existing folder), each with
+    `metadata` (e.g. train_sizes). `model` is untouched (it may be the teacher, anywhere)."""
     files = StepFiles(Path(folder))
     o = options
     data = (image_batches(train_set, o.calibration_batches, o.batch_size, o.seed)
@@ -97,7 +98,7 @@ def prune_step(model: nn.Module, amount: Mapping, folder: str | Path, train_set:
                    min_channels=o.min_channels, size=(o.size, o.size), data=data, seed=o.seed)
     details, metadata, used = result.to_dict(), dict(metadata or {}), None
     if o.recalibrate_bn:
-        recalibrated = copy.deepcopy(result.model)
+        recalibrated = copy.deepcopy(result.model).to(device)
         used = recalibrate_bn(recalibrated, train_set, o.recalibrate_bn, o.batch_size, o.seed)
         save(recalibrated.eval(), files.recalibrated, recalibrated_batches=used, **metadata)
     save(result.model, files.pruned, prune=details, **metadata)
