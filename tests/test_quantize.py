@@ -95,6 +95,8 @@ def test_int8_graph_holds_int8_weights_and_qdq_nodes(tiny):
     meta = {p.key: p.value for p in proto.metadata_props}
     assert meta["precision"] == "int8" and json.loads(meta["int8_kept_float"]) == []
     assert float(meta["int8_delta_mean"]) == pytest.approx(report.delta_mean, rel=1e-5)
+    assert float(meta["int8_fp32_noise_floor"]) == pytest.approx(report.noise_floor, rel=1e-5)
+    assert report.noise_floor > 0
     assert meta["int8_calibration"].startswith(DATA) and meta["arch"]
 
 
@@ -148,10 +150,40 @@ def test_tight_budget_keeps_the_fewest_sensitive_nodes_float(tmp_path):
 
 def test_unreachable_budget_is_refused_and_nothing_written(tmp_path):
     model = conv_net(tmp_path / "net.onnx")
-    with pytest.raises(UserError, match=r"cannot meet --budget 1e-12: the best mean"):
+    with pytest.raises(UserError, match=r"cannot meet --budget 1e-12: the best mean.*1 grey level "
+                                        r"of input noise moves the fp32 matte by \d"):
         q.quantize_model(model, DATA, tmp_path / "out.onnx", count=4, holdout=2, size=SIZE,
                          budget=1e-12, capability=VNNI)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["net.onnx"]
+
+
+def half_channel_net(path):
+    """matte = 0.5 * image[:, :1] + 0.5 (in [0, 1]): a model whose noise floor is known by hand."""
+    nodes = [helper.make_node("Slice", ["image", "start", "end", "axis"], ["red"], name="red"),
+             helper.make_node("Mul", ["red", "half"], ["scaled"], name="scale"),
+             helper.make_node("Add", ["scaled", "half"], ["matte"], name="shift")]
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n)
+             for n, v in (("start", [0]), ("end", [1]), ("axis", [1]))]
+    inits.append(numpy_helper.from_array(np.array(0.5, np.float32), "half"))
+    graph = helper.make_graph(
+        nodes, "half_channel",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+        [helper.make_tensor_value_info("matte", TensorProto.FLOAT, ["n", 1, "h", "w"])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return OnnxRuntime(path)
+
+
+def test_noise_floor_is_the_models_response_to_one_grey_level(tmp_path):
+    fp32 = half_channel_net(tmp_path / "half.onnx")
+    rng = np.random.default_rng(1)  # away from -1 and 1: no clipping
+    heldout = [rng.uniform(-0.9, 0.9, (1, 3, 64, 64)).astype(np.float32) for _ in range(2)]
+    reference = [fp32(x) for x in heldout]
+    # -1, 0, +1 levels equally likely: E|noise| = 2/3 of a level (2/255 in network units)
+    expected = 0.5 * (2 / 255) * (2 / 3)
+    assert q.noise_floor(fp32, reference, heldout) == pytest.approx(expected, rel=0.03)
+    assert q.noise_floor(fp32, reference, heldout, seed=5) != q.noise_floor(fp32, reference, heldout)
 
 
 def test_cpu_capability_from_flags():

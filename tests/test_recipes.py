@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from modnet_prune.pipeline.recipe import RecipeError, load_recipe, recipe_from_dict
+from modnet_prune.pipeline.run import train_config
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 BENCHMARK_RECIPES = ("seed-v2", "modnet-p", "ours-50", "ours-25")
@@ -98,6 +99,10 @@ def test_modnet_p_plan_decides_every_group_as_modnet_p_does():
     ({"distill": {"matte": True}}, "distill.matte: expected float, got bool True"),
     ({"distill": {"kd": 1.0}}, "distill.kd: unknown key"),
     ({"sizes": {"train": 100}}, "sizes.train 100: must be a positive multiple of 32"),
+    ({"finetune": {"multi_size": [128, 100]}}, "finetune.multi_size[1] 100: must be a positive"),
+    ({"finetune": {"multi_size": [256]}}, "finetune.multi_size[0]: 256 is larger than sizes.train"),
+    ({"finetune": {"multi_size": 128}}, "finetune.multi_size: expected list, got int 128"),
+    ({"finetune": {"multi_size": ["128"]}}, "finetune.multi_size[0]: expected int, got str"),
     ({"data": {"train": "synthetic:100@128+seed0", "eval": "synthetic:10@128+seed95"}},
      "data.eval: seeds 95..104 overlap the training seeds 0..99"),
     ({"data": {"train": "synthetic:100@128", "eval": "synthetic:10@128"}}, "data.eval: seeds 0..9 overlap"),
@@ -139,6 +144,16 @@ def test_defaults_types_and_budget_override(tmp_path):
         recipe.with_budget(8)
     assert recipe_from_dict(recipe.to_dict()) == recipe  # the resolved form round-trips
     assert recipe_from_dict({"sizes": {"eval": None}}).sizes.eval is None  # inference protocol
+
+
+def test_multi_size_fine_tuning_reaches_the_training_config():
+    recipe = recipe_from_dict({"sizes": {"train": 512}, "finetune": {"multi_size": [512, 128, 256]}})
+    assert recipe.finetune.multi_size == (512, 128, 256)
+    config = train_config(recipe, steps=10, recalibrate=0)
+    assert (config.size, config.multi_size) == (512, [512, 128, 256])
+    assert config.train_sizes == [128, 256, 512]         # what the student's file records
+    assert recipe_from_dict(recipe.to_dict()) == recipe
+    assert train_config(recipe_from_dict({}), steps=10, recalibrate=0).train_sizes == [128]
 
 
 def test_quantize_is_off_unless_the_recipe_has_the_section():

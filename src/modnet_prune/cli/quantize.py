@@ -49,7 +49,8 @@ def run(args) -> int:
                   f"(fp32 {report.fp32_bytes / 2**20:.1f} MiB)  int8 QDQ, {report.method}, "
                   f"{report.count} calibration images at {report.size}")
     console.print(f"int8 vs fp32 on {report.holdout} held-out images: mean |delta alpha| "
-                  f"{report.delta_mean:.2e} (budget {report.budget:g}), p99 {report.delta_p99:.2e}")
+                  f"{report.delta_mean:.2e} (budget {report.budget:g}), p99 {report.delta_p99:.2e}; "
+                  f"fp32 noise floor {report.noise_floor:.2e} (1 grey level of input noise)")
     console.print(f"kept float: {', '.join(report.float_ops)} (no int8 CPU kernel)"
                   + (f"; {len(report.kept_float)} sensitive nodes: {', '.join(report.kept_float)}"
                      if report.kept_float else ""))

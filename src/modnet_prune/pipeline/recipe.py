@@ -80,6 +80,10 @@ class FinetuneSpec:
     scales: dict[str, float] = field(default_factory=lambda: dict(FINETUNE.scales))
     eval_every_samples: int = 0           # held-out evaluations during training (0: at the end)
     workers: int = FINETUNE.workers
+    # multi-scale fine-tuning: each step's batch resized to one of these (<= sizes.train,
+    # the size samples are cropped at); () = always sizes.train. For students that must
+    # hold at the deployment size (a step at 512 costs about 16 at 128).
+    multi_size: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -217,6 +221,13 @@ def _show(value) -> str:
     return f"{type(value).__name__} {value!r}" if not isinstance(value, dict) else "a mapping"
 
 
+def _type_name(kind) -> str:
+    """How a recipe's author calls `kind`: YAML has lists, not tuples."""
+    origin = typing.get_origin(kind) or kind
+    return ("null" if kind is type(None) else "list" if origin is tuple
+            else getattr(origin, "__name__", str(kind)))
+
+
 def _check_type(value, kind, key: str):
     """`value` converted to `kind` (int -> float allowed, list -> tuple), or a RecipeError."""
     options = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
@@ -240,9 +251,9 @@ def _check_type(value, kind, key: str):
                 return {k: _check_type(v, float, f"{key}.{k}") for k, v in value.items()}
             return value
         if origin is tuple and isinstance(value, (list, tuple)):
-            return tuple(_check_type(v, str, f"{key}[{i}]") for i, v in enumerate(value))
-    wanted = " or ".join("null" if o is type(None) else getattr(typing.get_origin(o) or o, "__name__", str(o))
-                         for o in options)
+            item = typing.get_args(option)[0]
+            return tuple(_check_type(v, item, f"{key}[{i}]") for i, v in enumerate(value))
+    wanted = " or ".join(_type_name(o) for o in options)
     raise RecipeError(f"{key}: expected {wanted}, got {_show(value)}")
 
 
@@ -282,6 +293,10 @@ def _validate(r: Recipe) -> None:
         size = getattr(r.sizes, key)
         if size is not None or key != "eval":
             check_size(size, f"sizes.{key}")
+    for i, size in enumerate(r.finetune.multi_size):
+        check_size(size, f"finetune.multi_size[{i}]")
+        _need(size <= r.sizes.train, f"finetune.multi_size[{i}]",
+              f"{size} is larger than sizes.train {r.sizes.train} (the size samples are cropped at)")
     _validate_data(r.data)
     b = r.benchmark
     _need(b.repeat >= 1, "benchmark.repeat", "must be >= 1")
