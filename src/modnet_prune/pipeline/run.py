@@ -258,7 +258,8 @@ def _relative(run: Run, path: Path) -> str:
 def train_config(recipe: Recipe, steps: int, recalibrate: int) -> TrainConfig:
     f, batch = recipe.finetune, recipe.finetune.batch_size
     return TrainConfig(
-        size=recipe.sizes.train, multi_size=list(f.multi_size), batch_size=batch, steps=steps, lr=f.lr, optimizer=f.optimizer,
+        size=recipe.sizes.train, multi_size=list(f.multi_size), batch_size=batch, steps=steps,
+        lr=f.lr, optimizer=f.optimizer,
         momentum=f.momentum, weight_decay=f.weight_decay, schedule=f.schedule,
         warmup=min(steps // 10, math.ceil(f.warmup_samples / batch)),  # never most of a run
         step_size=math.ceil(f.step_samples / batch) if f.step_samples else None,
