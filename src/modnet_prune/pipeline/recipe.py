@@ -83,7 +83,7 @@ class FinetuneSpec:
     # multi-scale fine-tuning: each step's batch resized to one of these (<= sizes.train,
     # the size samples are cropped at); () = always sizes.train. For students that must
     # hold at the deployment size (a step at 512 costs about 16 at 128).
-    multi_size: tuple[int, ...] = ()
+    multi_size: tuple[int, ...] = tuple(FINETUNE.multi_size)
 
 
 @dataclass(frozen=True)
