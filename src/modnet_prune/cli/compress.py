@@ -12,7 +12,8 @@ from ..train.loop import FINETUNE
 from ..train.schedule import PRUNE_SCHEDULES
 from .common import print_json
 from .finetune import add_distill_args
-from .train import add_training_args, config_from_args, open_sets, run_info, training_session
+from .train import (add_training_args, config_from_args, finish, open_sets, run_info,
+                    training_session)
 
 
 def fraction(text: str) -> float:
@@ -58,9 +59,7 @@ def run(args) -> int:
         info = run_info(args, teacher=args.checkpoint)
         result = compress(teacher, train_set, cc, tc, args.out, eval_set=eval_set,
                           resume=args.resume, ctx=ctx, info=info, progress=not args.no_progress)
-        if ctx.is_main:
-            _report(result, args.json)
-        return 130 if result.stopped else 0
+        return finish(ctx, result, _report, args.json)
 
 
 def _report(result, as_json: bool) -> None:

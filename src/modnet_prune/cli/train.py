@@ -153,12 +153,18 @@ def run(args) -> int:
 
 
 def fit_and_report(args, ctx, model, cfg, sets, info, teacher=None) -> int:
-    """Run the training loop, report from rank 0; exit code 130 when stopped early."""
+    """Run the training loop, then `finish`."""
     train_set, eval_set = sets
     result = fit(model, train_set, cfg, args.out, eval_set=eval_set, teacher=teacher,
                  resume=args.resume, ctx=ctx, info=info, progress=not args.no_progress)
+    return finish(ctx, result, report, args.json)
+
+
+def finish(ctx: Context, result, report, as_json: bool) -> int:
+    """`report(result, as_json)` from rank 0 only; exit code 130 when the run stopped early
+    (resumable), else 0."""
     if ctx.is_main:
-        report(result, args.json)
+        report(result, as_json)
     return 130 if result.stopped else 0
 
 
