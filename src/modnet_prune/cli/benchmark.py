@@ -3,31 +3,27 @@ from __future__ import annotations
 
 import sys
 
-from rich.console import Console
-
 from ..deploy.runtime import RUNTIMES
 from ..errors import UserError
 from ..measure.benchmark import benchmark, benchmark_many
 from ..report.render import render_benchmark, render_benchmark_runs
-from .common import print_json
+from .common import add_input_size, add_json, add_runtime, add_threads, print_result
 
 
 def register(sub) -> None:
     p = sub.add_parser("benchmark", help="latency of a model, or of two interleaved (--vs)")
     p.add_argument("--checkpoint", required=True, help="model A: checkpoint or .onnx file")
     p.add_argument("--vs", help="model B, timed interleaved with A (A B A B ...)")
-    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
-                   help="auto (default): onnxruntime for .onnx, torch otherwise")
+    add_runtime(p, help="auto (default): onnxruntime for .onnx, torch otherwise")
     p.add_argument("--runtimes", metavar="LIST",
                    help="comma-separated, e.g. onnxruntime,openvino: time every model under "
                         "each runtime, all interleaved in one run, and name the fastest per model "
                         "(replaces --runtime)")
-    p.add_argument("--size", default="512", help="input size, N or HxW, multiples of 32 (default 512)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="intra-op threads (default: all CPUs this process may use)")
+    add_input_size(p)
+    add_threads(p)
     p.add_argument("--repeat", type=int, default=20, help="timed runs per model (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs per model first (default 3)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_json(p, "the result")
     p.set_defaults(func=run)
 
 
@@ -41,10 +37,7 @@ def run(args) -> int:
     else:
         result = benchmark(args.checkpoint, args.vs, runtime=args.runtime, **options)
         render = render_benchmark
-    if args.json:
-        print_json(result)
-    else:
-        render(result, Console())
+    print_result(result, args.json, render)
     for warning in result["env"]["warnings"]:  # stderr, so that --json output stays clean
         print(f"modnet-prune benchmark: warning: {warning}", file=sys.stderr)
     return 0

@@ -7,13 +7,13 @@ from rich.table import Table
 from ..checks import KEEP_FRACTION
 from ..errors import UserError
 from ..model.io import load
-from ..train import teardown
 from ..train.compress import CompressConfig, compress
 from ..train.loop import FINETUNE
 from ..train.schedule import PRUNE_SCHEDULES
 from .common import print_json
 from .finetune import add_distill_args
-from .train import add_training_args, check_paths, config_from_args, file_info, open_sets, start
+from .train import (add_training_args, config_from_args, finish, open_sets, run_info,
+                    training_session)
 
 
 def fraction(text: str) -> float:
@@ -48,9 +48,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    check_paths(args, args.checkpoint)
-    ctx = start(args)
-    try:
+    with training_session(args, args.checkpoint) as ctx:
         cc = CompressConfig(target_macs=fraction(args.target_macs), iterations=args.iterations,
                             schedule=args.schedule_prune, criterion=args.criterion,
                             round_to=args.round_to,
@@ -58,15 +56,10 @@ def run(args) -> int:
         train_set, eval_set = open_sets(args)
         teacher = load(args.checkpoint)
         tc = config_from_args(args, steps=args.finetune_steps)
-        info = {"data": args.data, "eval_data": args.eval_data,
-                "teacher": file_info(args.checkpoint)}
+        info = run_info(args, teacher=args.checkpoint)
         result = compress(teacher, train_set, cc, tc, args.out, eval_set=eval_set,
                           resume=args.resume, ctx=ctx, info=info, progress=not args.no_progress)
-        if ctx.is_main:
-            _report(result, args.json)
-        return 130 if result.stopped else 0
-    finally:
-        teardown()
+        return finish(ctx, result, _report, args.json)
 
 
 def _report(result, as_json: bool) -> None:

@@ -6,17 +6,16 @@ from rich.console import Console
 from ..errors import UserError
 from ..files import check_outputs, sha256_file
 from ..model.io import load, save, stored_dtype, train_sizes
-from .common import print_json
+from .common import add_in_out, add_json, print_json
 
 
 def register(sub) -> None:
     p = sub.add_parser("convert", help="convert an official/plain checkpoint to .safetensors")
-    p.add_argument("--checkpoint", required=True, help="input .ckpt/.pth/.safetensors")
-    p.add_argument("--out", required=True, help="output .safetensors file")
+    add_in_out(p, ".safetensors")
     p.add_argument("--train-sizes", metavar="S[,S...]",
                    help="record the square input sizes the weights were trained at (metadata "
                         "train_sizes, which `evaluate` checks); default: the input's, if any")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_json(p)
     p.set_defaults(func=run)
 
 

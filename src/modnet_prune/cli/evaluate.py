@@ -12,13 +12,13 @@ from rich.table import Table
 from ..data import open_source, spec_paths
 from ..data.datasets import is_synthetic
 from ..errors import UserError
-from ..deploy.runtime import RUNTIMES, open_runtime
+from ..deploy.runtime import open_runtime
 from ..metrics import METRICS, SCALING, evaluate
 from ..model.inputs import check_size
 from ..model.shipped import synthetic_teacher_note, trained_on_synthetic
 from ..files import check_outputs, write_atomic
 from ..model.io import untrained_size_warning
-from .common import print_json
+from .common import add_json, add_runtime, add_threads, print_json
 
 
 def register(sub) -> None:
@@ -37,12 +37,12 @@ def register(sub) -> None:
     p.add_argument("--trimap-dir", help="optional trimaps (0/128/255) for unknown-region scores")
     p.add_argument("--size", type=int, help="run every image at SIZE x SIZE instead of the "
                                             "MODNet protocol (synthetic data: default its size)")
-    p.add_argument("--runtime", choices=RUNTIMES, default="auto")
-    p.add_argument("--threads", type=int, help="CPU threads for the runtime")
+    add_runtime(p)
+    add_threads(p, help="CPU threads for the runtime")
     p.add_argument("--device", help="torch device (default: cuda if available)")
     p.add_argument("--save-predictions", metavar="DIR", help="write each predicted matte as PNG")
     p.add_argument("--csv", metavar="FILE", help="write per-image errors as CSV")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_json(p)
     p.set_defaults(func=run)
 
 

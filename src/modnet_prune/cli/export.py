@@ -11,13 +11,12 @@ from ..deploy.onnx_export import DEFAULT_OPSET, GRAPHS, PARITY_TOL, export_onnx
 from ..model.inputs import parse_size
 from ..model.io import load
 from ..files import check_outputs, sha256_file
-from .common import print_json
+from .common import add_in_out, add_json, print_json
 
 
 def register(sub) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX (matte-only graph)")
-    p.add_argument("--checkpoint", required=True, help="input .ckpt/.pth/.safetensors")
-    p.add_argument("--out", required=True, help="output .onnx file")
+    add_in_out(p, ".onnx")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default 17)")
     p.add_argument("--static", metavar="HxW", help="fix the input to 1x3xHxW (default: dynamic "
                    "batch, height and width)")
@@ -30,7 +29,7 @@ def register(sub) -> None:
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                    help=f"compare ONNX Runtime with PyTorch, fail above {PARITY_TOL:g} "
                         "(default on)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_json(p)
     p.set_defaults(func=run)
 
 

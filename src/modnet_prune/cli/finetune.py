@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 from ..model.io import load
-from ..train import teardown
 from ..train.loop import FINETUNE
 from ..train.losses import DistillWeights
-from .train import (add_training_args, check_paths, config_from_args, file_info, fit_and_report,
-                    open_sets, start)
+from .train import (add_training_args, config_from_args, fit_and_report, open_sets, run_info,
+                    training_session)
 
 _KD_HELP = {"matte": "L1 between mattes", "detail": "L1 between detail outputs",
             "semantic": "MSE between semantic outputs",
@@ -39,14 +38,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    check_paths(args, args.student, args.teacher)
-    ctx = start(args)
-    try:
+    with training_session(args, args.student, args.teacher) as ctx:
         train_set, eval_set = open_sets(args)
         student, teacher = load(args.student), load(args.teacher)
         cfg = config_from_args(args)
-        info = {"data": args.data, "eval_data": args.eval_data,
-                "student": file_info(args.student), "teacher": file_info(args.teacher)}
+        info = run_info(args, student=args.student, teacher=args.teacher)
         return fit_and_report(args, ctx, student, cfg, (train_set, eval_set), info, teacher)
-    finally:
-        teardown()

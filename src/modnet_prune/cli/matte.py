@@ -7,9 +7,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..deploy.matting import SAVE_KINDS, Background, Matter, matte_files
-from ..deploy.runtime import RUNTIMES, open_runtime
+from ..deploy.runtime import open_runtime
 from ..files import check_outputs
 from ..model.shipped import synthetic_teacher_note, trained_on_synthetic
+from .common import add_runtime, add_threads
 
 
 def register(sub) -> None:
@@ -26,8 +27,8 @@ def register(sub) -> None:
                    help="reference size of the inference protocol (default 512)")
     p.add_argument("--batch", type=int, default=None,
                    help="video frames per forward (default: 1 on CPU, 8 on a GPU)")
-    p.add_argument("--runtime", choices=RUNTIMES, default="auto")
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads")
+    add_runtime(p)
+    add_threads(p, help="intra-op threads")
     p.add_argument("--skip-existing", action="store_true",
                    help="skip inputs whose outputs all exist (resume an interrupted run)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")

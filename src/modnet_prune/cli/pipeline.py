@@ -15,7 +15,7 @@ from ..files import check_outputs
 from ..pipeline.recipe import load_recipe
 from ..pipeline.run import PipelineStopped, run_pipeline
 from ..report.document import main_table
-from .common import print_json
+from .common import add_run_folder, add_threads, print_json
 
 
 def register(sub) -> None:
@@ -25,12 +25,11 @@ def register(sub) -> None:
                                    "summary.json, report.md, report.html, student.safetensors "
                                    "and .onnx. Re-run with --resume to skip finished stages.")
     p.add_argument("--recipe", required=True, help="recipe YAML (see recipes/README.md)")
-    p.add_argument("--out", required=True, help="run folder (created; never overwritten)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    add_run_folder(p)
     p.add_argument("--teacher", help="teacher checkpoint (overrides the recipe's)")
     p.add_argument("--budget-samples", type=int,
                    help="fine-tuning budget in samples (overrides the recipe's)")
-    p.add_argument("--threads", type=int, help="torch threads (default: all usable CPUs)")
+    add_threads(p, help="torch threads (default: all usable CPUs)")
     p.add_argument("--device", default="auto", help="where fine-tuning runs: auto, cpu or cuda")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print summary.json at the end")

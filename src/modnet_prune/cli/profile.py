@@ -8,7 +8,7 @@ from ..deploy.onnx_export import GRAPHS
 from ..prune.latency import FEATURES
 from ..measure.benchmark import default_threads
 from ..measure.latency import PRECISIONS, PROFILED_RUNTIMES, cache_path, latency_model, target_for
-from .common import print_json
+from .common import add_json, add_threads, print_result
 
 
 def register(sub) -> None:
@@ -20,7 +20,7 @@ def register(sub) -> None:
     p.add_argument("--held-out", type=int, default=10,
                    help="further random prunes its error is measured on")
     p.add_argument("--repeat", type=int, default=4, help="timed rounds per prune")
-    p.add_argument("--json", action="store_true", help="print the model as JSON")
+    add_json(p, "the model")
     p.set_defaults(func=run)
 
 
@@ -31,8 +31,7 @@ def add_target_args(p) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--graph", choices=GRAPHS, default="fused",
                    help="exported graph the latency is of (as `export --graph`)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="intra-op threads (default: all CPUs this process may use)")
+    add_threads(p)
     p.add_argument("--size", type=int, default=512,
                    help="input size, square (default 512; for prune also where MACs count)")
 
@@ -48,10 +47,7 @@ def run(args) -> int:
                                         samples=args.samples, held_out=args.held_out,
                                         repeat=args.repeat)
     summary = {**model.to_dict(), "cache": str(cache_path(target)), "measured_now": measured_now}
-    if args.json:
-        print_json(summary)
-    else:
-        _print(summary, Console())
+    print_result(summary, args.json, _print)
     return 0
 
 

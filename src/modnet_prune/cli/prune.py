@@ -11,14 +11,13 @@ from ..errors import UserError
 from ..files import check_outputs, sha256_file
 from ..model.io import load, save, stored_dtype, train_sizes
 from ..prune import CRITERIA, prune
-from .common import print_json
+from .common import add_in_out, print_result
 from .profile import add_target_args, target_of
 
 
 def register(sub) -> None:
     p = sub.add_parser("prune", help="remove channels: a physically smaller, exact model")
-    p.add_argument("--checkpoint", required=True, help="input .ckpt/.pth/.safetensors")
-    p.add_argument("--out", required=True, help="output .safetensors file")
+    add_in_out(p, ".safetensors")
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--ratio", type=float, help="remove this fraction of channels")
     how.add_argument("--target-macs", type=float, metavar="F",
@@ -75,10 +74,7 @@ def run(args) -> int:
          source=str(args.checkpoint), source_sha256=digest,
          train_sizes=train_sizes(metadata))  # the weights kept are the input's
     summary = _summary(args, out, result)
-    if args.json:
-        print_json(summary)
-    else:
-        _print(summary, Console())
+    print_result(summary, args.json, _print)
     return 0
 
 

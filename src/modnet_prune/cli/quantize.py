@@ -7,7 +7,7 @@ from ..deploy.quantize import (DEFAULT_BUDGET, DEFAULT_COUNT, DEFAULT_HOLDOUT, D
                                DEFAULT_SIZE, METHODS, quantize_model)
 from ..data import spec_paths
 from ..files import check_outputs
-from .common import print_json
+from .common import add_json, add_threads, print_json
 
 
 def register(sub) -> None:
@@ -30,8 +30,8 @@ def register(sub) -> None:
     p.add_argument("--size", type=int, default=DEFAULT_SIZE, metavar="REF",
                    help="deployment size: the inference protocol's reference, as `matte --size` "
                         f"(default {DEFAULT_SIZE})")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_threads(p, help="ONNX Runtime threads")
+    add_json(p, "the report")
     p.set_defaults(func=run)
 
 

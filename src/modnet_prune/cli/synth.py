@@ -4,7 +4,7 @@ from __future__ import annotations
 from rich.console import Console
 
 from ..data import write_synthetic_folder
-from .common import print_json
+from .common import add_json, print_json
 
 
 def register(sub) -> None:
@@ -13,7 +13,7 @@ def register(sub) -> None:
     p.add_argument("--count", type=int, required=True, help="number of samples")
     p.add_argument("--size", type=int, default=512, help="side of the square samples (default 512)")
     p.add_argument("--seed", type=int, default=0, help="first seed; sample i uses seed+i (default 0)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_json(p)
     p.set_defaults(func=run)
 
 

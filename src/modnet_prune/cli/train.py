@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
+from collections.abc import Iterator
 
 import torch
 from rich.console import Console
@@ -19,7 +21,7 @@ from ..train.loop import OBJECTIVES, OPTIMIZERS
 from ..train.losses import DistillWeights
 from ..train.rundir import RunDir
 from ..train.schedule import LR_SCHEDULES
-from .common import print_json
+from .common import add_json, add_run_folder, add_threads, print_json
 
 
 def add_training_args(p, *, defaults: TrainConfig = TrainConfig(), length: bool = True) -> None:
@@ -61,17 +63,15 @@ def add_training_args(p, *, defaults: TrainConfig = TrainConfig(), length: bool 
     for term, scale in d.scales.items():
         g.add_argument(f"--{term}-scale", type=float, default=scale)
     g = p.add_argument_group("run")
-    g.add_argument("--out", required=True, help="run folder (created; never overwritten)")
-    g.add_argument("--resume", action="store_true", help="continue the run in --out")
+    add_run_folder(g)
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                    help="steps between checkpoints")
     g.add_argument("--log-every", type=int, default=d.log_every, help="steps between log rows")
-    g.add_argument("--threads", type=int,
-                   help="torch threads per process (default: cores / processes)")
+    add_threads(g, help="torch threads per process (default: cores / processes)")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    g.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_json(g)
 
 
 def _sizes(text: str) -> list[int]:
@@ -92,20 +92,22 @@ def config_from_args(args, **overrides) -> TrainConfig:
     return TrainConfig(**{**values, **overrides})
 
 
-def check_paths(args, *models: str | None) -> None:
-    """The run folder --out may not be, lie inside or contain a model or data input."""
+@contextlib.contextmanager
+def training_session(args, *models: str | None) -> Iterator[Context]:
+    """Refuse a run folder --out that is, lies inside or contains a model or data input;
+    join torchrun's process group (if any) and size the thread pool; leave the group
+    however the run ends."""
     from ..data import spec_paths
     check_outputs([*models, *spec_paths(args.data), *spec_paths(args.eval_data)],
                   folders=[args.out])
-
-
-def start(args) -> Context:
-    """Join torchrun's process group (if any) and size the thread pool."""
     check_threads(args.threads)
     ctx = setup(args.device)
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // local))
-    return ctx
+    try:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // local))
+        yield ctx
+    finally:
+        teardown()
 
 
 def open_sets(args):
@@ -116,7 +118,13 @@ def open_sets(args):
     return train_set, eval_set
 
 
-def file_info(path: str | None) -> dict | None:
+def run_info(args, **models: str | None) -> dict:
+    """What a run records of its inputs: the data specs, each model's path and sha256."""
+    return {"data": args.data, "eval_data": args.eval_data,
+            **{role: _file_info(path) for role, path in models.items()}}
+
+
+def _file_info(path: str | None) -> dict | None:
     return None if path is None else {"path": str(path), "sha256": sha256_file(path)}
 
 
@@ -132,9 +140,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    check_paths(args, args.checkpoint)
-    ctx = start(args)
-    try:
+    with training_session(args, args.checkpoint) as ctx:
         train_set, eval_set = open_sets(args)
         if args.objective == "soc" and not args.checkpoint:
             raise UserError("--objective soc adapts a trained model: give it as --checkpoint")
@@ -142,20 +148,23 @@ def run(args) -> int:
         model = load(args.checkpoint) if args.checkpoint else MODNet()
         frozen = load(args.checkpoint) if args.objective == "soc" and args.checkpoint else None
         cfg = config_from_args(args)
-        info = {"data": args.data, "eval_data": args.eval_data,
-                "checkpoint": file_info(args.checkpoint)}
+        info = run_info(args, checkpoint=args.checkpoint)
         return fit_and_report(args, ctx, model, cfg, (train_set, eval_set), info, frozen)
-    finally:
-        teardown()
 
 
 def fit_and_report(args, ctx, model, cfg, sets, info, teacher=None) -> int:
-    """Run the training loop, report from rank 0; exit code 130 when stopped early."""
+    """Run the training loop, then `finish`."""
     train_set, eval_set = sets
     result = fit(model, train_set, cfg, args.out, eval_set=eval_set, teacher=teacher,
                  resume=args.resume, ctx=ctx, info=info, progress=not args.no_progress)
+    return finish(ctx, result, report, args.json)
+
+
+def finish(ctx: Context, result, report, as_json: bool) -> int:
+    """`report(result, as_json)` from rank 0 only; exit code 130 when the run stopped early
+    (resumable), else 0."""
     if ctx.is_main:
-        report(result, args.json)
+        report(result, as_json)
     return 130 if result.stopped else 0
 
 

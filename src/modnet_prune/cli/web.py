@@ -8,7 +8,7 @@ from rich.table import Table
 
 from ..deploy.web import build_site
 from ..files import check_outputs
-from .common import print_json
+from .common import add_json, print_json
 
 
 def register(sub) -> None:
@@ -16,7 +16,7 @@ def register(sub) -> None:
     p.add_argument("--models", nargs="+", required=True, metavar="ONNX",
                    help=".onnx files from `modnet-prune export`; the first is the speed reference")
     p.add_argument("--out", required=True, help="site folder (new, or a site written before)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_json(p)
     p.set_defaults(func=run)
 
 

@@ -46,6 +46,12 @@ def _check_batch(x: np.ndarray, static_hw: tuple[int, int] | None = None,
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+def _check_onnx_file(path: str | os.PathLike) -> None:
+    if not Path(path).is_file():
+        raise UserError(f"{path}: " + ("is a folder, not an .onnx file" if Path(path).is_dir()
+                                       else "no such file"))
+
+
 def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
 
@@ -120,9 +126,8 @@ class OnnxRuntime(Runtime):
 
         in_memory = isinstance(path, bytes)
         super().__init__(None if in_memory else str(path))
-        if not in_memory and not Path(path).is_file():
-            raise UserError(f"{path}: " + ("is a folder, not an .onnx file" if Path(path).is_dir()
-                                           else "no such file"))
+        if not in_memory:
+            _check_onnx_file(path)
         check_threads(threads)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # warnings about unused initialisers are noise here
@@ -203,9 +208,7 @@ class OpenVinoRuntime(Runtime):
             raise UserError("--runtime openvino needs the openvino package: "
                             "pip install 'modnet-prune[openvino]'") from e
         super().__init__(str(path))
-        if not Path(path).is_file():
-            raise UserError(f"{path}: " + ("is a folder, not an .onnx file" if Path(path).is_dir()
-                                           else "no such file"))
+        _check_onnx_file(path)
         check_threads(threads)
         core = ov.Core()
         config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",

@@ -27,6 +27,19 @@ def _zero_outputs(layer: nn.Module, removed: Removed) -> None:
         layer.bias[rows] = 0
 
 
+# ... and, when dense (Linear, a Conv2d of one group), input p is column p of `weight`
+def _shrink_dense(layer: nn.Module, removed: Removed, in_width: str, out_width: str) -> None:
+    rm_in = removed.get("in", set())
+    slice_tensor(layer, "weight", keep_index(getattr(layer, in_width), rm_in), dim=1)
+    _cut_outputs(layer, out_width, removed.get("out", set()))
+    setattr(layer, in_width, getattr(layer, in_width) - len(rm_in))
+
+
+def _zero_dense(layer: nn.Module, removed: Removed) -> None:
+    _zero_outputs(layer, removed)
+    layer.weight[:, sorted(removed.get("in", ()))] = 0
+
+
 # --- Conv2d ---------------------------------------------------------------------------
 def conv2d_rule(ctx, call: Call) -> Channels:
     conv: nn.Conv2d = call.module
@@ -62,25 +75,27 @@ def _is_depthwise(conv: nn.Conv2d) -> bool:
 
 
 def shrink_conv2d(conv: nn.Conv2d, removed: Removed) -> None:
-    rm_in, rm_out = removed.get("in", set()), removed.get("out", set())
     g = conv.groups
     if g == 1:
-        slice_tensor(conv, "weight", keep_index(conv.in_channels, rm_in), dim=1)
-    elif g == conv.in_channels:  # depthwise: input j and its outputs went together
+        _shrink_dense(conv, removed, "in_channels", "out_channels")
+        return
+    rm_in = removed.get("in", set())
+    if g == conv.in_channels:  # depthwise: input j and its outputs went together
         conv.groups = g - len(rm_in)
     else:  # grouped: the same in-group offsets left every group
         per = conv.in_channels // g
         slice_tensor(conv, "weight", keep_index(per, {p % per for p in rm_in}), dim=1)
-    _cut_outputs(conv, "out_channels", rm_out)
+    _cut_outputs(conv, "out_channels", removed.get("out", set()))
     conv.in_channels -= len(rm_in)
 
 
 def zero_conv2d(conv: nn.Conv2d, removed: Removed) -> None:
-    _zero_outputs(conv, removed)
     g = conv.groups
     if g == 1:
-        conv.weight[:, sorted(removed.get("in", ()))] = 0
-    elif g != conv.in_channels:  # grouped: input p feeds only the outputs of its group
+        _zero_dense(conv, removed)
+        return
+    _zero_outputs(conv, removed)
+    if g != conv.in_channels:  # grouped: input p feeds only the outputs of its group
         per_in, per_out = conv.in_channels // g, conv.out_channels // g
         for p in removed.get("in", ()):
             j, r = divmod(p, per_in)
@@ -124,15 +139,7 @@ def linear_rule(ctx, call: Call) -> Channels:
 
 
 def shrink_linear(fc: nn.Linear, removed: Removed) -> None:
-    rm_in, rm_out = removed.get("in", set()), removed.get("out", set())
-    slice_tensor(fc, "weight", keep_index(fc.in_features, rm_in), dim=1)
-    _cut_outputs(fc, "out_features", rm_out)
-    fc.in_features -= len(rm_in)
-
-
-def zero_linear(fc: nn.Linear, removed: Removed) -> None:
-    _zero_outputs(fc, removed)
-    fc.weight[:, sorted(removed.get("in", ()))] = 0
+    _shrink_dense(fc, removed, "in_features", "out_features")
 
 
 def owned_linear(fc: nn.Linear, role: str, weight: torch.Tensor | None) -> torch.Tensor:
@@ -141,7 +148,7 @@ def owned_linear(fc: nn.Linear, role: str, weight: torch.Tensor | None) -> torch
 
 
 register(nn.Linear, LayerKind(
-    "linear", linear_rule, ("in", "out"), shrink_linear, zero_linear, owned_linear,
+    "linear", linear_rule, ("in", "out"), shrink_linear, _zero_dense, owned_linear,
     macs=lambda fc, out: out[0].numel() * fc.in_features,
     macs_scale_with=lambda fc: ("in", "out")))
 

@@ -69,16 +69,18 @@ def pair_ratio(a_ms: Sequence[float], b_ms: Sequence[float]) -> float:
     return float(np.median(np.asarray(a_ms) / np.asarray(b_ms)))
 
 
-def cpu_model() -> str:
+def _proc_line(path: str, prefix: str) -> str | None:
+    """The first line of a /proc file that starts with `prefix` (None: no such file or line)."""
     try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+        with open(path) as f:
+            return next((line for line in f if line.startswith(prefix)), None)
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return None
 
+
+def cpu_model() -> str:
+    line = _proc_line("/proc/cpuinfo", "model name")
+    return line.split(":", 1)[1].strip() if line else platform.processor() or platform.machine()
 
 
 def busy_warning(threads: int) -> str | None:
@@ -97,13 +99,9 @@ def default_threads() -> int:
 def _peak_rss_mb_self() -> float:
     """Peak RSS of this process image. Linux's VmHWM starts afresh at exec; ru_maxrss does not
     (it keeps the parent's peak across fork + exec), so it is only the fallback elsewhere."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 2**10  # kB
-    except OSError:
-        pass
+    line = _proc_line("/proc/self/status", "VmHWM:")
+    if line:
+        return int(line.split()[1]) / 2**10  # kB
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB else
 

@@ -82,24 +82,34 @@ def render_costs(report: dict, console: Console, top: int = 20) -> None:
     render_layers(report, console, top)
 
 
+def _latency_table(env: dict, rounds: str, columns: tuple[str, ...]) -> Table:
+    """An empty benchmark table titled with how it was timed (`rounds`: what was repeated)."""
+    h, w = env["size"]
+    table = Table(title=f"Latency at {h}x{w}, batch 1, {env['threads']} thread(s), "
+                        f"{env['repeat']} {rounds} after {env['warmup']} warm-up",
+                  title_justify="left")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("", "model", "runtime") else "right",
+                         overflow="fold")
+    return table
+
+
+def _peak_rss(timed: dict) -> str:
+    return "-" if timed["peak_rss_mb"] is None else f"{timed['peak_rss_mb']:.0f}"
+
+
 def render_benchmark(result: dict, console: Console) -> None:
     """Latency table for `benchmark()` output, the A/B ratio and the environment."""
     env = result["env"]
-    h, w = env["size"]
-    table = Table(title=f"Latency at {h}x{w}, batch 1, {env['threads']} thread(s), "
-                        f"{env['repeat']} timed runs after {env['warmup']} warm-up",
-                  title_justify="left")
-    for column in ("", "model", "runtime", "median ms", "p90 ms", "min ms", "img/s", "peak RSS MB"):
-        table.add_column(column, justify="left" if column in ("", "model", "runtime") else "right",
-                         overflow="fold")
+    table = _latency_table(env, "timed runs", ("", "model", "runtime", "median ms", "p90 ms",
+                                               "min ms", "img/s", "peak RSS MB"))
     for label in ("a", "b"):
         if label in result:
             side = result[label]
-            rss = "-" if side["peak_rss_mb"] is None else f"{side['peak_rss_mb']:.0f}"
             table.add_row(label.upper(), Path(side["path"]).name, side["runtime"],
                           f"{side['median_ms']:.2f}",
                           f"{side['p90_ms']:.2f}", f"{side['min_ms']:.2f}",
-                          f"{side['throughput']:.2f}", rss)
+                          f"{side['throughput']:.2f}", _peak_rss(side))
     console.print(table)
     if "ratio" in result:
         r = result["ratio"]
@@ -123,19 +133,13 @@ def render_benchmark_runs(result: dict, console: Console) -> None:
     """Latency table for `benchmark_many(..., runtimes=[...])`: every model under every
     runtime, the speed-up of each over the first row, and the fastest runtime per model."""
     env = result["env"]
-    h, w = env["size"]
-    table = Table(title=f"Latency at {h}x{w}, batch 1, {env['threads']} thread(s), "
-                        f"{env['repeat']} interleaved rounds after {env['warmup']} warm-up",
-                  title_justify="left")
-    for column in ("model", "runtime", "median ms", "p90 ms", "vs first row", "peak RSS MB"):
-        table.add_column(column, justify="left" if column in ("model", "runtime") else "right",
-                         overflow="fold")
+    table = _latency_table(env, "interleaved rounds", ("model", "runtime", "median ms", "p90 ms",
+                                                       "vs first row", "peak RSS MB"))
     fastest = result.get("fastest", {})
     for m in result["models"]:
-        rss = "-" if m["peak_rss_mb"] is None else f"{m['peak_rss_mb']:.0f}"
         best = " (fastest)" if fastest.get(m["path"]) == m["runtime"] else ""
         table.add_row(Path(m["path"]).name, m["runtime"] + best, f"{m['median_ms']:.2f}",
-                      f"{m['p90_ms']:.2f}", f"{1 / m['ratio']:.2f}x", rss)
+                      f"{m['p90_ms']:.2f}", f"{1 / m['ratio']:.2f}x", _peak_rss(m))
     console.print(table)
     console.print("[dim]vs first row: median over rounds of first-row time / this row's time "
                   "(above 1: faster)[/]")
