@@ -142,6 +142,29 @@ def _must_not_run(run):
     raise AssertionError("a finished stage ran again")
 
 
+def test_resume_of_a_run_recorded_before_a_recipe_key_existed(iterative_run, capsys, monkeypatch):
+    """A recipe.json written before `finetune.multi_size` existed resumes (the key takes its
+    default); a real change of recipe is still refused."""
+    out, recipe = iterative_run
+    path = out / "recipe.json"
+    original = path.read_text()
+    older = json.loads(original)
+    del older["recipe"]["finetune"]["multi_size"]
+    for stage in STAGES:
+        monkeypatch.setitem(pipeline_run.STAGE_FUNCTIONS, stage, _must_not_run)
+    try:
+        path.write_text(json.dumps(older))
+        assert main(["pipeline", "--recipe", str(recipe), "--out", str(out), "--resume",
+                     "--no-progress"]) == 0
+        older["recipe"]["finetune"]["lr"] *= 2
+        path.write_text(json.dumps(older))
+        assert main(["pipeline", "--recipe", str(recipe), "--out", str(out), "--resume",
+                     "--no-progress"]) != 0
+        assert "finetune.lr" in capsys.readouterr().err
+    finally:
+        path.write_text(original)
+
+
 @pytest.mark.slow  # same fixture; it re-evaluates, so it runs after the tests above
 def test_resume_re_evaluates_a_run_evaluated_by_an_older_version(iterative_run, monkeypatch):
     """A run whose evaluate stage predates deployment-size accuracy evaluates again and

@@ -10,6 +10,7 @@ with different batch sizes or iteration counts are compared at equal cost.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 import types
@@ -147,9 +148,8 @@ class Recipe:
     report: ReportSpec = field(default_factory=ReportSpec)
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["benchmark"]["runtimes"] = list(self.benchmark.runtimes)
-        return d
+        """The recipe as its JSON says it (tuples as lists): what run folders record."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
     def with_budget(self, samples: int) -> "Recipe":
         """The same recipe with another fine-tuning budget (samples), checked again."""

@@ -57,7 +57,7 @@ from ..train.compress import CompressConfig, compress, iteration_files
 from ..train.prune_step import StepOptions, prune_step
 from ..train.distributed import pick_device
 from ..train.rundir import LOCK, STATE, RunLock
-from .recipe import DEFAULT_TEACHER, Recipe
+from .recipe import DEFAULT_TEACHER, Recipe, recipe_from_dict
 from .summary import build_summary
 
 RECIPE_FILE, STAGE_DIR = "recipe.json", "stages"
@@ -165,8 +165,7 @@ def _start(run: Run, resume: bool, teacher_sha256: str) -> None:
         if not resume:
             raise UserError(f"{run.out} already holds a pipeline run: pass --resume to continue "
                             "it, or choose another --out")
-        before = _read_json(saved)
-        changed = _differences(before, current)
+        changed = _differences(_as_current(_read_json(saved)), current)
         if changed:
             raise UserError(f"--resume with a different recipe or teacher than the run in "
                             f"{run.out} ({'; '.join(changed[:3])}); use another --out")
@@ -175,6 +174,15 @@ def _start(run: Run, resume: bool, teacher_sha256: str) -> None:
         raise UserError(f"{run.out} exists and is not a pipeline folder; choose another --out")
     (run.out / STAGE_DIR).mkdir(parents=True, exist_ok=True)
     write_json(saved, current)
+
+
+def _as_current(saved: dict) -> dict:
+    """A saved recipe.json read by this version: keys added since it was written take their
+    defaults, so a run started before an upgrade resumes (when the recipe still parses)."""
+    try:
+        return {**saved, "recipe": recipe_from_dict(saved["recipe"]).to_dict()}
+    except (UserError, KeyError, TypeError):
+        return saved  # compared as written: the differences name what changed
 
 
 def _has_progress(run: Run) -> bool:
