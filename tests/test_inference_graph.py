@@ -12,7 +12,8 @@ import torch
 from modnet_prune import MODNet, save
 from modnet_prune.cli import main
 from modnet_prune.errors import UserError
-from modnet_prune.deploy.inference_graph import InferenceMODNet
+from modnet_prune.deploy.inference_graph import FoldedIBNormConv, InferenceMODNet
+from modnet_prune.model.layers import Conv2dIBNormReLU, IBNorm
 from modnet_prune.deploy.onnx_export import export_onnx
 from modnet_prune.deploy.runtime import OnnxRuntime
 from modnet_prune.model.arch import HEAD_CONVS
@@ -64,6 +65,41 @@ def test_pruned_widths_with_one_kind_ibnorms_same_matte():
     fused = forward_both(model, SIZES)
     assert fused.conv_enc2x.image_apart and not fused.f0.image_apart  # both paths ran
     assert fused.hr2x[0].split == fused.hr2x[0].channels and fused.hr2x[1].split == 0
+
+
+def _rms(rows: torch.Tensor) -> float:
+    return float(rows.double().pow(2).sum(dim=(1, 2, 3)).mean().sqrt())
+
+
+def test_in_rows_take_the_bn_rows_range_and_the_matte_stays():
+    """As in trained teachers, the raw IN rows of a head conv output far more than the
+    folded BN rows: the rewrite scales them to the BN rows' weight norm (one range for int8's
+    one scale per tensor) and InstanceNorm's eps by the square of that factor."""
+    torch.manual_seed(4)
+    model = randomise_bn(MODNet(uneven_arch()))
+    expected_scale = {}
+    for name, block in model.named_modules():
+        ibn = block.layers[1] if isinstance(block, Conv2dIBNormReLU) and len(block.layers) > 1 else None
+        if isinstance(ibn, IBNorm) and 0 < ibn.bn_channels < ibn.channels:
+            conv = block.layers[0]
+            split = ibn.bn_channels
+            with torch.no_grad():
+                conv.weight[split:] *= 50
+            bn = ibn.bnorm
+            gain = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach().double()
+            folded_bn = conv.weight.detach().double()[:split] * gain.view(-1, 1, 1, 1)
+            expected_scale[name] = _rms(folded_bn) / _rms(conv.weight.detach()[split:])
+    assert len(expected_scale) >= 4
+    fused = forward_both(model, SIZES)
+    balanced = [m for m in fused.modules() if isinstance(m, FoldedIBNormConv) and 0 < m.split < m.channels]
+    assert len(balanced) == len(expected_scale) - 1  # conv_hr.0 feeds only the training detail head
+    for m in balanced:
+        w = m.conv.weight.detach()
+        if m.image_apart:
+            w = torch.cat((w, m.image_conv.weight.detach()), dim=1)
+        assert _rms(w[m.split:]) == pytest.approx(_rms(w[:m.split]), rel=1e-5)
+        a = (m.eps / 1e-5) ** 0.5  # IBNorm's InstanceNorm eps is torch's default, 1e-5
+        assert any(a == pytest.approx(s, rel=1e-5) for s in expected_scale.values())
 
 
 def test_rewrite_copies_weights():
