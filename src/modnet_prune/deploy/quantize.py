@@ -36,12 +36,14 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import torch
 from tqdm import tqdm
 
 from ..data import open_source
 from ..data.protocol import MULTIPLE
 from ..errors import UserError
 from ..files import sha256_file, write_atomic
+from ..model.inputs import normalise
 from .cpu import Int8Capability, int8_capability
 from .matting import Matter
 from .runtime import OnnxRuntime
@@ -234,7 +236,8 @@ def _unshare_initializers(proto: onnx.ModelProto) -> None:
             seen.add(name)
 
 
-GREY_LEVEL = 2 / 255  # one level of an 8-bit image in network units ((x/255 - 0.5) / 0.5)
+# one level of an 8-bit image in network units, from the one input normalisation
+GREY_LEVEL = float(normalise(torch.tensor(1.0)) - normalise(torch.tensor(0.0)))
 
 
 def noise_floor(fp32: OnnxRuntime, reference: list[np.ndarray], heldout: list[np.ndarray],
