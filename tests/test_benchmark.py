@@ -32,6 +32,8 @@ def test_statistics_and_per_pair_ratio_by_hand():
     assert s["throughput"] == pytest.approx(1000 / 3)
     # median of (2, 4, 2) = 2, not the ratio of medians 4 / 1
     assert bm.pair_ratio([2.0, 4.0, 6.0], [1.0, 1.0, 3.0]) == 2.0
+    assert bm.fastest_ratio([2.0, 4.0, 6.0], [1.0, 1.0, 3.0]) == 2.0 / 1.0
+    assert bm.fastest_ratio([9.0, 3.0], [4.0, 6.0]) == 3.0 / 4.0
 
 
 def test_bad_repeat_refused():

@@ -257,3 +257,41 @@ def test_pipeline_prune_stage_targets_the_benchmarked_latency(tmp_path, cached_t
     pruned = mp.load(out / record["pruned"])
     assert cached_target.predict_model(pruned, torch.zeros(1, 3, 64, 64)) == \
         pytest.approx(predicted["after"], rel=1e-9)
+
+
+# --------------------------------------------------------------------------- measuring
+def test_int8_target_times_the_quantized_graph(tmp_path):
+    """An int8 target times what `quantize` makes: a QDQ graph of the same network (its matte
+    near the fp32 file's), with the float-only ops left float."""
+    import onnx
+    from modnet_prune.deploy.runtime import OnnxRuntime
+
+    model = tiny_model()
+    paths = {}
+    for precision in ("fp32", "int8"):
+        target = profiling.target_for(precision=precision, threads=1, size=64)
+        paths[precision] = tmp_path / f"{precision}.onnx"
+        profiling.export_for(target, model, paths[precision])
+    ops = {n.op_type for n in onnx.load(paths["int8"]).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert not {"QuantizeLinear", "DequantizeLinear"} & {
+        n.op_type for n in onnx.load(paths["fp32"]).graph.node}
+    x = np.random.default_rng(1).uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32)
+    fp32, int8 = (OnnxRuntime(paths[p], threads=1)(x) for p in ("fp32", "int8"))
+    assert 0 < np.abs(fp32 - int8).mean() < 0.05
+
+
+def test_profile_prices_each_model_by_its_fastest_round(monkeypatch, tmp_path):
+    """time_against_reference: a model's ms = its fastest round / the reference's fastest
+    round in the same chunk x the reference's fastest round overall (scripted timings)."""
+    rounds = {0: [[10.0, 30.0, 12.0], [5.0, 9.0, 4.0]],        # chunk 0: reference, model 1
+              1: [[8.0, 20.0, 9.0], [6.0, 2.0, 7.0]]}           # chunk 1: reference, model 2
+    calls = iter([rounds[0], rounds[1]])
+    monkeypatch.setattr(profiling, "CHUNK", 1)
+    monkeypatch.setattr(profiling, "export_for", lambda target, model, path: path.touch())
+    monkeypatch.setattr(profiling, "_cpu_session", lambda path, target: None)
+    monkeypatch.setattr(profiling, "interleaved_times", lambda *a, **k: next(calls))
+    target = profiling.target_for(threads=1, size=64)
+    ms = profiling.time_against_reference([nn.Identity()] * 3, target, tmp_path, repeat=3,
+                                          progress=False)
+    assert ms == pytest.approx([8.0, 8.0 * 4 / 10, 8.0 * 2 / 8])

@@ -19,7 +19,7 @@ def register(sub) -> None:
     p.add_argument("--samples", type=int, default=30, help="random prunes the fit uses")
     p.add_argument("--held-out", type=int, default=10,
                    help="further random prunes its error is measured on")
-    p.add_argument("--repeat", type=int, default=4, help="timed rounds per prune")
+    p.add_argument("--repeat", type=int, default=8, help="timed rounds per prune")
     add_json(p, "the model")
     p.set_defaults(func=run)
 

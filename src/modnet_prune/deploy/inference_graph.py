@@ -65,6 +65,7 @@ def _conv(like: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None) -> n
     return conv
 
 
+@torch.no_grad()
 def _fold_batchnorm(conv: nn.Conv2d, ibn: IBNorm) -> tuple[torch.Tensor, torch.Tensor, float]:
     """(weight, bias, a) of `conv` with IBNorm's eval-mode BatchNorm folded into its first rows
     (y = (x - mean) * gamma / sqrt(var + eps) + beta), computed in float64; the IN rows get a

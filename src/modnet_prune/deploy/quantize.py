@@ -217,6 +217,17 @@ class _Quantizer:
         return out.read_bytes()
 
 
+def quantize_graph(fp32: bytes, batches: list[np.ndarray], method: str = DEFAULT_METHOD,
+                   reduce_range: bool | None = None) -> bytes:
+    """The int8 QDQ graph `quantize_model` starts from (every quantizable node int8), with no
+    fidelity check: what timing needs (`modnet-prune profile --precision int8`), where the
+    graph's structure matters and its ranges do not."""
+    if reduce_range is None:
+        reduce_range = int8_capability().reduce_range
+    with tempfile.TemporaryDirectory(prefix="modnet-int8-") as tmp:
+        return _Quantizer(fp32, batches, method, reduce_range, Path(tmp))([])
+
+
 def _unshare_initializers(proto: onnx.ModelProto) -> None:
     """One initializer per consuming input. The exporter shares tensors that coincide (e.g.
     zero biases), and ORT quantizes an initializer once for all its consumers, so a shared

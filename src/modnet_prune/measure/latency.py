@@ -5,9 +5,10 @@ A profile (`time_random_prunes`, then `fit_latency_model`) times random-width pr
 the official MODNet (random weights: latency depends on the widths only) in ONNX
 Runtime, each chunk interleaved with the unpruned model in one process, so a busy
 machine slows all alike. Models are exported as `modnet-prune export` writes them
-(dynamic shapes; the target's graph, fused by default) and run on ONNX Runtime's CPU
-provider. Each prune's milliseconds are its median per-round ratio to the unpruned model
-times the unpruned model's median. The per-layer cost model of `prune.latency` is fitted
+(dynamic shapes; the target's graph, fused by default), quantized for an int8 target, and
+run on ONNX Runtime's CPU provider. Each prune's milliseconds are its fastest round over
+the unpruned model's fastest round (`benchmark.fastest_ratio`: the rounds least disturbed
+by other processes) times the unpruned model's fastest round. The per-layer cost model of `prune.latency` is fitted
 to the first `samples` prunes and its error measured on `held_out` further ones, beside
 the error of "latency is proportional to MACs".
 
@@ -32,6 +33,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..deploy.onnx_export import GRAPHS, export_onnx
+from ..deploy.quantize import quantize_graph
 from ..deploy.runtime import OnnxRuntime
 from ..errors import UserError
 from ..files import package_version, write_json
@@ -39,10 +41,10 @@ from ..model import Arch, MODNet
 from ..prune import model_graph, prune
 from ..prune.allocate import Widths
 from ..prune.latency import LatencyModel, Target, features, layer_shapes
-from .benchmark import cpu_model, interleaved_times, pair_ratio
+from .benchmark import cpu_model, fastest_ratio, interleaved_times
 
 PROFILED_RUNTIMES = ("onnxruntime",)
-PRECISIONS = ("fp32",)
+PRECISIONS = ("fp32", "int8")
 CHUNK = 8  # prunes timed per interleaved session with the unpruned model
 
 
@@ -116,7 +118,7 @@ def random_plans(count: int, seed: int, round_to: int = 8) -> list[dict[str, dic
     return plans
 
 
-def time_random_prunes(target: Target, samples: int = 30, held_out: int = 10, repeat: int = 4,
+def time_random_prunes(target: Target, samples: int = 30, held_out: int = 10, repeat: int = 8,
                        seed: int = 0, progress: bool = True) -> list[dict]:
     """Time the unpruned official MODNet and `samples + held_out` random prunes of it on
     `target`: rows {"plan", "ms", "held_out"}, the unpruned model first (plan {})."""
@@ -154,11 +156,12 @@ def fit_latency_model(target: Target, rows: Sequence[dict]) -> LatencyModel:
 def time_against_reference(models: Sequence[nn.Module], target: Target, folder: Path,
                            repeat: int, progress: bool = True) -> list[float]:
     """Milliseconds of models[0] (the reference) and of every other model: each chunk of
-    CHUNK models runs interleaved with the reference; a model's time is its median ratio to
-    the reference times the reference's median over all chunks."""
+    CHUNK models runs interleaved with the reference; a model's time is its fastest round
+    over the reference's fastest round in that chunk (`fastest_ratio`), times the
+    reference's fastest round over all chunks."""
     reference, others = models[0], list(models[1:])
     ref_path = folder / "reference.onnx"
-    export_onnx(reference, ref_path, check=False, graph=target.graph)
+    export_for(target, reference, ref_path)
     input_ = np.random.default_rng(0).uniform(-1, 1, (1, 3, *target.size)).astype(np.float32)
     ratios, ref_times = [], []
     chunks = [others[i:i + CHUNK] for i in range(0, len(others), CHUNK)]
@@ -167,15 +170,25 @@ def time_against_reference(models: Sequence[nn.Module], target: Target, folder: 
         paths = []
         for j, model in enumerate(chunk):
             paths.append(folder / f"chunk{index}-{j}.onnx")
-            export_onnx(model, paths[-1], check=False, graph=target.graph)
+            export_for(target, model, paths[-1])
         runtimes = [_cpu_session(p, target) for p in [ref_path, *paths]]
         times = interleaved_times(runtimes, input_, repeat, warmup=1, progress=False)
         ref_times += times[0]
-        ratios += [pair_ratio(t, times[0]) for t in times[1:]]
+        ratios += [fastest_ratio(t, times[0]) for t in times[1:]]
         for p in paths:
             p.unlink()
-    ref_ms = float(np.median(ref_times))
+    ref_ms = float(np.min(ref_times))
     return [ref_ms] + [r * ref_ms for r in ratios]
+
+
+def export_for(target: Target, model: nn.Module, path: Path) -> None:
+    """`model` as the target runs it: exported with the target's graph, and for int8
+    quantized as `modnet-prune quantize` does (every quantizable node int8; the ranges come
+    from one random image, since latency does not depend on them)."""
+    export_onnx(model, path, check=False, graph=target.graph)
+    if target.precision == "int8":
+        calibration = np.random.default_rng(0).uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32)
+        path.write_bytes(quantize_graph(path.read_bytes(), [calibration]))
 
 
 def _cpu_session(path: Path, target: Target) -> OnnxRuntime:
@@ -201,16 +214,16 @@ def _held_out_error(model: LatencyModel, xs, measured, macs_fractions, reference
 def measured_latency(teacher: nn.Module, students: Sequence[nn.Module], target: Target,
                      repeat: int = 15, progress: bool = True) -> dict:
     """Measured milliseconds of `teacher` and `students` on `target`, interleaved in one
-    process: {"teacher_ms", "students_ms": [...], "fractions": [student / teacher, ...]}
-    (each fraction the median per-round ratio)."""
+    process: {"teacher_ms", "students_ms": [...], "fractions": [student / teacher, ...]},
+    each the fastest round, as the latency model is measured (`fastest_ratio`)."""
     with tempfile.TemporaryDirectory(prefix="modnet-prune-latency-") as tmp:
         paths = [Path(tmp) / f"model{i}.onnx" for i in range(len(students) + 1)]
         for model, path in zip([teacher, *students], paths):
-            export_onnx(model, path, check=False, graph=target.graph)
+            export_for(target, model, path)
         runtimes = [_cpu_session(p, target) for p in paths]
         x = np.random.default_rng(0).uniform(-1, 1, (1, 3, *target.size)).astype(np.float32)
         times = interleaved_times(runtimes, x, repeat, warmup=2, progress=progress)
-    return {"teacher_ms": float(np.median(times[0])),
-            "students_ms": [float(np.median(t)) for t in times[1:]],
-            "fractions": [pair_ratio(t, times[0]) for t in times[1:]]}
+    return {"teacher_ms": float(np.min(times[0])),
+            "students_ms": [float(np.min(t)) for t in times[1:]],
+            "fractions": [fastest_ratio(t, times[0]) for t in times[1:]]}
 

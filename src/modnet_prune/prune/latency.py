@@ -31,7 +31,7 @@ from ..graph.macs import lost_widths
 KINDS = ("dense", "pointwise", "depthwise", "linear")
 TERMS = ("macs", "out", "in")
 FEATURES = tuple(f"{kind}.{term}" for kind in KINDS for term in TERMS) + ("constant",)
-FORMAT = 3  # bump when the features or the measuring change: older caches are rebuilt
+FORMAT = 4  # bump when the features or the measuring change: older caches are rebuilt
 
 
 @dataclass(frozen=True)
