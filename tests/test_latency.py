@@ -295,3 +295,34 @@ def test_profile_prices_each_model_by_its_fastest_round(monkeypatch, tmp_path):
     ms = profiling.time_against_reference([nn.Identity()] * 3, target, tmp_path, repeat=3,
                                           progress=False)
     assert ms == pytest.approx([8.0, 8.0 * 4 / 10, 8.0 * 2 / 8])
+
+
+def test_a_missed_latency_goal_is_corrected_by_the_measured_ratio(monkeypatch, cached_target):
+    """The first prune measures 1.25x its prediction; the second goal is the target scaled
+    by predicted/measured, and the try measured closest to the target is returned."""
+    model = tiny_model()
+    goals = []
+    real_prune = profiling.prune
+
+    def prune(m, target_latency, **kw):
+        goals.append(target_latency)
+        return real_prune(m, target_latency=target_latency, **kw)
+
+    def measured(teacher, students, target, repeat, progress):
+        predicted = cached_target.predict_model(students[0], torch.zeros(1, 3, 64, 64))
+        before = cached_target.predict_model(teacher, torch.zeros(1, 3, 64, 64))
+        slow = 1.25 if len(goals) == 1 else 1.0
+        return {"teacher_ms": before, "students_ms": [predicted * slow],
+                "fractions": [predicted * slow / before]}
+
+    monkeypatch.setattr(profiling, "prune", prune)
+    monkeypatch.setattr(profiling, "measured_latency", measured)
+    result = profiling.prune_to_measured_latency(model, 0.8, cached_target, round_to=4,
+                                                 progress=False)
+    first = result.latency["tries"][0]
+    assert len(goals) == 2 and goals[0] == 0.8
+    assert first["measured_fraction"] == pytest.approx(1.25 * first["predicted_fraction"])
+    assert goals[1] == pytest.approx(0.8 * first["predicted_fraction"] / first["measured_fraction"])
+    assert result.latency["measured_fraction"] == result.latency["tries"][1]["measured_fraction"]
+    with pytest.raises(UserError, match="corrections"):
+        profiling.prune_to_measured_latency(model, 0.8, cached_target, corrections=-1)

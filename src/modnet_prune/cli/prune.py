@@ -38,6 +38,9 @@ def register(sub) -> None:
     add_target_args(p)
     p.add_argument("--repeat", type=int, default=15,
                    help="with --target-latency: timed rounds of the measured latency")
+    p.add_argument("--corrections", type=int, default=1,
+                   help="with --target-latency: re-prunes when the measured latency misses "
+                        "the target by more than 3%% (0: trust the prediction)")
     p.add_argument("--verify", action="store_true", help="check the surgery is exact")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=run)
@@ -52,22 +55,18 @@ def run(args) -> int:
     check_outputs([args.checkpoint, args.plan, *calibration], files=[args.out])
     out = Path(args.out)
     model, metadata = load(args.checkpoint, with_metadata=True)
-    latency = None
+    options = dict(criterion=args.criterion, round_to=args.round_to,
+                   min_channels=args.min_channels, size=(args.size, args.size), data=data,
+                   verify=args.verify)
     if args.target_latency is not None:
-        from ..measure.latency import latency_model
+        from ..measure.latency import latency_model, prune_to_measured_latency
         latency, _ = latency_model(target_of(args), progress=not args.json)
-    result = prune(model, ratio=args.ratio, target_macs=args.target_macs,
-                   target_latency=args.target_latency, plan=args.plan,
-                   allocation=args.allocation, criterion=args.criterion,
-                   round_to=args.round_to, min_channels=args.min_channels,
-                   size=(args.size, args.size), data=data, verify=args.verify, latency=latency)
-    if latency is not None:
-        from ..measure.latency import measured_latency
-        measured = measured_latency(model, [result.model], latency.target, repeat=args.repeat,
-                                    progress=not args.json)
-        result.latency["measured_ms"] = {"before": measured["teacher_ms"],
-                                         "after": measured["students_ms"][0]}
-        result.latency["measured_fraction"] = measured["fractions"][0]
+        result = prune_to_measured_latency(model, args.target_latency, latency,
+                                           corrections=args.corrections, repeat=args.repeat,
+                                           progress=not args.json, **options)
+    else:
+        result = prune(model, ratio=args.ratio, target_macs=args.target_macs, plan=args.plan,
+                       allocation=args.allocation, **options)
     digest = sha256_file(args.checkpoint)
     # Removing channels changes no value: an fp16-stored input stays fp16, losslessly.
     save(result.model, out, dtype=stored_dtype(args.checkpoint), prune=result.to_dict(),
@@ -118,6 +117,10 @@ def _print(summary: dict, console: Console) -> None:
             table.add_row(f"latency {where}, measured", f"{measured['before']:.1f} ms",
                           f"{measured['after']:.1f} ms", f"{latency['measured_fraction']:.3f}")
     console.print(table)
+    tries = summary.get("latency", {}).get("tries", [])
+    if len(tries) > 1:
+        console.print("latency goal corrected by measurement: " + "; ".join(
+            f"goal {t['goal']:.3f} -> measured {t['measured_fraction']:.3f}" for t in tries))
     print_widths(summary["widths"], console)
     if summary["max_abs_diff"] is not None:
         console.print(f"exactness check passed: max |delta| {summary['max_abs_diff']:.2e}")

@@ -38,7 +38,7 @@ from ..deploy.runtime import OnnxRuntime
 from ..errors import UserError
 from ..files import package_version, write_json
 from ..model import Arch, MODNet
-from ..prune import model_graph, prune
+from ..prune import PruneResult, model_graph, prune
 from ..prune.allocate import Widths
 from ..prune.latency import LatencyModel, Target, features, layer_shapes
 from .benchmark import cpu_model, fastest_ratio, interleaved_times
@@ -227,3 +227,48 @@ def measured_latency(teacher: nn.Module, students: Sequence[nn.Module], target: 
             "students_ms": [float(np.min(t)) for t in times[1:]],
             "fractions": [fastest_ratio(t, times[0]) for t in times[1:]]}
 
+
+
+LANDING = 0.03  # a latency-targeted prune measured this close to its goal needs no correction
+
+
+def prune_to_measured_latency(model: nn.Module, fraction: float, latency: LatencyModel,
+                              corrections: int = 1, repeat: int = 15, progress: bool = True,
+                              **options) -> PruneResult:
+    """`prune(model, target_latency=fraction, latency=latency, **options)`, measured on the
+    target beside its prediction. A latency model fitted to random prunes can be off by some
+    per cent for the one the allocation picks, so when the measured fraction misses
+    `fraction` by more than LANDING, the goal is corrected by the measured / predicted ratio
+    and the model pruned again from scratch (at most `corrections` times; NetAdapt's
+    measure-and-adjust, one measurement per try). Every try is recorded in
+    `result.latency["tries"]`; the result is the try measured closest to `fraction`."""
+    if corrections < 0 or repeat < 1:
+        raise UserError(f"--corrections {corrections} / --repeat {repeat}: need corrections "
+                        f">= 0 and repeat >= 1")
+    goal, tries, best = fraction, [], None
+    for attempt in range(corrections + 1):
+        try:
+            result = prune(model, target_latency=goal, latency=latency, **options)
+        except UserError:
+            if attempt == 0:
+                raise
+            break  # the corrected goal is out of reach: keep the tries made
+        measured = measured_latency(model, [result.model], latency.target, repeat, progress)
+        predicted = result.latency["predicted_ms"]
+        predicted_fraction = predicted["after"] / predicted["before"]
+        measured_fraction = measured["fractions"][0]
+        result.latency["measured_ms"] = {"before": measured["teacher_ms"],
+                                         "after": measured["students_ms"][0]}
+        result.latency["measured_fraction"] = measured_fraction
+        tries.append({"goal": goal, "predicted_fraction": predicted_fraction,
+                      "measured_fraction": measured_fraction})
+        if best is None or abs(measured_fraction - fraction) < abs(
+                best.latency["measured_fraction"] - fraction):
+            best = result
+        if abs(measured_fraction / fraction - 1) <= LANDING:
+            break
+        goal = fraction * predicted_fraction / measured_fraction
+        if not 0 < goal <= 1:
+            break
+    best.latency["tries"] = tries
+    return best
