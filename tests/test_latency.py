@@ -218,10 +218,11 @@ def test_cli_prune_to_latency_reports_prediction_and_measurement(tmp_path, cache
     mp.save(tiny_model(), ckpt)
     code = main(["prune", "--checkpoint", str(ckpt), "--out", str(out), "--target-latency",
                  "0.8", "--threads", "1", "--size", "64", "--round-to", "4", "--repeat", "2",
-                 "--json"])
+                 "--corrections", "0", "--json"])
     assert code == 0
     latency = json.loads(capsys.readouterr().out)["latency"]
     assert latency["predicted_ms"]["after"] <= 0.8 * latency["predicted_ms"]["before"]
+    assert latency["requested"] == 0.8 and len(latency["tries"]) == 1
     assert latency["measured_ms"]["before"] > 0 and latency["measured_fraction"] > 0
     assert mp.load(out).arch != tiny_model().arch
 
@@ -297,32 +298,73 @@ def test_profile_prices_each_model_by_its_fastest_round(monkeypatch, tmp_path):
     assert ms == pytest.approx([8.0, 8.0 * 4 / 10, 8.0 * 2 / 8])
 
 
-def test_a_missed_latency_goal_is_corrected_by_the_measured_ratio(monkeypatch, cached_target):
-    """The first prune measures 1.25x its prediction; the second goal is the target scaled
-    by predicted/measured, and the try measured closest to the target is returned."""
-    model = tiny_model()
-    goals = []
-    real_prune = profiling.prune
+class ScriptedMeasurement:
+    """measured_latency stand-in: each try measures `slowdowns[k]` x its predicted latency."""
 
-    def prune(m, target_latency, **kw):
-        goals.append(target_latency)
-        return real_prune(m, target_latency=target_latency, **kw)
+    def __init__(self, latency_model, slowdowns):
+        self.model, self.slowdowns, self.goals = latency_model, list(slowdowns), []
 
-    def measured(teacher, students, target, repeat, progress):
-        predicted = cached_target.predict_model(students[0], torch.zeros(1, 3, 64, 64))
-        before = cached_target.predict_model(teacher, torch.zeros(1, 3, 64, 64))
-        slow = 1.25 if len(goals) == 1 else 1.0
-        return {"teacher_ms": before, "students_ms": [predicted * slow],
-                "fractions": [predicted * slow / before]}
+    def prune(self, m, target_latency, **kw):
+        self.goals.append(target_latency)
+        return prune(m, target_latency=target_latency, **kw)
 
-    monkeypatch.setattr(profiling, "prune", prune)
-    monkeypatch.setattr(profiling, "measured_latency", measured)
-    result = profiling.prune_to_measured_latency(model, 0.8, cached_target, round_to=4,
-                                                 progress=False)
-    first = result.latency["tries"][0]
-    assert len(goals) == 2 and goals[0] == 0.8
+    def measure(self, teacher, students, target, repeat, progress):
+        x = torch.zeros(1, 3, 64, 64)
+        before = self.model.predict_model(teacher, x)
+        after = self.model.predict_model(students[0], x) * self.slowdowns[len(self.goals) - 1]
+        return {"teacher_ms": before, "students_ms": [after], "fractions": [after / before]}
+
+
+def run_scripted(monkeypatch, cached_target, slowdowns, **kw):
+    script = ScriptedMeasurement(cached_target, slowdowns)
+    monkeypatch.setattr(profiling, "prune", script.prune)
+    monkeypatch.setattr(profiling, "measured_latency", script.measure)
+    result = profiling.prune_to_measured_latency(tiny_model(), 0.8, cached_target, round_to=4,
+                                                 progress=False, **kw)
+    return result, script.goals
+
+
+def test_a_steady_bias_is_corrected_by_the_measured_ratio(monkeypatch, cached_target):
+    """Every prune measures 1.25x its prediction: the second goal is the target scaled by
+    predicted/measured of the first, and it is the try returned, measured closer to 0.8."""
+    result, goals = run_scripted(monkeypatch, cached_target, [1.25, 1.25])
+    first, second = result.latency["tries"]
+    assert goals == [0.8, pytest.approx(0.8 * first["predicted_fraction"]
+                                        / first["measured_fraction"])]
     assert first["measured_fraction"] == pytest.approx(1.25 * first["predicted_fraction"])
-    assert goals[1] == pytest.approx(0.8 * first["predicted_fraction"] / first["measured_fraction"])
-    assert result.latency["measured_fraction"] == result.latency["tries"][1]["measured_fraction"]
-    with pytest.raises(UserError, match="corrections"):
-        profiling.prune_to_measured_latency(model, 0.8, cached_target, corrections=-1)
+    assert abs(second["measured_fraction"] - 0.8) < abs(first["measured_fraction"] - 0.8)
+    assert result.latency["measured_fraction"] == second["measured_fraction"]
+    assert result.latency["requested"] == 0.8
+
+
+def test_a_correction_measured_worse_is_not_kept(monkeypatch, cached_target):
+    result, goals = run_scripted(monkeypatch, cached_target, [1.15, 0.6])
+    first, second = result.latency["tries"]
+    assert len(goals) == 2
+    assert abs(first["measured_fraction"] - 0.8) < abs(second["measured_fraction"] - 0.8)
+    assert result.latency["measured_fraction"] == first["measured_fraction"]
+
+
+def test_no_correction_when_told_or_when_measured_as_predicted(monkeypatch, cached_target):
+    # corrections 0; measured as predicted (a new goal would change nothing)
+    for slowdowns, kw in (([1.25], {"corrections": 0}), ([1.0, 1.0], {})):
+        script_goals = run_scripted(monkeypatch, cached_target, slowdowns, **kw)[1]
+        assert script_goals == [0.8]
+
+
+def test_an_unreachable_correction_is_recorded_and_the_first_try_kept(monkeypatch,
+                                                                      cached_target):
+    """Measured 4x faster than predicted: the corrected goal (> 1) is skipped, not pruned."""
+    result, goals = run_scripted(monkeypatch, cached_target, [0.25])
+    first, skipped = result.latency["tries"]
+    assert goals == [0.8] and skipped["goal"] > 1 and "skipped" in skipped
+    assert result.latency["measured_fraction"] == first["measured_fraction"]
+
+
+def test_bad_correction_counts_refused_before_any_work(tmp_path, capsys):
+    code = main(["prune", "--checkpoint", str(tmp_path / "missing.safetensors"), "--out",
+                 str(tmp_path / "s.safetensors"), "--target-latency", "0.5",
+                 "--corrections", "-1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "corrections -1" in err and len(err.strip().splitlines()) == 1

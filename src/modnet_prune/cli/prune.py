@@ -23,8 +23,9 @@ def register(sub) -> None:
     how.add_argument("--target-macs", type=float, metavar="F",
                      help="keep at most this fraction of the inference MACs at --size")
     how.add_argument("--target-latency", type=float, metavar="F",
-                     help="keep at most this fraction of the predicted latency on the target "
-                          "(--runtime, --precision, --threads at --size; see `profile`)")
+                     help="aim at this fraction of the teacher's latency on the target "
+                          "(--runtime, --precision, --threads at --size; see `profile`): "
+                          "pruned by the prediction, measured, corrected (--corrections)")
     how.add_argument("--plan", metavar="FILE",
                      help="YAML/JSON: layer -> {keep: N}, {ratio: r}, {threshold: t} or "
                           "{follow: LAYER}")
@@ -39,14 +40,18 @@ def register(sub) -> None:
     p.add_argument("--repeat", type=int, default=15,
                    help="with --target-latency: timed rounds of the measured latency")
     p.add_argument("--corrections", type=int, default=1,
-                   help="with --target-latency: re-prunes when the measured latency misses "
-                        "the target by more than 3%% (0: trust the prediction)")
+                   help="with --target-latency: re-prunes at most N times when the measured "
+                        "latency misses the target and the prediction by more than 3%% "
+                        "(0: trust the prediction; default 1)")
     p.add_argument("--verify", action="store_true", help="check the surgery is exact")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if args.target_latency is not None:
+        from ..measure.latency import check_corrections
+        check_corrections(args.corrections, args.repeat)
     data = _data(args.data, args.criterion) if args.data else None
     calibration = []
     if args.data:
@@ -55,7 +60,7 @@ def run(args) -> int:
     check_outputs([args.checkpoint, args.plan, *calibration], files=[args.out])
     out = Path(args.out)
     model, metadata = load(args.checkpoint, with_metadata=True)
-    options = dict(criterion=args.criterion, round_to=args.round_to,
+    options = dict(allocation=args.allocation, criterion=args.criterion, round_to=args.round_to,
                    min_channels=args.min_channels, size=(args.size, args.size), data=data,
                    verify=args.verify)
     if args.target_latency is not None:
@@ -66,7 +71,7 @@ def run(args) -> int:
                                            progress=not args.json, **options)
     else:
         result = prune(model, ratio=args.ratio, target_macs=args.target_macs, plan=args.plan,
-                       allocation=args.allocation, **options)
+                       **options)
     digest = sha256_file(args.checkpoint)
     # Removing channels changes no value: an fp16-stored input stays fp16, losslessly.
     save(result.model, out, dtype=stored_dtype(args.checkpoint), prune=result.to_dict(),
@@ -120,7 +125,9 @@ def _print(summary: dict, console: Console) -> None:
     tries = summary.get("latency", {}).get("tries", [])
     if len(tries) > 1:
         console.print("latency goal corrected by measurement: " + "; ".join(
-            f"goal {t['goal']:.3f} -> measured {t['measured_fraction']:.3f}" for t in tries))
+            f"goal {t['goal']:.3f} -> " + (f"measured {t['measured_fraction']:.3f}"
+                                           if "skipped" not in t else f"skipped ({t['skipped']})")
+            for t in tries) + " (the closest is kept)")
     print_widths(summary["widths"], console)
     if summary["max_abs_diff"] is not None:
         console.print(f"exactness check passed: max |delta| {summary['max_abs_diff']:.2e}")

@@ -8,9 +8,11 @@ machine slows all alike. Models are exported as `modnet-prune export` writes the
 (dynamic shapes; the target's graph, fused by default), quantized for an int8 target, and
 run on ONNX Runtime's CPU provider. Each prune's milliseconds are its fastest round over
 the unpruned model's fastest round (`benchmark.fastest_ratio`: the rounds least disturbed
-by other processes) times the unpruned model's fastest round. The per-layer cost model of `prune.latency` is fitted
-to the first `samples` prunes and its error measured on `held_out` further ones, beside
-the error of "latency is proportional to MACs".
+by other processes) times the unpruned model's fastest round. The per-layer cost model
+of `prune.latency` is fitted to the first `samples` prunes and its error measured on
+`held_out` further ones, beside the error of "latency is proportional to MACs". (Reported
+speed-ups elsewhere, `benchmark` and the pipeline, are medians of per-round ratios; the
+model and `prune --target-latency`'s check use the fastest rounds.)
 
 Models are cached per target under $XDG_CACHE_HOME/modnet-prune/latency (default
 ~/.cache/modnet-prune/latency), one JSON file each, rebuilt on request.
@@ -183,8 +185,8 @@ def time_against_reference(models: Sequence[nn.Module], target: Target, folder: 
 
 def export_for(target: Target, model: nn.Module, path: Path) -> None:
     """`model` as the target runs it: exported with the target's graph, and for int8
-    quantized as `modnet-prune quantize` does (every quantizable node int8; the ranges come
-    from one random image, since latency does not depend on them)."""
+    quantized as `modnet-prune quantize` starts (every quantizable node int8, the float-only
+    ops float; the ranges come from one random image: latency does not depend on them)."""
     export_onnx(model, path, check=False, graph=target.graph)
     if target.precision == "int8":
         calibration = np.random.default_rng(0).uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32)
@@ -229,7 +231,14 @@ def measured_latency(teacher: nn.Module, students: Sequence[nn.Module], target: 
 
 
 
-LANDING = 0.03  # a latency-targeted prune measured this close to its goal needs no correction
+LANDING = 0.03  # relative: a prune measured this close to the request (or its prediction) is kept
+
+
+def check_corrections(corrections: int, repeat: int) -> None:
+    """Refuse bad `prune_to_measured_latency` counts (callers check before any work)."""
+    if corrections < 0 or repeat < 1:
+        raise UserError(f"corrections {corrections} / repeat {repeat}: need corrections >= 0 "
+                        f"and repeat >= 1")
 
 
 def prune_to_measured_latency(model: nn.Module, fraction: float, latency: LatencyModel,
@@ -238,37 +247,42 @@ def prune_to_measured_latency(model: nn.Module, fraction: float, latency: Latenc
     """`prune(model, target_latency=fraction, latency=latency, **options)`, measured on the
     target beside its prediction. A latency model fitted to random prunes can be off by some
     per cent for the one the allocation picks, so when the measured fraction misses
-    `fraction` by more than LANDING, the goal is corrected by the measured / predicted ratio
+    `fraction` by more than LANDING, and the prediction by more than LANDING too (else the miss
+    is the widths' granularity), the goal is corrected by the measured / predicted ratio
     and the model pruned again from scratch (at most `corrections` times; NetAdapt's
-    measure-and-adjust, one measurement per try). Every try is recorded in
-    `result.latency["tries"]`; the result is the try measured closest to `fraction`."""
-    if corrections < 0 or repeat < 1:
-        raise UserError(f"--corrections {corrections} / --repeat {repeat}: need corrections "
-                        f">= 0 and repeat >= 1")
+    measure-and-adjust, one measurement per try). The result is the try measured closest to
+    `fraction`; `result.latency` records `requested` (= fraction) and every try, including a
+    corrected goal that could not be pruned to (its `skipped` says why)."""
+    check_corrections(corrections, repeat)
     goal, tries, best = fraction, [], None
     for attempt in range(corrections + 1):
+        if attempt:
+            goal = fraction * tries[-1]["predicted_fraction"] / tries[-1]["measured_fraction"]
+            if not 0 < goal <= 1:
+                tries.append({"goal": goal, "skipped": "outside (0, 1]"})
+                break
         try:
             result = prune(model, target_latency=goal, latency=latency, **options)
-        except UserError:
-            if attempt == 0:
+        except UserError as e:
+            if not attempt:
                 raise
-            break  # the corrected goal is out of reach: keep the tries made
+            tries.append({"goal": goal, "skipped": str(e)})
+            break
         measured = measured_latency(model, [result.model], latency.target, repeat, progress)
         predicted = result.latency["predicted_ms"]
-        predicted_fraction = predicted["after"] / predicted["before"]
-        measured_fraction = measured["fractions"][0]
         result.latency["measured_ms"] = {"before": measured["teacher_ms"],
                                          "after": measured["students_ms"][0]}
-        result.latency["measured_fraction"] = measured_fraction
-        tries.append({"goal": goal, "predicted_fraction": predicted_fraction,
-                      "measured_fraction": measured_fraction})
-        if best is None or abs(measured_fraction - fraction) < abs(
+        result.latency["measured_fraction"] = measured["fractions"][0]
+        tries.append({"goal": goal, "predicted_fraction": predicted["after"] / predicted["before"],
+                      "measured_fraction": measured["fractions"][0]})
+        if best is None or abs(measured["fractions"][0] - fraction) < abs(
                 best.latency["measured_fraction"] - fraction):
             best = result
-        if abs(measured_fraction / fraction - 1) <= LANDING:
+        landed = abs(tries[-1]["measured_fraction"] / fraction - 1) <= LANDING
+        # measured as predicted: the miss is the widths' granularity, a new goal changes nothing
+        as_predicted = abs(tries[-1]["measured_fraction"] / tries[-1]["predicted_fraction"]
+                           - 1) <= LANDING
+        if landed or as_predicted:
             break
-        goal = fraction * predicted_fraction / measured_fraction
-        if not 0 < goal <= 1:
-            break
-    best.latency["tries"] = tries
+    best.latency.update(requested=fraction, tries=tries)
     return best
