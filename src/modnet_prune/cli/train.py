@@ -17,6 +17,7 @@ from ..model.io import load
 from ..deploy.runtime import check_threads
 from ..files import check_outputs, sha256_file
 from ..train import Context, TrainConfig, fit, setup, teardown
+from ..train.augment import AUGMENTATIONS
 from ..train.loop import OBJECTIVES, OPTIMIZERS
 from ..train.losses import DistillWeights
 from ..train.rundir import RunDir
@@ -37,6 +38,11 @@ def add_training_args(p, *, defaults: TrainConfig = TrainConfig(), length: bool 
     g.add_argument("--multi-size", type=_sizes, default=list(d.multi_size),
                    help="multi-scale training: each step's batch is resized to one of these "
                         "comma-separated sizes (each <= --size), e.g. 128,256,384,512")
+    g.add_argument("--augment", type=_names, default=list(d.augment),
+                   help="batch augmentations for distillation inputs, comma-separated: "
+                        f"{', '.join(AUGMENTATIONS)} (ground truth, if any, follows the image)")
+    g.add_argument("--augment-p", type=float, default=d.augment_p,
+                   help=f"probability that each augmentation touches a sample (default {d.augment_p:g})")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="per process")
     g.add_argument("--workers", type=int, default=d.workers, help="data-loading processes per rank")
     g.add_argument("--eval-data",
@@ -79,6 +85,10 @@ def _sizes(text: str) -> list[int]:
         return [int(part) for part in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected sizes like 128,256,512") from None
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def config_from_args(args, **overrides) -> TrainConfig:

@@ -33,6 +33,18 @@ def trimap_from_alpha(alpha: np.ndarray, radius: int | None = None) -> np.ndarra
     return trimap
 
 
+def trimap_tensor(alpha: torch.Tensor) -> torch.Tensor:
+    """The same rule on a batch of alphas (N, 1, H, W) in [0, 1], as network tensors:
+    {0, 0.5, 1}. (A window clipped to the image equals scipy's "nearest" edge mode for a
+    minimum or maximum, since the replicated pixels are inside the window anyway.)"""
+    r = trimap_radius(*alpha.shape[-2:])
+    def widest(mask: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(mask.float(), 2 * r + 1, stride=1, padding=r) > 0
+    fg = ~widest(alpha < FG_THRESHOLD)               # erosion of alpha >= 0.99
+    reach = widest(alpha > BG_THRESHOLD)
+    return torch.where(fg, 1.0, torch.where(reach, 0.5, 0.0)).to(alpha.dtype)
+
+
 def resize_sample(image: np.ndarray, alpha: np.ndarray | None, trimap: np.ndarray | None,
                   size: int, box: tuple[float, float, float, float] | None = None):
     """Crop `box` (x0, y0, x1, y1; default the whole image) and resize it to size x size.

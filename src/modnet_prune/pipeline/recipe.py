@@ -31,6 +31,7 @@ from ..prune.threshold import THRESHOLD
 from ..prune.api import ALLOCATIONS, AMOUNTS
 from ..checks import AT_LEAST_ONE, COUNT, KEEP_FRACTION, RATIO
 from ..model.inputs import check_size
+from ..train.augment import AUGMENTATIONS
 from ..train.loop import FINETUNE, OPTIMIZERS, check_ranges
 from ..train.losses import DistillWeights
 from ..train.schedule import LR_SCHEDULES, PRUNE_SCHEDULES
@@ -85,6 +86,9 @@ class FinetuneSpec:
     # the size samples are cropped at); () = always sizes.train. For students that must
     # hold at the deployment size (a step at 512 costs about 16 at 128).
     multi_size: tuple[int, ...] = tuple(FINETUNE.multi_size)
+    # batch augmentations for distillation inputs (names of train.augment.AUGMENTATIONS)
+    augment: tuple[str, ...] = tuple(FINETUNE.augment)
+    augment_p: float = FINETUNE.augment_p
 
 
 @dataclass(frozen=True)
@@ -377,6 +381,8 @@ def _validate_finetune(f: FinetuneSpec) -> None:
           f"{f.samples} is less than one batch ({f.batch_size})")
     _one_of(f.optimizer, OPTIMIZERS, "finetune.optimizer")
     _one_of(f.schedule, LR_SCHEDULES, "finetune.schedule")
+    for i, name in enumerate(f.augment):
+        _one_of(name, AUGMENTATIONS, f"finetune.augment[{i}]")
     unknown = set(f.scales) - set(FINETUNE.scales)
     _need(not unknown, f"finetune.scales.{min(unknown) if unknown else ''}",
           f"unknown term (known: {', '.join(FINETUNE.scales)})")

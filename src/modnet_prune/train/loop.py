@@ -27,6 +27,7 @@ from ..errors import UserError
 from ..memory import require_forward
 from ..metrics import AGREEMENT, METRICS, evaluate, reference_mattes
 from ..model.inputs import check_size
+from .augment import AUGMENTATIONS, augment_batch
 from .bn import recalibrate_bn
 from .distill import FEATURE_TAPS, FeatureTaps, Student, teacher_widths
 from .distributed import (Context, all_gather_objects, all_reduce_mean, any_rank, barrier,
@@ -71,6 +72,10 @@ class TrainConfig:
     scales: dict[str, float] = field(default_factory=lambda: dataclasses.asdict(MattingScales()))
     distill: dict[str, float] = field(default_factory=dict)  # DistillWeights fields; {} = off
     recalibrate_bn: int = 0         # batches for BN re-estimation before training
+    # Batch augmentations for distillation inputs (train/augment.py), each applied to a
+    # sample with probability augment_p; [] = none beyond the dataset's own crop and jitter.
+    augment: list[str] = field(default_factory=list)
+    augment_p: float = 0.5
 
     @property
     def train_sizes(self) -> list[int]:
@@ -114,6 +119,9 @@ class TrainConfig:
         need(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
         need(self.schedule in LR_SCHEDULES, f"--schedule must be one of {', '.join(LR_SCHEDULES)}")
         need(self.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}")
+        unknown_aug = sorted(set(self.augment) - set(AUGMENTATIONS))
+        need(not unknown_aug, f"--augment {','.join(unknown_aug)}: choose from "
+                              f"{', '.join(AUGMENTATIONS)}")
         unknown = set(self.distill) - set(DistillWeights().as_dict())
         need(not unknown, f"unknown distillation terms {sorted(unknown)}")
         wants_kd = any(self.distill.values())
@@ -132,7 +140,7 @@ RANGES = {
     "warmup": COUNT, "step_size": Range(1, integer=True), "gamma": Range(0, 1, low_open=True),
     "min_lr": NON_NEGATIVE, "seed": COUNT, "workers": COUNT, "log_every": AT_LEAST_ONE,
     "eval_every": COUNT, "checkpoint_every": AT_LEAST_ONE, "supervised": NON_NEGATIVE,
-    "recalibrate_bn": COUNT,
+    "recalibrate_bn": COUNT, "augment_p": Range(0, 1),
 }
 WEIGHT = NON_NEGATIVE  # every supervised scale and distillation weight
 
@@ -307,12 +315,24 @@ class _Trainer:
             group["lr"] = lr
         if cfg.multi_size:
             batch = resize_batch(batch, step_size_at(self.step, cfg.seed, cfg.multi_size))
+        if cfg.augment:
+            batch = augment_batch(batch, cfg.augment, cfg.augment_p, cfg.seed, self.step,
+                                  self.ctx.rank, matte_of=self._teacher_matte)
         outputs, features = module(batch["image"])
         terms = self.objective(batch, outputs, features)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         optimizer.step()
         return terms, lr
+
+    @torch.no_grad()
+    def _teacher_matte(self, img: torch.Tensor) -> torch.Tensor:
+        """The teacher's matte of `img` (what `mix` lays over another image when the data
+        has no ground truth); its feature taps are emptied, the objective records its own."""
+        matte = self.teacher(img, inference=False)[2]
+        if self.teacher_taps is not None:
+            self.teacher_taps.pop()
+        return matte
 
     def train(self, optimizer_state: dict | None) -> bool:
         """Train from self.step to self.total; True if stopped early by a signal."""
@@ -439,7 +459,8 @@ def fit(model: nn.Module, train_set: Dataset, cfg: TrainConfig, out: str | Path,
     with RunLock(out) if ctx.is_main else contextlib.nullcontext():  # rank 0 alone writes
         if ctx.is_main:
             run.start({**dataclasses.asdict(cfg), **(info or {}), "world_size": ctx.world_size,
-                       "arch": model.arch.to_dict()}, resume)
+                       "arch": model.arch.to_dict()}, resume,
+                      defaults=dataclasses.asdict(TrainConfig()))
         barrier(ctx)
         trainer = _Trainer(model, train_set, cfg, run, eval_set, teacher, ctx, progress)
         try:

@@ -156,24 +156,26 @@ class RunDir:
         return self.file(STATE).exists() or any(self.path.glob(f"*/{STATE}"))
 
     # --- config -------------------------------------------------------------------
-    def start(self, config: dict, resume: bool) -> None:
-        """Create the folder for a new run, or check `config` against the run to resume.
-        Call it holding the folder's RunLock: it also clears temp files of killed runs."""
+    def start(self, config: dict, resume: bool, defaults: dict | None = None) -> None:
+        """Create the folder for a new run, or check `config` against the run to resume
+        (a key the saved config lacks, written before that key existed, reads as its value
+        in `defaults`). Call it holding the folder's RunLock: it also clears temp files of
+        killed runs."""
         if self.has_run():
             if not resume:
                 raise UserError(f"{self.path} already holds a run: pass --resume to continue "
                                 "it, or choose another --out")
             if self.file(CONFIG).exists():
-                self._check_same(config)
+                self._check_same(config, defaults or {})
         self.path.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(self.path)
         text = json.dumps(config, indent=2, sort_keys=True) + "\n"
         write_atomic(self.file(CONFIG), lambda tmp: Path(tmp).write_text(text))
 
-    def _check_same(self, config: dict) -> None:
+    def _check_same(self, config: dict, defaults: dict) -> None:
         try:
-            saved = json.loads(self.file(CONFIG).read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            saved = {**defaults, **json.loads(self.file(CONFIG).read_text())}
+        except (OSError, json.JSONDecodeError, TypeError) as e:
             raise UserError(f"{self.file(CONFIG)}: unreadable ({e})") from e
         changed = sorted(k for k in set(saved) | set(config)
                          if k not in RESUMABLE_CHANGES and saved.get(k) != config.get(k))
