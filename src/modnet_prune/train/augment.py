@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.transforms import trimap_tensor
+from .schedule import step_seed
 
 AUGMENTATIONS = ("photometric", "zoom", "mix")
 
@@ -37,7 +38,7 @@ def augment_batch(batch: dict, names: Sequence[str], p: float, seed: int, step: 
     the order zoom, mix, photometric (a camera sees the composed scene)."""
     if not names:
         return batch
-    g = torch.Generator().manual_seed((seed * 1_000_003 + step) * 64 + rank)
+    g = torch.Generator().manual_seed(step_seed(seed, step) * 64 + rank)
     out = dict(batch)
     if "zoom" in names:
         out = _zoom(out, _chosen(g, out, p), g)
@@ -50,6 +51,11 @@ def augment_batch(batch: dict, names: Sequence[str], p: float, seed: int, step: 
 
 def _chosen(g: torch.Generator, batch: dict, p: float) -> Tensor:
     return torch.rand(batch["image"].shape[0], generator=g) < p
+
+
+def _per_sample(chosen: Tensor, like: Tensor) -> Tensor:
+    """`chosen` shaped (N, 1, 1, 1) on `like`'s device, to pick whole samples."""
+    return chosen.to(like.device).view(-1, 1, 1, 1)
 
 
 def _uniform(g: torch.Generator, n: int, low: float, high: float) -> Tensor:
@@ -72,7 +78,7 @@ def _photometric(image: Tensor, chosen: Tensor, g: torch.Generator) -> Tensor:
     x = torch.stack([_gaussian_blur(xi, s) for xi, s in zip(x, blur.tolist())])
     x = (x + noise.view(n, 1, 1, 1) * grain).clamp(0, 1)
     augmented = (x * 2 - 1).to(image.device, image.dtype)
-    return torch.where(chosen.to(image.device).view(n, 1, 1, 1), augmented, image)
+    return torch.where(_per_sample(chosen, image), augmented, image)
 
 
 def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
@@ -106,11 +112,10 @@ def _zoom(batch: dict, chosen: Tensor, g: torch.Generator) -> dict:
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection",
                              align_corners=False)
 
-    out = dict(batch, image=torch.where(chosen.to(image.device).view(n, 1, 1, 1),
-                                        warp(image), image))
+    pick = _per_sample(chosen, image)
+    out = dict(batch, image=torch.where(pick, warp(image), image))
     if "alpha" in batch:
-        alpha = torch.where(chosen.to(image.device).view(n, 1, 1, 1),
-                            warp(batch["alpha"]).clamp(0, 1), batch["alpha"])
+        alpha = torch.where(pick, warp(batch["alpha"]).clamp(0, 1), batch["alpha"])
         out.update(alpha=alpha, trimap=_trimap_where(chosen, alpha, batch["trimap"]))
     return out
 
@@ -126,7 +131,7 @@ def _mix(batch: dict, chosen: Tensor, g: torch.Generator,
     if not labeled and matte_of is None:
         raise ValueError("mix on unlabeled data needs the teacher's mattes (matte_of)")
     subject = batch["alpha"] if labeled else matte_of(image)
-    pick = chosen.to(image.device).view(n, 1, 1, 1)
+    pick = _per_sample(chosen, image)
     mixed = subject * image + (1 - subject) * image[other]
     out = dict(batch, image=torch.where(pick, mixed, image))
     if labeled:
@@ -138,5 +143,4 @@ def _mix(batch: dict, chosen: Tensor, g: torch.Generator,
 
 def _trimap_where(chosen: Tensor, alpha: Tensor, trimap: Tensor) -> Tensor:
     """The trimap rule applied to the changed samples' alphas; the others keep theirs."""
-    pick = chosen.to(alpha.device).view(-1, 1, 1, 1)
-    return torch.where(pick, trimap_tensor(alpha), trimap)
+    return torch.where(_per_sample(chosen, alpha), trimap_tensor(alpha), trimap)

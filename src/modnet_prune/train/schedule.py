@@ -50,7 +50,13 @@ def macs_targets(final: float, iterations: int, kind: str = "cubic") -> list[flo
     return [1.0 - removed * shape(i / iterations) for i in range(1, iterations + 1)]
 
 
+def step_seed(seed: int, step: int) -> int:
+    """The seed of what optimizer step `step` draws (its size, its augmentations): a pure
+    function of the run's seed and the step, so a resumed run draws the same."""
+    return seed * 1_000_003 + step
+
+
 def step_size_at(step: int, seed: int, sizes: list[int]) -> int:
     """The input size of optimizer step `step` in multi-scale training: uniform over
-    `sizes`, reproducible from (seed, step) alone so a resumed run draws the same sizes."""
-    return random.Random(seed * 1_000_003 + step).choice(sizes)
+    `sizes`, drawn from `step_seed`."""
+    return random.Random(step_seed(seed, step)).choice(sizes)
