@@ -11,7 +11,10 @@ alike; ratios are medians of per-round ratios.
 Configurations: `teacher` (official architecture, supervised training), `student`
 (50% of the teacher's inference MACs, supervised), `student+kd` (the student fine-tuned
 with distillation: a teacher forward per step and the lr8x/hr2x feature adapters), and
-the data loader alone (to show that data generation does not stall training).
+the data loader alone (to show that data generation does not stall training); each model
+configuration in every `--precision` (fp32, and bf16: forwards under bfloat16 autocast,
+which is only worth it on CPUs with bf16 units, AVX512-BF16 or AMX; the report says
+whether this one has them).
 The student is `prune(MODNet(), target_macs=0.5)` when `modnet_prune.prune` is available,
 otherwise every width of the official model scaled by one factor to 50% MACs (printed).
 """
@@ -36,6 +39,7 @@ from modnet_prune.data import open_dataset  # noqa: E402
 from modnet_prune.files import write_atomic  # noqa: E402
 from modnet_prune.train import Context, TrainConfig, fit  # noqa: E402
 from modnet_prune.train.loader import Batches  # noqa: E402
+from modnet_prune.train.loop import has_bf16_units  # noqa: E402
 from modnet_prune.graph.cost import inference_macs  # noqa: E402
 from modnet_prune.train.rundir import RunDir  # noqa: E402
 
@@ -70,15 +74,16 @@ def half_macs_student(size: int = 512) -> tuple[mp.MODNet, str]:
     return model, f"{how}; {frac:.1%} of the teacher's inference MACs at {size}x{size}"
 
 
-def measure(name: str, student_arch: mp.Arch, args, data, folder: Path) -> list[float]:
+def measure(name: str, precision: str, student_arch: mp.Arch, args, data,
+            folder: Path) -> list[float]:
     """samples/s of each logged window after the first, for one run of `name`."""
     model = mp.MODNet() if name == "teacher" else mp.MODNet(student_arch)
     teacher = mp.MODNet().eval() if name == "student+kd" else None
     cfg = TrainConfig(size=args.size, batch_size=args.batch_size, steps=args.steps,
                       workers=args.workers, log_every=args.steps // 3,
                       checkpoint_every=10**9, schedule="constant", lr=0.001,
-                      distill=KD if teacher is not None else {})
-    out = folder / f"{name}-{time.monotonic_ns()}"
+                      distill=KD if teacher is not None else {}, precision=precision)
+    out = folder / f"{name}-{precision}-{time.monotonic_ns()}"
     fit(model.train(), data, cfg, out, teacher=teacher, progress=False)
     rows = [r for r in RunDir(out).rows() if r["kind"] == "train"]
     return [r["samples_per_s"] for r in rows[1:]]  # first window includes warm-up
@@ -104,20 +109,25 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--precision", default="fp32,bf16",
+                   help="comma-separated training precisions to compare (fp32, bf16)")
     p.add_argument("--out", help="write the markdown report here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     student, how = half_macs_student()
     data = open_dataset(f"synthetic:256@{args.size}", size=args.size, train=True)
-    names = ("teacher", "student", "student+kd", "data loader alone")
+    precisions = args.precision.split(",")
+    runs = [(name, precision) for precision in precisions
+            for name in ("teacher", "student", "student+kd")] + [("data loader alone", None)]
     load_start = os.getloadavg()[0]
-    results = {n: [] for n in names}
+    results = {run: [] for run in runs}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.rounds):
-            for name in names:
-                results[name].append(measure_data(args, data) if name == "data loader alone"
-                                     else measure(name, student.arch, args, data, Path(tmp)))
+            for name, precision in runs:
+                results[name, precision].append(
+                    measure_data(args, data) if precision is None
+                    else measure(name, precision, student.arch, args, data, Path(tmp)))
     report = render(args, how, results, load_start)
     print(report)
     if args.out:
@@ -126,24 +136,31 @@ def main(argv=None) -> int:
 
 
 def render(args, how: str, results: dict, load_start: float) -> str:
-    per_round = {n: [statistics.median(r) for r in rs] for n, rs in results.items()}
-    teacher = per_round["teacher"]
+    per_round = {run: [statistics.median(r) for r in rs] for run, rs in results.items()}
+    baseline = next(run for run in per_round if run[0] == "teacher")  # the first precision
+    teacher = per_round[baseline]
+    bf16 = "yes" if has_bf16_units(torch.device("cpu")) else "no"
     lines = [f"# Training throughput at {args.size}x{args.size}", "",
              f"`python benchmarks/train_speed.py {' '.join(sys.argv[1:])}`, "
              f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.", "",
              f"Batch {args.batch_size}, {args.threads} torch thread(s), {args.workers} data "
-             f"worker(s), float32, {args.rounds} interleaved rounds of {args.steps} steps; "
+             f"worker(s), {args.rounds} interleaved rounds of {args.steps} steps; "
              f"torch {torch.__version__}, {platform.processor() or platform.machine()} "
-             f"({os.cpu_count()} logical CPUs), load average {load_start:.2f} at start.", "",
+             f"({os.cpu_count()} logical CPUs; bf16 units: {bf16}), load average "
+             f"{load_start:.2f} at start.", "",
              f"Student: {how}.", "",
-             "| configuration | samples/s (median) | vs teacher |", "|---|---:|---:|"]
-    for name, values in per_round.items():
+             f"| configuration | precision | samples/s (median) | vs teacher {baseline[1]} |",
+             "|---|---|---:|---:|"]
+    for (name, precision), values in per_round.items():
         ratio = statistics.median(v / t for v, t in zip(values, teacher))
-        lines.append(f"| {name} | {statistics.median(values):.2f} | {ratio:.2f}x |")
+        lines.append(f"| {name} | {precision or '–'} | {statistics.median(values):.2f} | "
+                     f"{ratio:.2f}x |")
     lines += ["", "Samples/s counts training samples through forward, loss, backward and the "
               "optimizer step (and the teacher's forward for `student+kd`), with data loading "
               "overlapped; `data loader alone` is the synthetic-data pipeline by itself (it "
-              "competes for the same cores during training)."]
+              "competes for the same cores during training). bf16 runs the forward passes "
+              "(student and teacher) under bfloat16 autocast; weights, optimizer, losses "
+              "and evaluation stay fp32."]
     return "\n".join(lines) + "\n"
 
 

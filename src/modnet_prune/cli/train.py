@@ -18,7 +18,7 @@ from ..deploy.runtime import check_threads
 from ..files import check_outputs, sha256_file
 from ..train import Context, TrainConfig, fit, setup, teardown
 from ..train.augment import AUGMENTATIONS
-from ..train.loop import OBJECTIVES, OPTIMIZERS
+from ..train.loop import OBJECTIVES, OPTIMIZERS, PRECISIONS
 from ..train.losses import DistillWeights
 from ..train.rundir import RunDir
 from ..train.schedule import LR_SCHEDULES
@@ -54,6 +54,9 @@ def add_training_args(p, *, defaults: TrainConfig = TrainConfig(), length: bool 
         steps = g.add_mutually_exclusive_group(required=True)
         steps.add_argument("--steps", type=int, help="optimizer steps in total")
         steps.add_argument("--epochs", type=float, help="passes over the training set")
+    g.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                   help="arithmetic of the forward passes; bf16: bfloat16 autocast, weights and "
+                        "losses in fp32 (about 2x faster on CPUs with AVX512-BF16 or AMX)")
     g.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr:g})")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer,
                    help=f"default {d.optimizer}")

@@ -32,7 +32,7 @@ from ..prune.api import ALLOCATIONS, AMOUNTS
 from ..checks import AT_LEAST_ONE, COUNT, KEEP_FRACTION, RATIO
 from ..model.inputs import check_size
 from ..train.augment import AUGMENTATIONS
-from ..train.loop import FINETUNE, OPTIMIZERS, check_ranges
+from ..train.loop import FINETUNE, OPTIMIZERS, PRECISIONS, check_ranges
 from ..train.losses import DistillWeights
 from ..train.schedule import LR_SCHEDULES, PRUNE_SCHEDULES
 
@@ -89,6 +89,7 @@ class FinetuneSpec:
     # batch augmentations for distillation inputs (names of train.augment.AUGMENTATIONS)
     augment: tuple[str, ...] = tuple(FINETUNE.augment)
     augment_p: float = FINETUNE.augment_p
+    precision: str = FINETUNE.precision   # train.loop.PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -381,6 +382,7 @@ def _validate_finetune(f: FinetuneSpec) -> None:
           f"{f.samples} is less than one batch ({f.batch_size})")
     _one_of(f.optimizer, OPTIMIZERS, "finetune.optimizer")
     _one_of(f.schedule, LR_SCHEDULES, "finetune.schedule")
+    _one_of(f.precision, PRECISIONS, "finetune.precision")
     for i, name in enumerate(f.augment):
         _one_of(name, AUGMENTATIONS, f"finetune.augment[{i}]")
     unknown = set(f.scales) - set(FINETUNE.scales)

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import signal
+import platform
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +42,10 @@ from .schedule import LR_SCHEDULES, lr_at, step_size_at
 
 OBJECTIVES = ("supervised", "soc")
 OPTIMIZERS = ("sgd", "adamw")
+# Arithmetic of the forward passes (student and teacher). "bf16" runs them under bfloat16
+# autocast: weights, optimizer state, losses and evaluation stay float32. On CPUs with
+# bf16 units (AVX512-BF16, AMX) a MODNet step is about twice as fast.
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -76,6 +83,7 @@ class TrainConfig:
     # sample with probability augment_p; [] = none beyond the dataset's own crop and jitter.
     augment: list[str] = field(default_factory=list)
     augment_p: float = 0.5
+    precision: str = "fp32"         # one of PRECISIONS
 
     @property
     def train_sizes(self) -> list[int]:
@@ -119,6 +127,8 @@ class TrainConfig:
         need(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
         need(self.schedule in LR_SCHEDULES, f"--schedule must be one of {', '.join(LR_SCHEDULES)}")
         need(self.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}")
+        need(self.precision in PRECISIONS,
+             f"--precision must be one of {', '.join(PRECISIONS)}")
         unknown_aug = sorted(set(self.augment) - set(AUGMENTATIONS))
         need(not unknown_aug, f"--augment {','.join(unknown_aug)}: choose from "
                               f"{', '.join(AUGMENTATIONS)}")
@@ -224,6 +234,8 @@ class _Trainer:
         self.best_mad: float | None = None
         self.step = 0
         self._reference = None  # the teacher's mattes of an unlabeled eval set, made once
+        self.autocast = functools.partial(torch.autocast, ctx.device.type, dtype=torch.bfloat16,
+                                          enabled=cfg.precision == "bf16")
 
     # --- set-up ---------------------------------------------------------------------
     def restore_or_init(self, resume: bool) -> dict | None:
@@ -284,9 +296,9 @@ class _Trainer:
         cfg, img = self.cfg, batch["image"]
         t_out = t_feat = None
         if self.teacher is not None:
-            with torch.no_grad():
+            with torch.no_grad(), self.autocast():
                 t_out = self.teacher(img, inference=False)
-            t_feat = self.teacher_taps.pop() if self.teacher_taps else {}
+            t_out, t_feat = as_float((t_out, self.teacher_taps.pop() if self.teacher_taps else {}))
         if cfg.objective == "soc":
             return soc_loss(*outputs, frozen_detail=t_out[1], frozen_matte=t_out[2])
         terms: dict[str, torch.Tensor] = {}
@@ -318,8 +330,9 @@ class _Trainer:
         if cfg.augment:
             batch = augment_batch(batch, cfg.augment, cfg.augment_p, cfg.seed, self.step,
                                   self.ctx.rank, matte_of=self._teacher_matte)
-        outputs, features = module(batch["image"])
-        terms = self.objective(batch, outputs, features)
+        with self.autocast():
+            outputs, features = module(batch["image"])
+        terms = self.objective(batch, *as_float((outputs, features)))
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         optimizer.step()
@@ -329,7 +342,8 @@ class _Trainer:
     def _teacher_matte(self, img: torch.Tensor) -> torch.Tensor:
         """The teacher's matte of `img` (what `mix` lays over another image when the data
         has no ground truth); its feature taps are emptied, the objective records its own."""
-        matte = self.teacher(img, inference=False)[2]
+        with self.autocast():
+            matte = self.teacher(img, inference=False)[2].float()
         if self.teacher_taps is not None:
             self.teacher_taps.pop()
         return matte
@@ -431,6 +445,26 @@ class _Trainer:
             raise RuntimeError(f"DDP replicas diverged at step {self.step}: {sums}")
 
 
+def has_bf16_units(device: torch.device) -> bool:
+    """Whether bfloat16 autocast runs on native units here (x86 CPUs: AVX512-BF16 or AMX;
+    other CPUs and GPUs are not second-guessed)."""
+    if device.type != "cpu" or platform.machine().lower() not in ("x86_64", "amd64"):
+        return True
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def as_float(x):
+    """`x` (tensors in tuples, lists and dicts) with every tensor in float32: losses are
+    computed in full precision whatever the forward pass ran in."""
+    if torch.is_tensor(x):
+        return x.float()
+    if isinstance(x, dict):
+        return {k: as_float(v) for k, v in x.items()}
+    if isinstance(x, (tuple, list)):
+        return type(x)(as_float(v) for v in x)
+    return x
+
+
 def labeled(dataset: Dataset) -> bool:
     """Whether a dataset has ground-truth mattes (`MattingDataset.labeled`; others: yes)."""
     return getattr(dataset, "labeled", True)
@@ -452,6 +486,9 @@ def fit(model: nn.Module, train_set: Dataset, cfg: TrainConfig, out: str | Path,
     ctx = ctx or Context()
     cfg = cfg.for_data(labeled(train_set))
     cfg.validate(has_teacher=teacher is not None)
+    if cfg.precision == "bf16" and not has_bf16_units(ctx.device):
+        warnings.warn("--precision bf16: this CPU has no bfloat16 units (AVX512-BF16, AMX), "
+                      "so the forward passes are emulated and slower than fp32")
     if eval_set is not None and not labeled(eval_set) and teacher is None:
         raise UserError("the evaluation data has no ground-truth mattes: it is scored by "
                         "agreement with the teacher's, and this run has no teacher")
