@@ -10,8 +10,8 @@ import contextlib
 import dataclasses
 import functools
 import math
-import signal
 import platform
+import signal
 import threading
 import time
 import warnings
