@@ -375,3 +375,75 @@ def test_bf16_on_a_cpu_without_bf16_units_warns_once(tmp_path, monkeypatch):
         warnings.simplefilter("error")
         fit(mp.MODNet(divided_arch(4)), data, cfg(steps=1, precision="bf16"), tmp_path / "amx",
             progress=False)
+
+
+def test_weight_average_follows_the_decay_formula_and_copies_counters():
+    from modnet_prune.train.ema import WeightAverage
+    shared = torch.nn.Linear(2, 2)  # one tensor under two names, as MODNet's backbone
+    model = torch.nn.Sequential(shared, torch.nn.BatchNorm1d(2), shared)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    avg = WeightAverage(model, decay=0.5)
+    expected = {k: v.float().clone() for k, v in start.items() if v.is_floating_point()}
+    for n in (1, 2, 3):
+        with torch.no_grad():
+            for v in [*model.parameters(), *model.buffers()]:
+                v.add_(n) if v.is_floating_point() else v.fill_(10 * n)
+        avg.update(model)
+        keep = min(0.5, (1 + n) / (10 + n))  # 2/11, 3/12, 0.5
+        for k, v in model.state_dict().items():
+            if v.is_floating_point():
+                expected[k] = keep * expected[k] + (1 - keep) * v
+    shadow = avg.shadow.state_dict()
+    for k, v in expected.items():
+        torch.testing.assert_close(shadow[k], v)
+    assert shadow["1.num_batches_tracked"].item() == 30
+    assert not any(p.requires_grad for p in avg.shadow.parameters())
+
+
+def test_ema_run_saves_and_returns_the_average_of_its_steps_and_resumes_exactly(tmp_path,
+                                                                                 monkeypatch):
+    from modnet_prune.train.ema import WeightAverage, ema_decay
+    data = open_dataset("synthetic:12@64", size=64, train=True)
+    seen, states = [], {}
+    original_update, original_save = WeightAverage.update, RunDir.save_state
+
+    def record(self, model):
+        original_update(self, model)
+        seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    def save_and_keep(self, state):
+        original_save(self, state)
+        states[state["step"]] = self.file("last.state.pt").read_bytes()
+    monkeypatch.setattr(WeightAverage, "update", record)
+    monkeypatch.setattr(RunDir, "save_state", save_and_keep)
+    torch.manual_seed(0)
+    model = mp.MODNet(divided_arch())
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    run = RunDir(tmp_path / "run")
+    result = fit(model, data, cfg(ema=0.6), run.path, progress=False)
+
+    assert len(seen) == 6
+    expected = {k: v.clone() for k, v in start.items() if v.is_floating_point()}
+    for n, weights in enumerate(seen, 1):
+        keep = ema_decay(0.6, n)
+        for k in expected:
+            expected[k] = keep * expected[k] + (1 - keep) * weights[k]
+    saved = _final_weights(run.path)
+    for k, v in expected.items():
+        torch.testing.assert_close(saved[k], v, rtol=1e-5, atol=1e-6)
+        assert torch.equal(result.model.state_dict()[k], saved[k])
+    raw = torch.load(run.file("last.state.pt"), weights_only=True)["module"]
+    assert any(not torch.equal(raw[f"model.{k}"], saved[k]) for k in expected)
+
+    run.file("last.state.pt").write_bytes(states[3])  # killed before step 6's checkpoint
+    fit(mp.MODNet(divided_arch()), data, cfg(ema=0.6), run.path, resume=True, progress=False)
+    resumed = _final_weights(run.path)
+    assert all(torch.equal(saved[k], resumed[k]) for k in saved)
+
+
+def test_ema_decay_out_of_range_is_refused(tmp_path):
+    data = open_dataset("synthetic:8@64", size=64, train=True)
+    with pytest.raises(UserError, match="--ema 1"):
+        fit(mp.MODNet(divided_arch()), data, cfg(ema=1.0), tmp_path / "r", progress=False)
+    with pytest.raises(RecipeError, match="finetune.ema"):
+        recipe_from_dict({"name": "x", "teacher": "t.safetensors", "finetune": {"ema": -0.1}})

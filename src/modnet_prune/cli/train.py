@@ -69,6 +69,10 @@ def add_training_args(p, *, defaults: TrainConfig = TrainConfig(), length: bool 
                    help="steps per x--gamma decay (schedule step; default steps/4)")
     g.add_argument("--gamma", type=float, default=d.gamma)
     g.add_argument("--min-lr", type=float, default=d.min_lr, help="final LR of the cosine schedule")
+    g.add_argument("--ema", type=float, default=d.ema, metavar="DECAY",
+                   help="keep a moving average of the weights with this decay per step (e.g. "
+                        "0.99: about the last 100 steps) and evaluate, save and return it; "
+                        "0: off (default)")
     for term, scale in d.scales.items():
         g.add_argument(f"--{term}-scale", type=float, default=scale)
     g = p.add_argument_group("run")

@@ -90,6 +90,7 @@ class FinetuneSpec:
     augment: tuple[str, ...] = tuple(FINETUNE.augment)
     augment_p: float = FINETUNE.augment_p
     precision: str = FINETUNE.precision   # train.loop.PRECISIONS
+    ema: float = FINETUNE.ema             # decay per step of the weights' moving average; 0: off
 
 
 @dataclass(frozen=True)

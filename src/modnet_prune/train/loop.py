@@ -33,6 +33,7 @@ from ..model.inputs import check_size
 from .augment import AUGMENTATIONS, augment_batch
 from .bn import recalibrate_bn
 from .distill import FEATURE_TAPS, FeatureTaps, Student, teacher_widths
+from .ema import WeightAverage
 from .distributed import (Context, all_gather_objects, all_reduce_mean, any_rank, barrier,
                           broadcast_object)
 from .loader import Batches
@@ -84,6 +85,9 @@ class TrainConfig:
     augment: list[str] = field(default_factory=list)
     augment_p: float = 0.5
     precision: str = "fp32"         # one of PRECISIONS
+    # Decay per step of a moving average of the weights (train/ema.py); 0: off. When on,
+    # evaluation, best/last.safetensors and the returned model are the average.
+    ema: float = 0.0
 
     @property
     def train_sizes(self) -> list[int]:
@@ -150,7 +154,7 @@ RANGES = {
     "warmup": COUNT, "step_size": Range(1, integer=True), "gamma": Range(0, 1, low_open=True),
     "min_lr": NON_NEGATIVE, "seed": COUNT, "workers": COUNT, "log_every": AT_LEAST_ONE,
     "eval_every": COUNT, "checkpoint_every": AT_LEAST_ONE, "supervised": NON_NEGATIVE,
-    "recalibrate_bn": COUNT, "augment_p": Range(0, 1),
+    "recalibrate_bn": COUNT, "augment_p": Range(0, 1), "ema": Range(0, 1, high_open=True),
 }
 WEIGHT = NON_NEGATIVE  # every supervised scale and distillation weight
 
@@ -230,6 +234,8 @@ class _Trainer:
         self.teacher_taps = FeatureTaps(self.teacher, {n: FEATURE_TAPS[n] for n in feature_names}) \
             if self.teacher is not None and feature_names else None
         widths = teacher_widths(self.teacher, feature_names) if self.teacher_taps else None
+        # copied before Student hooks feature taps into the model
+        self.ema = WeightAverage(model, cfg.ema).to(ctx.device) if cfg.ema else None
         self.student = Student(model, widths).to(ctx.device).train()  # load() gives eval mode
         self.best_mad: float | None = None
         self.step = 0
@@ -249,12 +255,16 @@ class _Trainer:
             # loses them from the log, not from disk): the file and best_mad must agree.
             self.best_mad = min((m for m in (state.get("best_mad"), self.run.best_file_mad())
                                  if m is not None), default=None)
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
             rngs = state["rng"]
             if len(rngs) == self.ctx.world_size:
                 set_rng_state(rngs[self.ctx.rank])
             return state["optimizer"]
         torch.manual_seed(self.cfg.seed + self.ctx.rank)
         self._prepare_fresh()
+        if self.ema is not None:
+            self.ema.reset(self.student.model)
         return None
 
     def _prepare_fresh(self) -> None:
@@ -336,6 +346,8 @@ class _Trainer:
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.student.model)
         return terms, lr
 
     @torch.no_grad()
@@ -396,6 +408,11 @@ class _Trainer:
             self.run.log(row)
             bar.set_postfix(loss=f"{means['loss']:.4f}", sps=f"{row['samples_per_s']:.1f}")
 
+    @property
+    def result_model(self) -> nn.Module:
+        """What the run evaluates, saves and returns: the weights' average, if kept."""
+        return self.ema.shadow if self.ema is not None else self.student.model
+
     def evaluate(self) -> dict[str, float] | None:
         if self.eval_set is None:
             return None
@@ -403,7 +420,7 @@ class _Trainer:
         if self.ctx.is_main:
             if not labeled(self.eval_set) and self._reference is None:
                 self._reference = reference_mattes(self.teacher, self.eval_set, size=self.cfg.size)
-            summary = evaluate(self.student.model, self.eval_set, size=self.cfg.size,
+            summary = evaluate(self.result_model, self.eval_set, size=self.cfg.size,
                                reference=self._reference)
             metrics = {m: summary[m] for m in METRICS + AGREEMENT if m in summary}
             self.run.log({"kind": "eval", "step": self.step, **metrics,
@@ -411,7 +428,7 @@ class _Trainer:
                           "reference": "ground truth" if labeled(self.eval_set) else "teacher"})
             if self.best_mad is None or metrics["mad"] < self.best_mad:
                 self.best_mad = metrics["mad"]
-                self.run.save_model(self.student.model, BEST, step=self.step, mad=metrics["mad"],
+                self.run.save_model(self.result_model, BEST, step=self.step, mad=metrics["mad"],
                                     train_sizes=self.cfg.train_sizes)
         self.best_mad = broadcast_object(self.best_mad, self.ctx)
         return metrics
@@ -423,8 +440,9 @@ class _Trainer:
         if self.ctx.is_main:
             self.run.save_state({"step": self.step, "module": self.student.state_dict(),
                                  "optimizer": optimizer.state_dict(), "rng": rngs,
+                                 "ema": self.ema.state_dict() if self.ema is not None else None,
                                  "best_mad": self.best_mad, "world_size": self.ctx.world_size})
-            self.run.save_model(self.student.model, LAST, step=self.step,
+            self.run.save_model(self.result_model, LAST, step=self.step,
                                 train_sizes=self.cfg.train_sizes)
         barrier(self.ctx)
 
@@ -507,5 +525,7 @@ def fit(model: nn.Module, train_set: Dataset, cfg: TrainConfig, out: str | Path,
             stopped = trainer.train(optimizer_state) if trainer.step < trainer.total else False
         finally:
             trainer.close()
+    if trainer.ema is not None:
+        model.load_state_dict(trainer.ema.shadow.state_dict())
     model.eval()
     return FitResult(model, trainer.step, stopped, trainer.best_mad, run.path)
