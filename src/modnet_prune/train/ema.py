@@ -3,7 +3,7 @@
 Late in training the weights wander around a minimum with the noise of each batch; their
 running average sits nearer its centre. Measured on the multi-scale teacher (models/README):
 the plain mean of two checkpoints 400 steps apart was better at 512² than either of them.
-The average covers every floating-point entry of the state dict — BatchNorm running
+The average covers every floating-point parameter and buffer — BatchNorm running
 statistics included, so the averaged model is self-consistent — and copies the integer
 ones (batch counters).
 """

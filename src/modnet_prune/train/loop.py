@@ -33,9 +33,9 @@ from ..model.inputs import check_size
 from .augment import AUGMENTATIONS, augment_batch
 from .bn import recalibrate_bn
 from .distill import FEATURE_TAPS, FeatureTaps, Student, teacher_widths
-from .ema import WeightAverage
 from .distributed import (Context, all_gather_objects, all_reduce_mean, any_rank, barrier,
                           broadcast_object)
+from .ema import WeightAverage
 from .loader import Batches
 from .losses import DistillWeights, MattingScales, distill_loss, matting_loss, soc_loss
 from .rundir import BEST, LAST, RunDir, RunLock, rng_state, set_rng_state
