@@ -6,7 +6,7 @@ checks the targets of issues 8, 16 and 19 (every accuracy at the deployment size
 the latency is measured), and writes OUT/compare.md, OUT/summary.json and a combined
 OUT/report.html (every student on one Pareto plot).
 
-    python benchmarks/compare_recipes.py                          # hours on 2 CPU cores
+    python benchmarks/compare_recipes.py --precision bf16         # ~8.5 h per recipe on 2 cores
     python benchmarks/compare_recipes.py --budget-samples 64 --out runs/compare-smoke
 
 The full budget is the recipes' own (32,000 samples each); `--budget-samples` overrides it
@@ -32,6 +32,7 @@ from modnet_prune.pipeline import load_recipe, run_pipeline  # noqa: E402
 from modnet_prune.pipeline.summary import merge_summaries  # noqa: E402
 from modnet_prune.report.document import markdown_table, main_table, render_report  # noqa: E402
 from modnet_prune.report.labels import other_size_text, size_text  # noqa: E402
+from modnet_prune.train.loop import PRECISIONS  # noqa: E402
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 DEFAULT_RECIPES = ("seed-v2", "modnet-p", "ours-50", "ours-25")
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-samples", type=int, help="fine-tuning budget for every recipe")
     p.add_argument("--teacher", help="teacher checkpoint for every recipe")
     p.add_argument("--out", help="folder of the runs (default: runs/compare-<budget>)")
+    p.add_argument("--precision", choices=PRECISIONS, help="fine-tuning precision for every recipe")
     p.add_argument("--threads", type=int, help="torch threads (default: all usable CPUs)")
     p.add_argument("--device", default="auto", help="where fine-tuning runs: auto, cpu or cuda")
     p.add_argument("--no-progress", action="store_true")
@@ -120,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         recipes = [r.with_teacher(args.teacher) if args.teacher else r for r in recipes]
         if args.budget_samples is not None:
             recipes = [r.with_budget(args.budget_samples) for r in recipes]
+        if args.precision:
+            recipes = [r.with_finetune(precision=args.precision) for r in recipes]
         budgets = {r.finetune.samples for r in recipes}
         if len(budgets) != 1:
             raise UserError(f"the recipes have different budgets {sorted(budgets)}: "

@@ -1,6 +1,6 @@
 """Model card numbers for a trained teacher: learning curve (figure + table) from a run folder.
 
-    python benchmarks/teacher_card.py /root/teacher/run --figure models/modnet-synthetic-curve.png
+    python benchmarks/teacher_card.py /root/teacher/run --figure models/modnet-synthetic-128-curve.png
 """
 from __future__ import annotations
 

@@ -193,6 +193,10 @@ def test_rerun_refuses_without_resume_or_with_another_recipe(iterative_run, caps
                  "--budget-samples", "64"]) == 2
     err = capsys.readouterr().err
     assert "finetune.samples: 32 -> 64" in err and len(err.strip().splitlines()) == 1
+    assert main(["pipeline", "--recipe", str(recipe), "--out", str(out), "--resume",
+                 "--precision", "bf16"]) == 2
+    err = capsys.readouterr().err
+    assert "finetune.precision: 'fp32' -> 'bf16'" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.slow

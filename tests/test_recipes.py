@@ -28,6 +28,13 @@ def test_shipped_recipes_load_and_share_one_budget():
     assert recipes["seed-v2"].prune.method == "plan" and not recipes["seed-v2"].distill.enabled
     assert recipes["ours-50"].distill.enabled and recipes["ours-50"].recalibrate_bn > 0
     assert {recipes[n].data.eval for n in BENCHMARK_RECIPES} == {recipes["seed-v2"].data.eval}
+    for n in BENCHMARK_RECIPES:  # one operating point: trained up to, int8-calibrated at 512²
+        r = recipes[n]
+        assert r.sizes.benchmark == max(r.finetune.multi_size) == r.sizes.train == 512, n
+        assert r.quantize is None or r.quantize.size == r.sizes.benchmark, n
+    demo = recipes["demo"]       # the demo's one point is 128²: fine-tuning at 512² takes hours
+    assert demo.sizes.train == demo.sizes.eval == demo.sizes.benchmark
+    assert demo.quantize.size in (None, demo.sizes.benchmark)  # None: sizes.eval
 
 
 def test_seed_v2_widths_reproduce_the_write_up_costs():
@@ -142,6 +149,10 @@ def test_defaults_types_and_budget_override(tmp_path):
     assert recipe.with_budget(20).steps == 3             # ... even when that exceeds the budget
     with pytest.raises(RecipeError, match=r"finetune.samples: 8 is less than one batch \(16\)"):
         recipe.with_budget(8)
+    assert recipe.with_finetune(precision="bf16").finetune.precision == "bf16"
+    assert recipe.with_finetune(precision="bf16").finetune.lr == recipe.finetune.lr
+    with pytest.raises(RecipeError, match="finetune.precision: 'fp16' is not one of fp32, bf16"):
+        recipe.with_finetune(precision="fp16")
     assert recipe_from_dict(recipe.to_dict()) == recipe  # the resolved form round-trips
     assert recipe_from_dict({"sizes": {"eval": None}}).sizes.eval is None  # inference protocol
 

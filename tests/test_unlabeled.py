@@ -290,8 +290,13 @@ def test_recipe_held_out_data_must_be_disjoint_from_every_training_part(tmp_path
 
 def test_the_shipped_teacher_says_it_knows_synthetic_portraits_only(photos, tmp_path, capsys):
     from modnet_prune.model.shipped import SYNTHETIC_TEACHER_SHA256, trained_on_synthetic
-    shipped = Path(__file__).parents[1] / "models" / "modnet-synthetic.safetensors"
-    assert trained_on_synthetic(shipped)
+    from modnet_prune.files import sha256_file
+    models = Path(__file__).parents[1] / "models"
+    shipped = sorted(models.glob("modnet-synthetic*.safetensors"))
+    assert [p.name for p in shipped] == ["modnet-synthetic-128.safetensors",
+                                         "modnet-synthetic.safetensors"]
+    for path in shipped:  # known by hash, not only by their metadata
+        assert sha256_file(path) in SYNTHETIC_TEACHER_SHA256 and trained_on_synthetic(path)
     plain = mp.save(tiny_model(), tmp_path / "plain.safetensors")
     alike = mp.save(tiny_model(), tmp_path / "alike.safetensors",
                     description="MODNet trained on synthetic portraits at 64x64")

@@ -1,4 +1,4 @@
-"""The shipped teacher, models/modnet-synthetic.safetensors, knows synthetic portraits only.
+"""The shipped teachers, models/modnet-synthetic*.safetensors, know synthetic portraits only.
 
 It was trained on `modnet_prune.data`'s generated portraits (no real data could be had
 where it was built) and does not matte photographs. Commands that use it, or a model
@@ -14,10 +14,11 @@ from safetensors import SafetensorError, safe_open
 
 from ..files import sha256_file
 
-# sha256 of every released version of the shipped file (its metadata is checked too, so a
-# re-trained teacher with the same kind of metadata is recognised without a new entry)
+# sha256 of every released shipped teacher (their metadata is checked too, so a re-trained
+# teacher with the same kind of metadata is recognised without a new entry)
 SYNTHETIC_TEACHER_SHA256 = frozenset({
-    "b9a67db3e2ab78732ee1d64b9f8119a74874a409e02d1f71be0b4f2cde95fdd0",
+    "b9a67db3e2ab78732ee1d64b9f8119a74874a409e02d1f71be0b4f2cde95fdd0",  # -128: 128² only
+    "066e904e1fbbcf2f50b4d32ea92567a6eae36ff6b0d6141fd859b6a2317657f5",  # 128² to 512²
 })
 
 

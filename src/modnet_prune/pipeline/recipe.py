@@ -157,12 +157,15 @@ class Recipe:
         """The recipe as its JSON says it (tuples as lists): what run folders record."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
-    def with_budget(self, samples: int) -> "Recipe":
-        """The same recipe with another fine-tuning budget (samples), checked again."""
-        recipe = dataclasses.replace(self, finetune=dataclasses.replace(self.finetune,
-                                                                        samples=samples))
+    def with_finetune(self, **changes) -> "Recipe":
+        """The same recipe with other fine-tuning settings (`samples=`: the budget,
+        `precision=`), checked again."""
+        recipe = dataclasses.replace(self, finetune=dataclasses.replace(self.finetune, **changes))
         validate(recipe)
         return recipe
+
+    def with_budget(self, samples: int) -> "Recipe":
+        return self.with_finetune(samples=samples)
 
     def with_teacher(self, path: str) -> "Recipe":
         return dataclasses.replace(self, teacher=str(path))
