@@ -30,6 +30,7 @@ from modnet_prune.errors import UserError  # noqa: E402
 from modnet_prune.files import write_atomic  # noqa: E402
 from modnet_prune.memory import keep_freed_memory  # noqa: E402
 from modnet_prune.pipeline import load_recipe, run_pipeline  # noqa: E402
+from modnet_prune.pipeline.run import PipelineStopped  # noqa: E402
 from modnet_prune.pipeline.summary import merge_summaries  # noqa: E402
 from modnet_prune.report.document import markdown_table, main_table, render_report  # noqa: E402
 from modnet_prune.report.labels import other_size_text, size_text  # noqa: E402
@@ -142,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
                                              progress=not args.no_progress)
             print(f"== {recipe.name}: {time.perf_counter() - start:.0f} s", flush=True)
         merged = merge_summaries(summaries, root)
+    except PipelineStopped as stop:
+        print(f"compare_recipes: {stop}; checkpoint saved — run the same command to continue",
+              file=sys.stderr)
+        return 130
     except (UserError, ValueError) as e:
         print(f"compare_recipes: error: {e}", file=sys.stderr)
         return 2
