@@ -6,7 +6,7 @@ checks the targets of issues 8, 16 and 19 (every accuracy at the deployment size
 the latency is measured), and writes OUT/compare.md, OUT/summary.json and a combined
 OUT/report.html (every student on one Pareto plot).
 
-    python benchmarks/compare_recipes.py --precision bf16         # ~8.5 h per recipe on 2 cores
+    python benchmarks/compare_recipes.py --precision bf16         # hours per recipe on 2 cores
     python benchmarks/compare_recipes.py --budget-samples 64 --out runs/compare-smoke
 
 The full budget is the recipes' own (32,000 samples each); `--budget-samples` overrides it

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -31,8 +32,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--keep", action="store_true", help="call keep_freed_memory() first")
     args = p.parse_args()
-    if args.keep:
-        assert keep_freed_memory(), "not glibc"
+    if args.keep and not keep_freed_memory():
+        sys.exit("malloc_step: --keep needs glibc")
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     teacher = mp.load(TEACHER).eval()

@@ -88,9 +88,9 @@ def keep_freed_memory() -> bool:
     glibc gives every allocation above 32 MB its own mmap and unmaps it on free, so each
     training step at 512² (a 16x32x512x512 float activation alone is 512 MB) faults in all
     its pages again: the kernel's time exceeded torch's, and a distillation step of a 50 %
-    student took 27 s instead of 8 on 2 cores (`benchmarks/malloc.md`). With mmap off and
-    up to 2 GB kept free the pages stay mapped between steps; the price is a higher
-    resident peak (~25 % at 512²). A process-wide setting, so the command line applies it
+    student took 18.6 s instead of 7.6 on 2 cores (`benchmarks/malloc.md`). With mmap off
+    and up to 2 GB kept free the pages stay mapped between steps; the price is a higher
+    resident peak (~20 % at 512²). A process-wide setting, so the command line applies it
     (the library does not); returns False where the C library is not glibc."""
     if platform.libc_ver()[0] != "glibc":
         return False
