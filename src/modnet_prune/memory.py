@@ -90,8 +90,10 @@ def keep_freed_memory() -> bool:
     its pages again: the kernel's time exceeded torch's, and a distillation step of a 50 %
     student took 18.6 s instead of 7.6 on 2 cores (`benchmarks/malloc.md`). With mmap off
     and up to 2 GB kept free the pages stay mapped between steps; the price is a higher
-    resident peak (~20 % at 512²). A process-wide setting, so the command line applies it
-    (the library does not); returns False where the C library is not glibc."""
+    resident peak (~20 % at 512²). Not on by default: DataLoader workers forked from a
+    process holding that much freed memory pin its pages, and the parent's later writes copy
+    them (a 512² compress run with one worker reached ~22 GB). Process-wide; returns False
+    where the C library is not glibc."""
     if platform.libc_ver()[0] != "glibc":
         return False
     try:

@@ -20,7 +20,6 @@ import warnings
 
 from .. import __version__
 from ..errors import UserError
-from ..memory import keep_freed_memory
 
 COMMANDS = ("convert", "analyze", "prune", "profile", "benchmark", "synth", "evaluate", "train",
             "finetune", "compress", "export", "quantize", "matte", "web", "serve", "pipeline")
@@ -79,7 +78,6 @@ def _command_context(command: str):
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(_command_in(argv)).parse_args(argv)
-    keep_freed_memory()
     try:
         with _command_context(args.command):
             return int(args.func(args) or 0)
