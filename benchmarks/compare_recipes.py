@@ -28,6 +28,7 @@ import torch  # noqa: E402
 
 from modnet_prune.errors import UserError  # noqa: E402
 from modnet_prune.files import write_atomic  # noqa: E402
+from modnet_prune.memory import keep_freed_memory  # noqa: E402
 from modnet_prune.pipeline import load_recipe, run_pipeline  # noqa: E402
 from modnet_prune.pipeline.run import PipelineStopped  # noqa: E402
 from modnet_prune.pipeline.summary import merge_summaries  # noqa: E402
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", help="where fine-tuning runs: auto, cpu or cuda")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    keep_freed_memory()   # as the command line's training commands do
     try:
         recipes = [load_recipe(r if r.endswith((".yaml", ".yml")) else RECIPES / f"{r}.yaml")
                    for r in args.recipes]

@@ -77,9 +77,19 @@ def require_synthetic(size: int, what: str | None = None) -> None:
             what or f"a synthetic portrait at {size}x{size}")
 
 
-# glibc's mallopt parameters (malloc.h)
+# glibc's mallopt parameters (malloc.h) and the defaults of the two set here
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
 KEEP_FREE_BYTES = 2**31 - 1   # freed memory held at the top of the heap before trimming
+
+
+def _glibc() -> ctypes.CDLL | None:
+    if platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
 
 
 def keep_freed_memory() -> bool:
@@ -90,16 +100,28 @@ def keep_freed_memory() -> bool:
     its pages again: the kernel's time exceeded torch's, and a distillation step of a 50 %
     student took 18.6 s instead of 7.6 on 2 cores (`benchmarks/malloc.md`). With mmap off
     and up to 2 GB kept free the pages stay mapped between steps; the price is a higher
-    resident peak (~20 % at 512²). Not on by default: DataLoader workers forked from a
-    process holding that much freed memory pin its pages, and the parent's later writes copy
-    them (a 512² compress run with one worker reached ~22 GB). Process-wide; returns False
-    where the C library is not glibc."""
-    if platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
+    resident peak (~20 % at 512²). A process forked after this call inherits the kept pages:
+    it must call `release_inherited_memory` first (the training loader's workers do).
+    Process-wide; returns False where the C library is not glibc."""
+    libc = _glibc()
+    if libc is None:
         return False
     mmap_off = libc.mallopt(_M_MMAP_MAX, 0)
     kept = libc.mallopt(_M_TRIM_THRESHOLD, KEEP_FREE_BYTES)
     return mmap_off == 1 and kept == 1
+
+
+def release_inherited_memory() -> None:
+    """In a forked child: give back the parent's free heap pages and use glibc's defaults.
+
+    The child shares every heap page with its parent, freed ones included, until one side
+    writes it; the parent reuses its kept free memory at every step, so each page it writes
+    gets copied while the child holds the original: a 512² compress run with two such
+    workers reached ~22 GB (`benchmarks/malloc.md`). Trimming drops those pages from the
+    child's mapping only. A no-op where the C library is not glibc."""
+    libc = _glibc()
+    if libc is None:
+        return
+    libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+    libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+    libc.malloc_trim(0)

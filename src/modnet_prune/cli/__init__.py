@@ -5,7 +5,8 @@ which adds its parser and sets `func(args) -> int`. Only the module of the comma
 run is imported, so `modnet-prune prune` does not pay for matplotlib, onnx or PyAV.
 Errors a user can cause become one line on stderr (`--debug`: the traceback, with the
 library's underlying cause chained), warnings one line each. SIGTERM stops a command like
-Ctrl-C, so atomic writes remove their temp files on the way out.
+Ctrl-C, so atomic writes remove their temp files on the way out. The commands that train
+keep freed memory for reuse (`memory.keep_freed_memory`).
 """
 from __future__ import annotations
 
@@ -20,9 +21,12 @@ import warnings
 
 from .. import __version__
 from ..errors import UserError
+from ..memory import keep_freed_memory
 
 COMMANDS = ("convert", "analyze", "prune", "profile", "benchmark", "synth", "evaluate", "train",
             "finetune", "compress", "export", "quantize", "matte", "web", "serve", "pipeline")
+# the commands that train: their steps reuse freed memory instead of faulting it in again
+TRAINING = ("train", "finetune", "compress", "pipeline")
 
 
 def _command_in(argv: list[str]) -> str | None:
@@ -78,6 +82,8 @@ def _command_context(command: str):
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(_command_in(argv)).parse_args(argv)
+    if args.command in TRAINING:
+        keep_freed_memory()
     try:
         with _command_context(args.command):
             return int(args.func(args) or 0)

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
 
 from ..errors import UserError
+from ..memory import release_inherited_memory
 from .distributed import Context
 
 
@@ -33,10 +34,11 @@ class ResumableSampler(Sampler[int]):
         return len(self.inner) - self.skip
 
 
-def _ignore_sigint(_worker_id: int) -> None:
+def _init_worker(_worker_id: int) -> None:
     # Ctrl-C is for the main process, which saves a checkpoint and shuts workers down;
     # a worker dying on it first would turn a clean stop into a DataLoader error.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    release_inherited_memory()
 
 
 class Batches:
@@ -54,7 +56,7 @@ class Batches:
             dataset, batch_size=batch_size, sampler=self.sampler, drop_last=True,
             num_workers=workers, persistent_workers=workers > 0,
             prefetch_factor=prefetch if workers > 0 else None,
-            pin_memory=ctx.device.type == "cuda", worker_init_fn=_ignore_sigint,
+            pin_memory=ctx.device.type == "cuda", worker_init_fn=_init_worker,
             generator=torch.Generator().manual_seed(seed * 7919 + ctx.rank))
 
     def from_step(self, step: int) -> Iterator[dict]:
