@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from modnet_prune.train.losses import (DistillWeights, MattingScales, blur3, distill_loss,
+from modnet_prune.train.losses import (DistillWeights, MattingScales, blur3,
+                                       channel_distribution_loss, distill_loss,
                                        gaussian_kernel3, matting_loss, soc_loss)
 from modnet_prune.train.schedule import lr_at, macs_targets
 
@@ -140,6 +141,27 @@ def test_distill_loss_terms_and_weights():
     off = distill_loss(student, teacher, sf, tf, DistillWeights(matte=1, detail=0, semantic=0,
                                                                 lr8x=0, hr2x=0))
     assert set(off) == {"kd_matte", "loss"}
+
+
+def test_channel_wise_distillation_by_hand():
+    # one image, one channel of two pixels: the teacher [0, 4 ln 3] softened by tau = 4 is
+    # softmax([0, ln 3]) = (1/4, 3/4); the student [0, 0] is (1/2, 1/2).
+    # KL = 1/4 ln(1/2) + 3/4 ln(3/2); the loss is tau^2 KL.
+    teacher = torch.tensor([0.0, 4 * math.log(3)]).view(1, 1, 1, 2)
+    student = torch.zeros(1, 1, 1, 2)
+    kl = 0.25 * math.log(0.5) + 0.75 * math.log(1.5)
+    assert channel_distribution_loss(student, teacher, tau=4.0).item() == pytest.approx(16 * kl)
+    # a second channel where the two agree halves the mean over channels
+    both = channel_distribution_loss(torch.cat([student, teacher], 1),
+                                     torch.cat([teacher, teacher], 1), tau=4.0)
+    assert both.item() == pytest.approx(8 * kl)
+    # where each channel responds, not its offset: a shifted copy ...
+    assert channel_distribution_loss(teacher + 5.0, teacher).item() == pytest.approx(0, abs=1e-6)
+    # ... is free, and the terms come out through distill_loss's feature_loss
+    outputs = (_full(0.5, size=2), _full(0.2), _full(0.3))
+    terms = distill_loss(outputs, outputs, {"f2x": student}, {"f2x": teacher},
+                         DistillWeights(f2x=2.0), feature_loss="cwd")
+    assert terms["kd_f2x"].item() == pytest.approx(2 * 16 * kl)
 
 
 def test_lr_schedules():

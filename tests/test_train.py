@@ -228,6 +228,21 @@ def test_torchrun_two_processes_train_and_resume(tmp_path):
     assert mp.load(out / "last.safetensors").arch == divided_arch()
 
 
+def test_channel_wise_distillation_on_the_other_taps(tmp_path):
+    data = open_dataset("synthetic:4@64", size=64, train=False)
+    teacher, student = mp.MODNet(divided_arch(2)).eval(), mp.MODNet(divided_arch(4))
+    weights = {"matte": 1.0, "lr16x": 1.0, "hr4x": 1.0, "f2x": 1.0}
+    fit(student, data, cfg(steps=20, optimizer="adamw", lr=3e-3, checkpoint_every=20,
+                           supervised=0.0, distill=weights, feature_loss="cwd"),
+        tmp_path / "cwd", teacher=teacher, progress=False)
+    rows = train_rows(tmp_path / "cwd")
+    for term in ("kd_lr16x", "kd_hr4x", "kd_f2x"):
+        assert 0 < rows[-1][term] < rows[0][term], term
+    assert "kd_lr8x" not in rows[0]
+    with pytest.raises(UserError, match="--feature-loss must be one of mse, cwd"):
+        cfg(steps=1, distill=weights, feature_loss="kl").validate(has_teacher=True)
+
+
 def test_distillation_pulls_the_student_towards_the_teacher(tmp_path):
     data = open_dataset("synthetic:4@64", size=64, train=False)
     teacher, student = mp.MODNet(divided_arch(2)).eval(), mp.MODNet(divided_arch(4))

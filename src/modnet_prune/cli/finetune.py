@@ -3,14 +3,15 @@ from __future__ import annotations
 
 from ..model.io import load
 from ..train.loop import FINETUNE
-from ..train.losses import DistillWeights
+from ..train.distill import FEATURE_TAPS
+from ..train.losses import FEATURE_LOSSES, DistillWeights
 from .train import (add_training_args, config_from_args, fit_and_report, open_sets, run_info,
                     training_session)
 
 _KD_HELP = {"matte": "L1 between mattes", "detail": "L1 between detail outputs",
             "semantic": "MSE between semantic outputs",
-            "lr8x": "MSE on lr_branch.conv_lr8x features (through a learned 1x1 adapter)",
-            "hr2x": "MSE on hr_branch.conv_hr2x features (through a learned 1x1 adapter)"}
+            **{tap: f"{path} features (through a learned 1x1 adapter), by --feature-loss"
+               for tap, path in FEATURE_TAPS.items()}}
 
 
 def add_distill_args(p) -> None:
@@ -19,6 +20,9 @@ def add_distill_args(p) -> None:
     for name, default in DistillWeights.recommended().as_dict().items():
         g.add_argument(f"--kd-{name}", type=float, default=default,
                        help=f"{_KD_HELP[name]} (default {default:g})")
+    g.add_argument("--feature-loss", choices=FEATURE_LOSSES, default=FINETUNE.feature_loss,
+                   help="how features are compared: mse, or cwd (channel-wise distillation: "
+                        "KL between each channel's softened spatial distribution)")
     g.add_argument("--supervised", type=float, default=FINETUNE.supervised,
                    help="weight of the official supervised loss (default: 1 with ground-truth "
                         "mattes; 0, pure distillation, on unlabeled data, where > 0 is refused)")

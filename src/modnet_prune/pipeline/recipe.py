@@ -33,7 +33,7 @@ from ..checks import AT_LEAST_ONE, COUNT, KEEP_FRACTION, RATIO
 from ..model.inputs import check_size
 from ..train.augment import AUGMENTATIONS
 from ..train.loop import FINETUNE, OPTIMIZERS, PRECISIONS, check_ranges
-from ..train.losses import DistillWeights
+from ..train.losses import FEATURE_LOSSES, DistillWeights
 from ..train.schedule import LR_SCHEDULES, PRUNE_SCHEDULES
 
 DEFAULT_TEACHER = "models/modnet-synthetic.safetensors"
@@ -91,6 +91,7 @@ class FinetuneSpec:
     augment_p: float = FINETUNE.augment_p
     precision: str = FINETUNE.precision   # train.loop.PRECISIONS
     ema: float = FINETUNE.ema             # decay per step of the weights' moving average; 0: off
+    feature_loss: str = FINETUNE.feature_loss  # distilled features compared by (losses.FEATURE_LOSSES)
 
 
 @dataclass(frozen=True)
@@ -387,6 +388,7 @@ def _validate_finetune(f: FinetuneSpec) -> None:
     _one_of(f.optimizer, OPTIMIZERS, "finetune.optimizer")
     _one_of(f.schedule, LR_SCHEDULES, "finetune.schedule")
     _one_of(f.precision, PRECISIONS, "finetune.precision")
+    _one_of(f.feature_loss, FEATURE_LOSSES, "finetune.feature_loss")
     for i, name in enumerate(f.augment):
         _one_of(name, AUGMENTATIONS, f"finetune.augment[{i}]")
     unknown = set(f.scales) - set(FINETUNE.scales)

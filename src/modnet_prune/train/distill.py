@@ -16,8 +16,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-# Intermediate maps distilled, by official module path (the output of the whole module).
-FEATURE_TAPS = {"lr8x": "lr_branch.conv_lr8x", "hr2x": "hr_branch.conv_hr2x"}
+# Intermediate maps distilled, by official module path (the output of the whole module):
+# the semantic branch at 1/16 and 1/8, the detail branch at 1/4 and 1/2, the fusion at 1/2.
+FEATURE_TAPS = {"lr16x": "lr_branch.conv_lr16x", "lr8x": "lr_branch.conv_lr8x",
+                "hr4x": "hr_branch.conv_hr4x", "hr2x": "hr_branch.conv_hr2x",
+                "f2x": "f_branch.conv_f2x"}
 
 
 def out_channels(module: nn.Module) -> int:

@@ -37,7 +37,8 @@ from .distributed import (Context, all_gather_objects, all_reduce_mean, any_rank
                           broadcast_object)
 from .ema import WeightAverage
 from .loader import Batches
-from .losses import DistillWeights, MattingScales, distill_loss, matting_loss, soc_loss
+from .losses import (FEATURE_LOSSES, DistillWeights, MattingScales, distill_loss, matting_loss,
+                     soc_loss)
 from .rundir import BEST, LAST, RunDir, RunLock, rng_state, set_rng_state
 from .schedule import LR_SCHEDULES, lr_at, step_size_at
 
@@ -79,6 +80,7 @@ class TrainConfig:
                                      # labeled data, 0 on unlabeled (`for_data`)
     scales: dict[str, float] = field(default_factory=lambda: dataclasses.asdict(MattingScales()))
     distill: dict[str, float] = field(default_factory=dict)  # DistillWeights fields; {} = off
+    feature_loss: str = "mse"       # how distilled features are compared: FEATURE_LOSSES
     recalibrate_bn: int = 0         # batches for BN re-estimation before training
     # Batch augmentations for distillation inputs (train/augment.py), each applied to a
     # sample with probability augment_p; [] = none beyond the dataset's own crop and jitter.
@@ -138,6 +140,8 @@ class TrainConfig:
                               f"{', '.join(AUGMENTATIONS)}")
         unknown = set(self.distill) - set(DistillWeights().as_dict())
         need(not unknown, f"unknown distillation terms {sorted(unknown)}")
+        need(self.feature_loss in FEATURE_LOSSES,
+             f"--feature-loss must be one of {', '.join(FEATURE_LOSSES)}")
         wants_kd = any(self.distill.values())
         need(not wants_kd or has_teacher, "distillation weights need a teacher")
         need(self.objective != "soc" or has_teacher,
@@ -319,7 +323,7 @@ class _Trainer:
             total = total + cfg.supervised * sup.pop("loss")
             terms.update(sup)
         if any(cfg.distill.values()):
-            kd = distill_loss(outputs, t_out, features, t_feat, self.kd)
+            kd = distill_loss(outputs, t_out, features, t_feat, self.kd, cfg.feature_loss)
             total = total + kd.pop("loss")
             terms.update(kd)
         terms["loss"] = total

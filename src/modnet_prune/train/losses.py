@@ -7,13 +7,14 @@ unknown band is trimap == 0.5 and the official code calls the *known* pixels "bo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 SEMANTIC_STRIDE = 16
+CWD_TAU = 4.0  # channel-wise distillation's temperature (the paper's, for dense prediction)
 
 
 def gaussian_kernel3(sigma: float = 0.8) -> Tensor:
@@ -118,8 +119,11 @@ class DistillWeights:
     matte: float = 0.0      # L1 between mattes
     detail: float = 0.0     # L1 between detail heads
     semantic: float = 0.0   # MSE between semantic heads
-    lr8x: float = 0.0       # MSE between (adapted) lr8x features
-    hr2x: float = 0.0       # MSE between (adapted) hr2x features
+    lr16x: float = 0.0      # the (adapted) features of distill.FEATURE_TAPS, compared by
+    lr8x: float = 0.0       # the run's feature loss (FEATURE_LOSSES)
+    hr4x: float = 0.0
+    hr2x: float = 0.0
+    f2x: float = 0.0
 
     @classmethod
     def recommended(cls) -> "DistillWeights":
@@ -131,13 +135,28 @@ class DistillWeights:
         return any(v > 0 for v in self.as_dict().values())
 
     def as_dict(self) -> dict[str, float]:
-        return {k: getattr(self, k) for k in ("matte", "detail", "semantic", "lr8x", "hr2x")}
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def channel_distribution_loss(student: Tensor, teacher: Tensor, tau: float = CWD_TAU) -> Tensor:
+    """Channel-wise distillation (Shu et al., ICCV 2021): each channel's map, softened by
+    `tau`, is a distribution over the pixels; the loss is the teacher-to-student KL
+    divergence of those distributions, averaged over channels and images, times tau^2.
+    It asks where each channel responds, not how strongly: the spatial structure of a
+    feature map transfers even when its scale does not."""
+    s = F.log_softmax(student.float().flatten(2) / tau, dim=-1)
+    t = F.log_softmax(teacher.float().flatten(2) / tau, dim=-1)
+    return tau ** 2 * (t.exp() * (t - s)).sum(-1).mean()
+
+
+FEATURE_LOSSES = {"mse": F.mse_loss, "cwd": channel_distribution_loss}
 
 
 def distill_loss(student: tuple[Tensor, Tensor, Tensor], teacher: tuple[Tensor, Tensor, Tensor],
                  student_features: dict[str, Tensor], teacher_features: dict[str, Tensor],
-                 weights: DistillWeights) -> dict[str, Tensor]:
-    """Output and feature distillation; features must already be in the teacher's width.
+                 weights: DistillWeights, feature_loss: str = "mse") -> dict[str, Tensor]:
+    """Output and feature distillation; features must already be in the teacher's width
+    and are compared by FEATURE_LOSSES[feature_loss].
 
     Student/teacher outputs are (semantic, detail, matte) as returned by
     `model(img, inference=False)`. Terms with weight 0 are omitted.
@@ -148,7 +167,8 @@ def distill_loss(student: tuple[Tensor, Tensor, Tensor], teacher: tuple[Tensor, 
            "detail": lambda: F.l1_loss(s_det, t_det),
            "semantic": lambda: F.mse_loss(s_sem, t_sem)}
     for name in student_features:
-        raw[name] = lambda n=name: F.mse_loss(student_features[n], teacher_features[n].detach())
+        raw[name] = lambda n=name: FEATURE_LOSSES[feature_loss](student_features[n],
+                                                                teacher_features[n].detach())
     terms = {f"kd_{name}": w * raw[name]() for name, w in weights.as_dict().items()
              if w and name in raw}
     terms["loss"] = sum(terms.values()) if terms else s_mat.new_zeros(())
