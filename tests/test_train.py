@@ -462,3 +462,17 @@ def test_ema_decay_out_of_range_is_refused(tmp_path):
         fit(mp.MODNet(divided_arch()), data, cfg(ema=1.0), tmp_path / "r", progress=False)
     with pytest.raises(RecipeError, match="finetune.ema"):
         recipe_from_dict({"name": "x", "teacher": "t.safetensors", "finetune": {"ema": -0.1}})
+
+
+def test_held_out_set_is_scored_at_its_own_size_not_the_training_size(tmp_path):
+    # The benchmark recipes train at 512² and score 128² portraits during training: each
+    # evaluation must run them at 128², as the pipeline's final evaluation does.
+    train_set = open_dataset("synthetic:8@64", size=64, train=True)
+    held_out = open_dataset("synthetic:4@32+seed50", size=32, train=False)
+    result = fit(mp.MODNet(divided_arch()), train_set, cfg(size=64, steps=2, checkpoint_every=2),
+                 tmp_path / "run", eval_set=held_out, progress=False)
+    logged = [r for r in RunDir(tmp_path / "run").rows() if r["kind"] == "eval"][-1]["mad"]
+    at_own_size = mp.metrics.evaluate(result.model, held_out, size=32)["mad"]
+    at_training_size = mp.metrics.evaluate(result.model, held_out, size=64)["mad"]
+    assert logged == pytest.approx(at_own_size, rel=1e-6)
+    assert abs(at_training_size - at_own_size) > 1e-3 * at_own_size  # the two differ

@@ -422,9 +422,12 @@ class _Trainer:
             return None
         metrics = None
         if self.ctx.is_main:
+            # at the size the held-out set was opened at (the pipeline: sizes.eval), which
+            # need not be the training size: a 512² run scored on 128² portraits
+            size = getattr(self.eval_set, "size", self.cfg.size)
             if not labeled(self.eval_set) and self._reference is None:
-                self._reference = reference_mattes(self.teacher, self.eval_set, size=self.cfg.size)
-            summary = evaluate(self.result_model, self.eval_set, size=self.cfg.size,
+                self._reference = reference_mattes(self.teacher, self.eval_set, size=size)
+            summary = evaluate(self.result_model, self.eval_set, size=size,
                                reference=self._reference)
             metrics = {m: summary[m] for m in METRICS + AGREEMENT if m in summary}
             self.run.log({"kind": "eval", "step": self.step, **metrics,
