@@ -33,7 +33,7 @@ from ..model.inputs import check_size
 from ..model.io import load, save
 from ..files import write_json
 from .distributed import Context, barrier
-from .loop import TrainConfig, fit, labeled
+from .loop import TrainConfig, fit, held_out_size, labeled
 from .prune_step import StepFiles, StepOptions, prune_step
 from .rundir import LAST, RunDir, RunLock
 from .schedule import PRUNE_SCHEDULES, macs_targets
@@ -192,7 +192,7 @@ def _compress(teacher, train_set, cc: CompressConfig, tc: TrainConfig, out: Path
     if ctx.is_main:
         save(student, out / MODEL, teacher_macs=teacher_macs, iterations=len(rows),
              train_sizes=tc.train_sizes)
-        teacher_mad = (evaluate(teacher, eval_set, size=tc.size)["mad"]
+        teacher_mad = (evaluate(teacher, eval_set, size=held_out_size(eval_set, tc))["mad"]
                        if eval_set is not None and labeled(eval_set) else None)
         summary = {"teacher_macs": teacher_macs, "teacher_mad": teacher_mad,
                    "teacher_params": count_params(teacher), "cost_size": cc.cost_size,

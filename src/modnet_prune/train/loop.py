@@ -187,6 +187,13 @@ def flag(key: str, term: str | None = None) -> str:
 FINETUNE = TrainConfig(lr=1e-3, optimizer="adamw", schedule="cosine")
 
 
+def held_out_size(eval_set, cfg: TrainConfig) -> int:
+    """Where a run scores its held-out set: at the size the set was opened at (the
+    pipeline: sizes.eval), which need not be the training size (a 512² run scored on 128²
+    portraits); a dataset that does not say is scored at the training size."""
+    return getattr(eval_set, "size", cfg.size)
+
+
 @dataclass
 class FitResult:
     model: nn.Module
@@ -422,9 +429,7 @@ class _Trainer:
             return None
         metrics = None
         if self.ctx.is_main:
-            # at the size the held-out set was opened at (the pipeline: sizes.eval), which
-            # need not be the training size: a 512² run scored on 128² portraits
-            size = getattr(self.eval_set, "size", self.cfg.size)
+            size = held_out_size(self.eval_set, self.cfg)
             if not labeled(self.eval_set) and self._reference is None:
                 self._reference = reference_mattes(self.teacher, self.eval_set, size=size)
             summary = evaluate(self.result_model, self.eval_set, size=size,
