@@ -97,6 +97,25 @@ def test_resume_of_a_round_pruned_by_an_older_version(tmp_path):
     assert again.rows and at.trained.read_bytes() == last  # resumed at its end, not retrained
 
 
+def test_resume_of_a_compression_started_before_a_setting_existed(tmp_path):
+    """A run whose config.json predates a setting (here finetune.feature_loss and
+    compress.min_channels) resumes when the setting is at its default, and not otherwise."""
+    teacher = mp.MODNet(divided_arch(2)).eval()
+    data = open_dataset("synthetic:8@64", size=64, train=True)
+    cc = CompressConfig(target_macs=0.7, iterations=1, round_to=2)
+    out = tmp_path / "c"
+    compress(teacher, data, cc, cfg(steps=2, checkpoint_every=1), out, progress=False)
+    config = json.loads((out / "config.json").read_text())
+    del config["finetune"]["feature_loss"], config["compress"]["min_channels"]
+    (out / "config.json").write_text(json.dumps(config))
+    again = compress(teacher, data, cc, cfg(steps=2, checkpoint_every=1), out, resume=True,
+                     progress=False)
+    assert again.model_path.exists()
+    with pytest.raises(UserError, match="different settings.*feature_loss"):
+        compress(teacher, data, cc, cfg(steps=2, checkpoint_every=1, feature_loss="cwd"), out,
+                 resume=True, progress=False)
+
+
 def test_cli_compress_and_bad_target(tmp_path, capsys):
     teacher = mp.save(mp.MODNet(divided_arch(2)), tmp_path / "t.safetensors")
     common = ["compress", "--checkpoint", str(teacher), "--iterations", "1",

@@ -152,7 +152,9 @@ def _compress(teacher, train_set, cc: CompressConfig, tc: TrainConfig, out: Path
               latency: LatencyModel | None) -> CompressResult:
     if ctx.is_main:
         RunDir(out).start({"compress": dataclasses.asdict(cc), "finetune": dataclasses.asdict(tc),
-                           **(info or {}), "world_size": ctx.world_size}, resume)
+                           **(info or {}), "world_size": ctx.world_size}, resume,
+                          defaults={"compress": dataclasses.asdict(CompressConfig()),
+                                    "finetune": dataclasses.asdict(TrainConfig())})
     barrier(ctx)
     teacher = teacher.eval()
     original = cost(teacher, cc, latency)

@@ -141,6 +141,17 @@ class RunLock:
             self.path.unlink(missing_ok=True)
 
 
+def _with_defaults(saved: dict, defaults: dict) -> dict:
+    """`saved` with the keys it lacks taken from `defaults`, section by section."""
+    merged = dict(saved)
+    for key, value in defaults.items():
+        if key not in merged:
+            merged[key] = value
+        elif isinstance(value, dict) and isinstance(merged[key], dict):
+            merged[key] = _with_defaults(merged[key], value)
+    return merged
+
+
 class RunDir:
     """Reads and writes one run folder. Only rank 0 should write."""
 
@@ -159,7 +170,7 @@ class RunDir:
     def start(self, config: dict, resume: bool, defaults: dict | None = None) -> None:
         """Create the folder for a new run, or check `config` against the run to resume
         (a key the saved config lacks, written before that key existed, reads as its value
-        in `defaults`). Call it holding the folder's RunLock: it also clears temp files of
+        in `defaults`, at any depth: {"finetune": {...}} fills a nested section). Call it holding the folder's RunLock: it also clears temp files of
         killed runs."""
         if self.has_run():
             if not resume:
@@ -174,8 +185,8 @@ class RunDir:
 
     def _check_same(self, config: dict, defaults: dict) -> None:
         try:
-            saved = {**defaults, **json.loads(self.file(CONFIG).read_text())}
-        except (OSError, json.JSONDecodeError, TypeError) as e:
+            saved = _with_defaults(json.loads(self.file(CONFIG).read_text()), defaults)
+        except (OSError, json.JSONDecodeError, TypeError, AttributeError) as e:
             raise UserError(f"{self.file(CONFIG)}: unreadable ({e})") from e
         changed = sorted(k for k in set(saved) | set(config)
                          if k not in RESUMABLE_CHANGES and saved.get(k) != config.get(k))
