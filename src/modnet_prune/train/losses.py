@@ -119,8 +119,9 @@ class DistillWeights:
     matte: float = 0.0      # L1 between mattes
     detail: float = 0.0     # L1 between detail heads
     semantic: float = 0.0   # MSE between semantic heads
-    lr16x: float = 0.0      # the (adapted) features of distill.FEATURE_TAPS, compared by
-    lr8x: float = 0.0       # the run's feature loss (FEATURE_LOSSES)
+    # the (adapted) features of distill.FEATURE_TAPS, compared by the run's FEATURE_LOSSES
+    lr16x: float = 0.0
+    lr8x: float = 0.0
     hr4x: float = 0.0
     hr2x: float = 0.0
     f2x: float = 0.0

@@ -170,8 +170,8 @@ class RunDir:
     def start(self, config: dict, resume: bool, defaults: dict | None = None) -> None:
         """Create the folder for a new run, or check `config` against the run to resume
         (a key the saved config lacks, written before that key existed, reads as its value
-        in `defaults`, at any depth: {"finetune": {...}} fills a nested section). Call it holding the folder's RunLock: it also clears temp files of
-        killed runs."""
+        in `defaults`, nested sections included). Call it holding the folder's RunLock: it
+        also clears temp files of killed runs."""
         if self.has_run():
             if not resume:
                 raise UserError(f"{self.path} already holds a run: pass --resume to continue "
@@ -186,7 +186,7 @@ class RunDir:
     def _check_same(self, config: dict, defaults: dict) -> None:
         try:
             saved = _with_defaults(json.loads(self.file(CONFIG).read_text()), defaults)
-        except (OSError, json.JSONDecodeError, TypeError, AttributeError) as e:
+        except (OSError, ValueError, TypeError) as e:  # ValueError: bad JSON, or not an object
             raise UserError(f"{self.file(CONFIG)}: unreadable ({e})") from e
         changed = sorted(k for k in set(saved) | set(config)
                          if k not in RESUMABLE_CHANGES and saved.get(k) != config.get(k))
