@@ -13,8 +13,6 @@ vs fused, at 2 threads. Prints Markdown; --json writes the raw numbers too.
 from __future__ import annotations
 
 import argparse
-import collections
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -30,6 +28,7 @@ from modnet_prune.files import write_json  # noqa: E402
 from modnet_prune.model.io import load  # noqa: E402
 from modnet_prune.prune import prune  # noqa: E402
 from modnet_prune.measure.benchmark import benchmark_many, cpu_model  # noqa: E402
+from ort_profile import kernel_times, op_shares  # noqa: E402  (beside this script)
 
 TEACHER = Path(__file__).resolve().parent.parent / "models" / "modnet-synthetic.safetensors"
 RUNS = (("plain", "onnxruntime"), ("fused", "onnxruntime"), ("plain", "openvino"),
@@ -66,30 +65,6 @@ def latency(row: dict, size: int, threads: int, repeat: int) -> dict[str, dict]:
     return {f"{g}/{r}": {"median_ms": m["median_ms"], "speedup": 1 / m["ratio"],
                          "load_avg": result["env"]["load_avg"][0]}
             for (g, r), m in zip(RUNS, runs)}
-
-
-def op_shares(path: str, size: int, threads: int, runs: int = 2) -> dict[str, float]:
-    """Share of ONNX Runtime kernel time per op type (after one untimed run)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.enable_profiling, options.intra_op_num_threads = True, threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.profile_file_prefix = str(Path(tempfile.gettempdir()) / "deploy_graph_profile")
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, size, size)).astype(np.float32)
-    name = session.get_inputs()[0].name
-    for _ in range(runs + 1):
-        session.run(None, {name: x})
-    trace = Path(session.end_profiling())
-    events = json.loads(trace.read_text())
-    trace.unlink()
-    total = collections.Counter()
-    for e in events:
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-            total[e["args"]["op_name"]] += e["dur"]
-    all_time = sum(total.values())
-    return {op: t / all_time for op, t in total.most_common()}
 
 
 def markdown(rows: list[dict], threads: list[int], size: int) -> str:
@@ -131,7 +106,8 @@ def main() -> None:
         for row in rows:
             row["deviation"] = deviation(row, args.size)
             row["latency"] = {t: latency(row, args.size, t, args.repeat) for t in args.threads}
-            row["shares"] = {g: op_shares(row["files"][g], args.size, 2) for g in ("plain", "fused")}
+            row["shares"] = {g: op_shares(kernel_times(row["files"][g], args.size, 2))
+                             for g in ("plain", "fused")}
     print(markdown(rows, args.threads, args.size))
     print(f"\n{cpu_model()}, {os.cpu_count()} logical CPUs, load average during the runs: "
           + ", ".join(f"{row['name']}@{t}: {row['latency'][t]['plain/onnxruntime']['load_avg']:.1f}"
