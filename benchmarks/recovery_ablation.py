@@ -6,8 +6,10 @@ One-shot 25 %-MACs L1 prune of the shipped teacher (round_to 8), BN re-estimated
 batches, then 200 steps of 16 at 128² (AdamW 1e-3 cosine, bf16, ground truth on) with one
 distillation setting per row; every row starts from the same pruned file and sees the same
 batches for a seed. The last rows spend the same 200 steps in 2 or 4 prune -> re-estimate ->
-distil rounds (`compress`, cubic schedule, a cosine per round) instead of one cut. Held-out: 200 synthetic portraits at 128² (seeds from 10,000,000),
-whole image. Each run is the `modnet-prune` command it prints; finished runs are skipped,
+distil rounds (`compress`, cubic schedule, a cosine per round) instead of one cut; H and I
+spend their first 50 steps distilling the teacher into itself under a group lasso
+(`finetune --group-lasso W`), cut that, and fine-tune as B for the other 150. Held-out:
+200 synthetic portraits at 128² (seeds from 10,000,000), whole image. Each run is the `modnet-prune` command it prints; finished runs are skipped,
 so the command resumes, and run again it only prints the table.
 """
 from __future__ import annotations
@@ -33,15 +35,38 @@ MORE_TAPS = ["--kd-lr16x", "1", "--kd-hr4x", "1", "--kd-f2x", "1"]
 PRUNE = ["--target-macs", "0.25", "--criterion", "l1", "--round-to", "8"]
 
 
-def _finetune(*options: str):
-    return lambda pruned: (["finetune", "--student", str(pruned), "--teacher", str(TEACHER),
-                            *TRAINING, "--steps", str(STEPS), *options], "last.safetensors")
+def _finetune(*options: str, steps: int = STEPS):
+    return lambda pruned, _run, _seed: (["finetune", "--student", str(pruned), "--teacher",
+                                         str(TEACHER), *TRAINING, "--steps", str(steps), *options],
+                                        "last.safetensors")
 
 
 def _compress(rounds: int):
-    return lambda _pruned: (["compress", "--checkpoint", str(TEACHER), *PRUNE, "--iterations",
-                             str(rounds), "--finetune-steps", str(STEPS // rounds),
-                             "--schedule-prune", "cubic", *TRAINING], "model.safetensors")
+    return lambda _pruned, _run, _seed: (["compress", "--checkpoint", str(TEACHER), *PRUNE,
+                                          "--iterations", str(rounds), "--finetune-steps",
+                                          str(STEPS // rounds), "--schedule-prune", "cubic",
+                                          *TRAINING], "model.safetensors")
+
+
+def _sparse_first(weight: float, phase: int):
+    """`phase` of the STEPS distilling the teacher into itself under a group lasso, then
+    the same cut as every other row and B's fine-tune for the rest of the steps."""
+    def make(_pruned, run: Path, seed: int):
+        sparse, pruned = run.with_name(run.name + "-phase"), run.with_name(run.name + "-p25.safetensors")
+        if not pruned.exists():
+            if not (sparse / "last.safetensors").exists():
+                _call(["finetune", "--student", str(TEACHER), "--teacher", str(TEACHER),
+                       *TRAINING, "--steps", str(phase), "--group-lasso", str(weight),
+                       "--seed", str(seed), "--out", str(sparse)])
+            _call(["prune", "--checkpoint", str(sparse / "last.safetensors"), *PRUNE,
+                   "--out", str(pruned)])
+        return _finetune(steps=STEPS - phase)(pruned, run, seed)
+    return make
+
+
+def _call(arguments: list[str]) -> None:
+    print("modnet-prune", " ".join(arguments), flush=True)
+    subprocess.run([*CLI, *arguments], check=True, stdout=subprocess.DEVNULL)
 
 
 VARIANTS = {  # name: (what it does, pruned file -> (modnet-prune arguments, model file))
@@ -52,6 +77,8 @@ VARIANTS = {  # name: (what it does, pruned file -> (modnet-prune arguments, mod
     "E_five_cwd": ("outputs + 5 taps by CWD", _finetune("--feature-loss", "cwd", *MORE_TAPS)),
     "F_rounds2": ("B in 2 rounds of 100 steps", _compress(2)),
     "G_rounds4": ("B in 4 rounds of 50 steps", _compress(4)),
+    "H_lasso01": ("group lasso 0.1 for 50 steps before the cut, then B for 150", _sparse_first(0.1, 50)),
+    "I_lasso1": ("group lasso 1 for 50 steps before the cut, then B for 150", _sparse_first(1.0, 50)),
 }
 
 
@@ -66,12 +93,10 @@ def _evaluate(model: Path, out: Path) -> dict:
 def _run(name: str, seed: int, pruned: Path, folder: Path) -> tuple[dict, float | None]:
     run = folder / f"{name}-s{seed}"
     timing = folder / f"{name}-s{seed}.seconds"
-    arguments, model = VARIANTS[name][1](pruned)
+    start = time.perf_counter()
+    arguments, model = VARIANTS[name][1](pruned, run, seed)  # may run a phase before the cut
     if not (run.with_suffix(".json")).exists():
-        command = [*CLI, *arguments, "--seed", str(seed), "--out", str(run)]
-        print("modnet-prune", " ".join(command[3:]), flush=True)
-        start = time.perf_counter()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        _call([*arguments, "--seed", str(seed), "--out", str(run)])
         timing.write_text(f"{time.perf_counter() - start:.1f}\n")
     seconds = float(timing.read_text()) if timing.exists() else None
     return _evaluate(run / model, run.with_suffix(".json")), seconds

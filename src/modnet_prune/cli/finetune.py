@@ -23,6 +23,10 @@ def add_distill_args(p) -> None:
     g.add_argument("--feature-loss", choices=FEATURE_LOSSES, default=FINETUNE.feature_loss,
                    help="how features are compared: mse, or cwd (channel-wise distillation: "
                         "KL between each channel's softened spatial distribution)")
+    g.add_argument("--group-lasso", type=float, default=FINETUNE.group_lasso, metavar="W",
+                   help="weight of a group-lasso penalty on whole channels (default 0: off): "
+                        "a short phase with it before a cut leaves the channels that go near "
+                        "zero (mean over groups of the mean channel L2 norm)")
     g.add_argument("--supervised", type=float, default=FINETUNE.supervised,
                    help="weight of the official supervised loss (default: 1 with ground-truth "
                         "mattes; 0, pure distillation, on unlabeled data, where > 0 is refused)")

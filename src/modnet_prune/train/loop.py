@@ -30,6 +30,7 @@ from ..errors import UserError
 from ..memory import require_forward
 from ..metrics import AGREEMENT, METRICS, evaluate, reference_mattes
 from ..model.inputs import check_size
+from ..prune.sparsity import GroupLasso
 from .augment import AUGMENTATIONS, augment_batch
 from .bn import recalibrate_bn
 from .distill import FEATURE_TAPS, FeatureTaps, Student, teacher_widths
@@ -81,6 +82,9 @@ class TrainConfig:
     scales: dict[str, float] = field(default_factory=lambda: dataclasses.asdict(MattingScales()))
     distill: dict[str, float] = field(default_factory=dict)  # DistillWeights fields; {} = off
     feature_loss: str = "mse"       # how distilled features are compared: FEATURE_LOSSES
+    # Weight of the group-lasso penalty on whole channels (prune/sparsity.py); 0: off. A
+    # short phase with it before a cut leaves the channels that go near zero when they go.
+    group_lasso: float = 0.0
     recalibrate_bn: int = 0         # batches for BN re-estimation before training
     # Batch augmentations for distillation inputs (train/augment.py), each applied to a
     # sample with probability augment_p; [] = none beyond the dataset's own crop and jitter.
@@ -146,6 +150,8 @@ class TrainConfig:
         need(not wants_kd or has_teacher, "distillation weights need a teacher")
         need(self.objective != "soc" or has_teacher,
              "SOC adaptation needs a frozen reference model")
+        need(self.objective != "soc" or not self.group_lasso,
+             "--group-lasso is a penalty of the supervised/distillation objective, not of SOC")
         need(self.supervised is not None, "resolve `supervised` with for_data() first")
         need(self.objective == "soc" or self.supervised > 0 or wants_kd,
              "nothing to train: supervised weight is 0 and no distillation term is on")
@@ -159,6 +165,7 @@ RANGES = {
     "min_lr": NON_NEGATIVE, "seed": COUNT, "workers": COUNT, "log_every": AT_LEAST_ONE,
     "eval_every": COUNT, "checkpoint_every": AT_LEAST_ONE, "supervised": NON_NEGATIVE,
     "recalibrate_bn": COUNT, "augment_p": Range(0, 1), "ema": Range(0, 1, high_open=True),
+    "group_lasso": NON_NEGATIVE,
 }
 WEIGHT = NON_NEGATIVE  # every supervised scale and distillation weight
 
@@ -245,7 +252,8 @@ class _Trainer:
         self.teacher_taps = FeatureTaps(self.teacher, {n: FEATURE_TAPS[n] for n in feature_names}) \
             if self.teacher is not None and feature_names else None
         widths = teacher_widths(self.teacher, feature_names) if self.teacher_taps else None
-        # copied before Student hooks feature taps into the model
+        # traced and copied before Student hooks feature taps into the model
+        self.lasso = GroupLasso(model) if cfg.group_lasso else None
         self.ema = WeightAverage(model, cfg.ema).to(ctx.device) if cfg.ema else None
         self.student = Student(model, widths).to(ctx.device).train()  # load() gives eval mode
         self.best_mad: float | None = None
@@ -333,6 +341,9 @@ class _Trainer:
             kd = distill_loss(outputs, t_out, features, t_feat, self.kd, cfg.feature_loss)
             total = total + kd.pop("loss")
             terms.update(kd)
+        if self.lasso is not None:
+            terms["group_lasso"] = self.lasso(self.student.model)
+            total = total + cfg.group_lasso * terms["group_lasso"]
         terms["loss"] = total
         return terms
 
