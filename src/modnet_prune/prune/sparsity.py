@@ -1,8 +1,10 @@
 """Group lasso over channel groups: a training penalty that drives whole channels to zero.
 
-Trained under `penalty(model)` for a while before a cut, the channels a magnitude criterion
-then removes are ones the network has already learnt to do without (structured sparsity
-learning; DCP does it under a distillation loss). A channel's weights are everything it
+The idea (structured sparsity learning; DCP does it under a distillation loss): trained
+under it before a cut, the channels a magnitude criterion then removes are ones the network
+has already learnt to do without. At our budgets it did not pay (50 AdamW steps move each
+weight by about the learning rate per step: `benchmarks/recovery.md`, rows H and I), so no
+recipe uses it; it stays as an option for longer schedules. A channel's weights are everything it
 owns in the conv and linear members of its group (graph/kinds.py's `owned`): its producers'
 filters and its consumers' input columns, at every concat offset. Norm members are left
 out: an affine-free InstanceNorm channel has no scale to shrink, and a BatchNorm's gamma

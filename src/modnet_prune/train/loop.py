@@ -82,8 +82,7 @@ class TrainConfig:
     scales: dict[str, float] = field(default_factory=lambda: dataclasses.asdict(MattingScales()))
     distill: dict[str, float] = field(default_factory=dict)  # DistillWeights fields; {} = off
     feature_loss: str = "mse"       # how distilled features are compared: FEATURE_LOSSES
-    # Weight of the group-lasso penalty on whole channels (prune/sparsity.py); 0: off. A
-    # short phase with it before a cut leaves the channels that go near zero when they go.
+    # Weight of the group-lasso penalty on whole channels (prune/sparsity.py); 0: off.
     group_lasso: float = 0.0
     recalibrate_bn: int = 0         # batches for BN re-estimation before training
     # Batch augmentations for distillation inputs (train/augment.py), each applied to a
