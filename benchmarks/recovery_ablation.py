@@ -8,7 +8,8 @@ distillation setting per row; every row starts from the same pruned file and see
 batches for a seed. The last rows spend the same 200 steps in 2 or 4 prune -> re-estimate ->
 distil rounds (`compress`, cubic schedule, a cosine per round) instead of one cut; H and I
 spend their first 50 steps distilling the teacher into itself under a group lasso
-(`finetune --group-lasso W`), cut that, and fine-tune as B for the other 150. Held-out:
+(`finetune --group-lasso W`), cut that, and fine-tune as B for the other 150; J is G with
+one cosine spread over the 4 rounds (`compress --round-lr decay`). Held-out:
 200 synthetic portraits at 128² (seeds from 10,000,000), whole image. Each run is the `modnet-prune` command it prints; finished runs are skipped,
 so the command resumes, and run again it only prints the table.
 """
@@ -41,11 +42,11 @@ def _finetune(*options: str, steps: int = STEPS):
                                         "last.safetensors")
 
 
-def _compress(rounds: int):
+def _compress(rounds: int, *options: str):
     return lambda _pruned, _run, _seed: (["compress", "--checkpoint", str(TEACHER), *PRUNE,
                                           "--iterations", str(rounds), "--finetune-steps",
                                           str(STEPS // rounds), "--schedule-prune", "cubic",
-                                          *TRAINING], "model.safetensors")
+                                          *TRAINING, *options], "model.safetensors")
 
 
 def _sparse_first(weight: float, phase: int):
@@ -79,6 +80,7 @@ VARIANTS = {  # name: (what it does, pruned file -> (modnet-prune arguments, mod
     "G_rounds4": ("B in 4 rounds of 50 steps", _compress(4)),
     "H_lasso01": ("group lasso 0.1 for 50 steps before the cut, then B for 150", _sparse_first(0.1, 50)),
     "I_lasso1": ("group lasso 1 for 50 steps before the cut, then B for 150", _sparse_first(1.0, 50)),
+    "J_rounds4_decay": ("G with one cosine over the 4 rounds", _compress(4, "--round-lr", "decay")),
 }
 
 

@@ -169,3 +169,26 @@ def test_compress_by_predicted_latency(tmp_path):
     assert summary["teacher_latency_ms"] == pytest.approx(full)
     with pytest.raises(UserError, match="go together"):
         compress(teacher, data, cc, cfg(steps=1), tmp_path / "d", progress=False)
+
+
+def test_round_lr_decay_spreads_one_cosine_over_the_rounds():
+    """Round boundaries sit on the overall cosine, by hand: min + (max - min)(1 + cos(pi p))/2
+    with p = (step - warmup) / (total - warmup); warm-up only in round 1; restart: unchanged."""
+    import math
+    from modnet_prune.train.compress import round_config
+    tc = cfg(steps=50, lr=1e-3, min_lr=1e-5, warmup=3, schedule="cosine", seed=7)
+    decay = CompressConfig(target_macs=0.25, iterations=4, round_lr="decay")
+    overall = lambda t: 1e-5 + (1e-3 - 1e-5) * (1 + math.cos(math.pi * (t - 3) / 197)) / 2  # noqa: E731
+    rounds = [round_config(tc, decay, k) for k in (1, 2, 3, 4)]
+    assert [r.seed for r in rounds] == [8, 9, 10, 11]
+    assert (rounds[0].lr, rounds[0].warmup) == (1e-3, 3)
+    for k, r in enumerate(rounds, start=1):
+        assert r.min_lr == pytest.approx(overall(50 * k))
+        if k > 1:
+            assert (r.lr, r.warmup) == (pytest.approx(overall(50 * (k - 1))), 0)
+    assert rounds[-1].min_lr == pytest.approx(1e-5)
+    restart = round_config(tc, CompressConfig(target_macs=0.25, iterations=4), 3)
+    assert (restart.lr, restart.min_lr, restart.warmup, restart.seed) == (1e-3, 1e-5, 3, 10)
+    with pytest.raises(UserError, match="--round-lr decay spreads one cosine"):
+        compress(mp.MODNet(divided_arch(4)), open_dataset("synthetic:4@64", size=64, train=True),
+                 decay, cfg(steps=2, schedule="step"), "unused", progress=False)

@@ -7,7 +7,7 @@ from rich.table import Table
 from ..checks import KEEP_FRACTION
 from ..errors import UserError
 from ..model.io import load
-from ..train.compress import CompressConfig, compress
+from ..train.compress import ROUND_LR, CompressConfig, compress
 from ..train.loop import FINETUNE
 from ..train.schedule import PRUNE_SCHEDULES
 from .common import print_json
@@ -37,6 +37,9 @@ def register(sub) -> None:
     p.add_argument("--finetune-steps", type=int, required=True, help="fine-tuning steps per round")
     p.add_argument("--schedule-prune", choices=PRUNE_SCHEDULES, default="cubic",
                    help="MACs kept per round: linear, or cubic (big cuts first)")
+    p.add_argument("--round-lr", choices=ROUND_LR, default=CompressConfig.round_lr,
+                   help="restart (default): each round's fine-tune runs the whole schedule "
+                        "from --lr; decay: one cosine over all rounds")
     p.add_argument("--criterion", default="l1",
                    help="channel importance, as in `prune` (l1, l2, bn, fpgm, taylor, random)")
     p.add_argument("--round-to", type=int, default=8, help="keep widths multiples of this")
@@ -50,7 +53,8 @@ def register(sub) -> None:
 def run(args) -> int:
     with training_session(args, args.checkpoint) as ctx:
         cc = CompressConfig(target_macs=fraction(args.target_macs), iterations=args.iterations,
-                            schedule=args.schedule_prune, criterion=args.criterion,
+                            schedule=args.schedule_prune, round_lr=args.round_lr,
+                            criterion=args.criterion,
                             round_to=args.round_to,
                             min_channels=args.min_channels, cost_size=args.cost_size)
         train_set, eval_set = open_sets(args)

@@ -36,7 +36,7 @@ from .distributed import Context, barrier
 from .loop import TrainConfig, fit, held_out_size, labeled
 from .prune_step import StepFiles, StepOptions, prune_step
 from .rundir import LAST, RunDir, RunLock
-from .schedule import PRUNE_SCHEDULES, macs_targets
+from .schedule import PRUNE_SCHEDULES, lr_at, macs_targets
 
 if TYPE_CHECKING:
     from ..prune.latency import LatencyModel
@@ -52,6 +52,9 @@ class CompressConfig:
     min_channels: int = 1
     cost_size: int = 512            # input size at which MACs are counted (ratios are size-free)
     target_latency: float | None = None  # or: fraction of its predicted latency to keep
+    # The fine-tunes' learning rate: "restart" runs the fine-tuning schedule afresh in every
+    # round; "decay" spreads one cosine over all rounds (warm-up in the first only).
+    round_lr: str = "restart"
 
     @property
     def target(self) -> float:
@@ -63,6 +66,8 @@ class CompressConfig:
         macs_targets(self.target, self.iterations, self.schedule)  # raises UserError
         if self.schedule not in PRUNE_SCHEDULES:
             raise UserError(f"--schedule-prune must be one of {', '.join(PRUNE_SCHEDULES)}")
+        if self.round_lr not in ROUND_LR:
+            raise UserError(f"--round-lr must be one of {', '.join(ROUND_LR)}")
         AT_LEAST_ONE.check(self.round_to, "--round-to")
         AT_LEAST_ONE.check(self.min_channels, "--min-channels")
         check_size(self.cost_size, "--cost-size")
@@ -82,6 +87,7 @@ class CompressConfig:
                 f"{floor:.1%}; ask for at least {floor:.3f}, or lower those two")
 
 
+ROUND_LR = ("restart", "decay")
 MODEL = "model.safetensors"
 ITERATION_PREFIX = "iter-"  # of iteration K's folder, and of the pipeline's names of its models
 
@@ -141,6 +147,9 @@ def compress(teacher: nn.Module, train_set: Dataset, cc: CompressConfig, tc: Tra
         raise UserError("compress: target_latency and a latency model go together")
     tc = tc.for_data(labeled(train_set))
     tc.validate(has_teacher=True)
+    if cc.round_lr == "decay" and tc.schedule != "cosine":
+        raise UserError(f"--round-lr decay spreads one cosine over the rounds: it needs "
+                        f"--schedule cosine, not {tc.schedule}")
     cc.check_reachable(teacher.eval())
     with RunLock(out) if ctx.is_main else contextlib.nullcontext():  # rank 0 alone writes
         return _compress(teacher, train_set, cc, tc, out, eval_set, resume, ctx, info, progress,
@@ -168,7 +177,7 @@ def _compress(teacher, train_set, cc: CompressConfig, tc: TrainConfig, out: Path
             files.append(at)
             student = load(at.trained)
             continue
-        step_cfg = dataclasses.replace(tc, seed=tc.seed + index)
+        step_cfg = round_config(tc, cc, index)
         # the pruned model keeps the training sizes of what it was cut from (unknown for the teacher)
         sizes = tc.train_sizes if index > 1 else None
         student, step_cfg = _pruned(student, target * original, at, cc, train_set, step_cfg,
@@ -204,6 +213,22 @@ def _compress(teacher, train_set, cc: CompressConfig, tc: TrainConfig, out: Path
     teacher_row = summary and {"macs": teacher_macs, "params": summary["teacher_params"],
                                "mad": summary["teacher_mad"]}
     return CompressResult(student, rows, False, teacher_row, out, files, out / MODEL)
+
+
+def round_config(tc: TrainConfig, cc: CompressConfig, index: int) -> TrainConfig:
+    """Round `index`'s (1-based) fine-tuning settings: its own seed and, with round_lr
+    "decay", the stretch of one cosine over all rounds that falls in this round (from the
+    overall schedule's rate at the round's first step to its rate after the last)."""
+    cfg = dataclasses.replace(tc, seed=tc.seed + index)
+    if cc.round_lr == "restart":
+        return cfg
+    total = tc.steps * cc.iterations
+    rate = lambda step: lr_at(step, total, lr=tc.lr, schedule="cosine",  # noqa: E731
+                              warmup=tc.warmup, min_lr=tc.min_lr)
+    start = (index - 1) * tc.steps
+    return dataclasses.replace(cfg, lr=tc.lr if index == 1 else rate(start),
+                               min_lr=rate(start + tc.steps),
+                               warmup=tc.warmup if index == 1 else 0)
 
 
 def _pruned(model: nn.Module, target: float, at: IterationFiles, cc: CompressConfig, data,
