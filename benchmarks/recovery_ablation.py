@@ -78,8 +78,8 @@ VARIANTS = {  # name: (what it does, pruned file -> (modnet-prune arguments, mod
     "E_five_cwd": ("outputs + 5 taps by CWD", _finetune("--feature-loss", "cwd", *MORE_TAPS)),
     "F_rounds2": ("B in 2 rounds of 100 steps", _compress(2)),
     "G_rounds4": ("B in 4 rounds of 50 steps", _compress(4)),
-    "H_lasso01": ("group lasso 0.1 for 50 steps before the cut, then B for 150", _sparse_first(0.1, 50)),
-    "I_lasso1": ("group lasso 1 for 50 steps before the cut, then B for 150", _sparse_first(1.0, 50)),
+    "H_lasso10": ("group lasso 10 for 50 steps before the cut, then B for 150", _sparse_first(10, 50)),
+    "I_lasso40": ("group lasso 40 for 50 steps before the cut, then B for 150", _sparse_first(40, 50)),
     "J_rounds4_decay": ("G with one cosine over the 4 rounds", _compress(4, "--round-lr", "decay")),
 }
 

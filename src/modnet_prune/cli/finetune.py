@@ -24,9 +24,9 @@ def add_distill_args(p) -> None:
                    help="how features are compared: mse, or cwd (channel-wise distillation: "
                         "KL between each channel's softened spatial distribution)")
     g.add_argument("--group-lasso", type=float, default=FINETUNE.group_lasso, metavar="W",
-                   help="weight of a group-lasso penalty on whole channels, the mean over "
-                        "prunable groups of the mean channel L2 norm (default 0: off); 50 "
-                        "AdamW steps of it before a cut did not help (benchmarks/recovery.md)")
+                   help="group lasso on whole channels: after each step every channel's "
+                        "weights shrink by lr x W in L2 norm, to zero when shorter (a proximal "
+                        "step; default 0: off; benchmarks/recovery.md measures it)")
     g.add_argument("--supervised", type=float, default=FINETUNE.supervised,
                    help="weight of the official supervised loss (default: 1 with ground-truth "
                         "mattes; 0, pure distillation, on unlabeled data, where > 0 is refused)")

@@ -1,18 +1,20 @@
-"""Group lasso over channel groups: a training penalty that drives whole channels to zero.
+"""Group lasso over channel groups: training that drives whole channels to zero.
 
 The idea (structured sparsity learning; DCP does it under a distillation loss): trained
-under it before a cut, the channels a magnitude criterion then removes are ones the network
-has already learnt to do without. At our budgets it did not pay (50 AdamW steps move each
-weight by about the learning rate per step: `benchmarks/recovery.md`, rows H and I), so no
-recipe uses it; it stays as an option for longer schedules. A channel's weights are everything it
-owns in the conv and linear members of its group (graph/kinds.py's `owned`): its producers'
-filters and its consumers' input columns, at every concat offset. Norm members are left
-out: an affine-free InstanceNorm channel has no scale to shrink, and a BatchNorm's gamma
-is reached through the consumers anyway.
+this way before a cut, the channels a magnitude criterion then removes are ones the network
+has already learnt to do without. A channel's weights are everything it owns in the conv and
+linear members of its group (graph/kinds.py's `owned`): its producers' filters and its
+consumers' input columns, at every concat offset. Norm members are left out: an affine-free
+InstanceNorm channel has no scale to shrink, and a BatchNorm's gamma is reached through the
+consumers anyway.
 
-    penalty = mean over prunable groups of (mean over the group's channels of ||w_c||_2)
-
-Means, not sums, so one weight (`--group-lasso`) means the same for a network of any size.
+`GroupLasso.shrink_(model, amount)` is the proximal step of sum_c ||w_c||_2: every channel's
+weights shrink towards zero by `amount` in L2 norm, to exactly zero when shorter. Training
+applies it after each optimizer step with amount = lr x weight, decoupled from the optimizer
+as AdamW decouples its weight decay: as a loss term under Adam's per-weight step sizes, the
+penalty shrank every channel alike and zeroed none (`benchmarks/recovery.md`, rows H, I).
+`GroupLasso(model)(model)`, the mean over groups of the mean channel norm, is what the
+training log records.
 """
 from __future__ import annotations
 
@@ -39,6 +41,28 @@ class GroupLasso:
         if not self.groups:
             return next(model.parameters()).new_zeros(())
         return torch.stack([channel_norms(model, g).mean() for g in self.groups]).mean()
+
+    def shrink_(self, model: nn.Module, amount: float) -> None:
+        """w_c <- w_c * max(0, 1 - amount / ||w_c||) for every channel c, in place.
+
+        Written through autograd, so any layer kind's `owned` works: Q = sum_c s_c ||w_c||^2
+        / 2 with s_c = min(1, amount / ||w_c||) held constant has dQ/dw = s_c w on channel
+        c's weights. A weight two channels own (a conv's [out, in] entry) gets both shares;
+        where that overshoots zero it is set to zero."""
+        if not self.groups or amount <= 0:
+            return
+        params = [p for p in model.parameters() if p.requires_grad]
+        quadratic = 0.0
+        for group in self.groups:
+            norms = channel_norms(model, group)
+            share = (amount / norms.detach()).clamp(max=1.0)
+            quadratic = quadratic + (share * norms.pow(2)).sum() / 2
+        grads = torch.autograd.grad(quadratic, params, allow_unused=True)
+        with torch.no_grad():
+            for p, g in zip(params, grads):
+                if g is not None:
+                    new = p - g.to(p.dtype)
+                    p.copy_(torch.where(new * p > 0, new, torch.zeros_like(p)))
 
 
 def channel_norms(model: nn.Module, group: Group) -> torch.Tensor:

@@ -82,7 +82,9 @@ class TrainConfig:
     scales: dict[str, float] = field(default_factory=lambda: dataclasses.asdict(MattingScales()))
     distill: dict[str, float] = field(default_factory=dict)  # DistillWeights fields; {} = off
     feature_loss: str = "mse"       # how distilled features are compared: FEATURE_LOSSES
-    # Weight of the group-lasso penalty on whole channels (prune/sparsity.py); 0: off.
+    # Group lasso on whole channels (prune/sparsity.py): after each step every channel's
+    # weights shrink by lr x this in L2 norm (a proximal step, decoupled like AdamW's
+    # decay), to zero when shorter; 0: off.
     group_lasso: float = 0.0
     recalibrate_bn: int = 0         # batches for BN re-estimation before training
     # Batch augmentations for distillation inputs (train/augment.py), each applied to a
@@ -150,7 +152,7 @@ class TrainConfig:
         need(self.objective != "soc" or has_teacher,
              "SOC adaptation needs a frozen reference model")
         need(self.objective != "soc" or not self.group_lasso,
-             "--group-lasso is a penalty of the supervised/distillation objective, not of SOC")
+             "--group-lasso goes with the supervised/distillation objective, not with SOC")
         need(self.supervised is not None, "resolve `supervised` with for_data() first")
         need(self.objective == "soc" or self.supervised > 0 or wants_kd,
              "nothing to train: supervised weight is 0 and no distillation term is on")
@@ -340,9 +342,6 @@ class _Trainer:
             kd = distill_loss(outputs, t_out, features, t_feat, self.kd, cfg.feature_loss)
             total = total + kd.pop("loss")
             terms.update(kd)
-        if self.lasso is not None:
-            terms["group_lasso"] = self.lasso(self.student.model)
-            total = total + cfg.group_lasso * terms["group_lasso"]
         terms["loss"] = total
         return terms
 
@@ -367,6 +366,10 @@ class _Trainer:
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         optimizer.step()
+        if self.lasso is not None:
+            self.lasso.shrink_(self.student.model, lr * cfg.group_lasso)
+            with torch.no_grad():
+                terms["group_lasso"] = self.lasso(self.student.model)
         if self.ema is not None:
             self.ema.update(self.student.model)
         return terms, lr
