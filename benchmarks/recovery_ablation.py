@@ -112,8 +112,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     pruned = args.out / "p25.safetensors"
     if not pruned.exists():
-        subprocess.run([*CLI, "prune", "--checkpoint", str(TEACHER), *PRUNE, "--out", str(pruned)],
-                       check=True, stdout=subprocess.DEVNULL)
+        _call(["prune", "--checkpoint", str(TEACHER), *PRUNE, "--out", str(pruned)])
     teacher = _evaluate(TEACHER, args.out / "teacher.json")
     before = _evaluate(pruned, args.out / "pruned.json")
     print(f"\nteacher MAD {teacher['mad']:.5f}, Grad {teacher['grad']:.4f}; pruned, before "
