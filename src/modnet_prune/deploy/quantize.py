@@ -30,6 +30,7 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -218,14 +219,14 @@ class _Quantizer:
 
 
 def quantize_graph(fp32: bytes, batches: list[np.ndarray], method: str = DEFAULT_METHOD,
-                   reduce_range: bool | None = None) -> bytes:
-    """The int8 QDQ graph `quantize_model` starts from (every quantizable node int8), with no
-    fidelity check: what timing needs (`modnet-prune profile --precision int8`), where the
-    graph's structure matters and its ranges do not."""
+                   reduce_range: bool | None = None, kept_float: Sequence[str] = ()) -> bytes:
+    """The int8 QDQ graph `quantize_model` starts from (every quantizable node int8 but the
+    nodes named in `kept_float`), with no fidelity check: what timing needs (`modnet-prune
+    profile --precision int8`), where the graph's structure matters and its ranges do not."""
     if reduce_range is None:
         reduce_range = int8_capability().reduce_range
     with tempfile.TemporaryDirectory(prefix="modnet-int8-") as tmp:
-        return _Quantizer(fp32, batches, method, reduce_range, Path(tmp))([])
+        return _Quantizer(fp32, batches, method, reduce_range, Path(tmp))(list(kept_float))
 
 
 def _unshare_initializers(proto: onnx.ModelProto) -> None:
