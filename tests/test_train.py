@@ -476,3 +476,39 @@ def test_held_out_set_is_scored_at_its_own_size_not_the_training_size(tmp_path):
     at_training_size = mp.metrics.evaluate(result.model, held_out, size=64)["mad"]
     assert logged == pytest.approx(at_own_size, rel=1e-6)
     assert abs(at_training_size - at_own_size) > 1e-3 * at_own_size  # the two differ
+
+
+def test_frozen_modules_keep_weights_and_statistics_while_the_rest_trains(tmp_path):
+    data = open_dataset("synthetic:4@64", size=64, train=False)
+    teacher, student = mp.MODNet(divided_arch(2)).eval(), mp.MODNet(divided_arch(4))
+    for bn in (m for m in student.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.running_mean.uniform_(-1, 1)  # statistics a reset or an update would change
+        bn.running_var.uniform_(0.5, 2)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    weights = {"matte": 1.0, "detail": 1.0, "semantic": 10.0, "lr8x": 1.0}  # every head
+    fit(student, data, cfg(steps=6, optimizer="adamw", lr=3e-3, supervised=0.0, eval_every=3,
+                           distill=weights, recalibrate_bn=2, freeze=["backbone"]),
+        tmp_path / "frozen", teacher=teacher, eval_set=data, progress=False)
+    after = mp.load(tmp_path / "frozen" / "last.safetensors").state_dict()
+    # "backbone." and its alias "lr_branch.backbone." name the same, untouched tensors
+    frozen = [k for k in before if ".backbone." in f".{k}"]
+    assert frozen and all(k.startswith(("backbone.", "lr_branch.backbone.")) for k in frozen)
+    assert all(torch.equal(before[k], after[k]) for k in frozen)  # weights and BN statistics
+    trained = [k for k in before if k not in frozen and not k.endswith("num_batches_tracked")]
+    changed = [k for k in trained if not torch.equal(before[k], after[k])]
+    assert set(changed) == set(trained)  # everything else trained or was re-estimated
+    assert not any(p.requires_grad for p in student.backbone.parameters())
+
+
+def test_freezing_an_unknown_module_is_one_line(tmp_path):
+    data = open_dataset("synthetic:4@64", size=64, train=False)
+    with pytest.raises(UserError, match=r"--freeze bakbone: the model has no module .*backbone"):
+        fit(mp.MODNet(divided_arch(4)), data, cfg(freeze=["bakbone"]), tmp_path / "r",
+            progress=False)
+    with pytest.raises(UserError, match="--group-lasso"):
+        fit(mp.MODNet(divided_arch(4)), data, cfg(freeze=["backbone"], group_lasso=1.0),
+            tmp_path / "r2", progress=False)
+    recipe = recipe_from_dict({"finetune": {"freeze": ["backbone"]}})
+    assert train_config(recipe, steps=4, recalibrate=0).freeze == ["backbone"]
+    with pytest.raises(RecipeError, match="finetune.freeze"):
+        recipe_from_dict({"finetune": {"freeze": "backbone"}})

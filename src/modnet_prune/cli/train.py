@@ -43,6 +43,9 @@ def add_training_args(p, *, defaults: TrainConfig = TrainConfig(), length: bool 
                         f"{', '.join(AUGMENTATIONS)} (ground truth, if any, follows the image)")
     g.add_argument("--augment-p", type=float, default=d.augment_p,
                    help=f"probability that each augmentation touches a sample (default {d.augment_p:g})")
+    g.add_argument("--freeze", type=_names, default=list(d.freeze), metavar="PATHS",
+                   help="modules not trained, comma-separated (e.g. backbone): parameters and "
+                        "BatchNorm statistics stay as loaded")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="per process")
     g.add_argument("--workers", type=int, default=d.workers, help="data-loading processes per rank")
     g.add_argument("--eval-data",

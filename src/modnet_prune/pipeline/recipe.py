@@ -91,6 +91,7 @@ class FinetuneSpec:
     augment_p: float = FINETUNE.augment_p
     precision: str = FINETUNE.precision   # train.loop.PRECISIONS
     ema: float = FINETUNE.ema             # decay per step of the weights' moving average; 0: off
+    freeze: tuple[str, ...] = tuple(FINETUNE.freeze)  # module paths left untrained (train.freeze)
     feature_loss: str = FINETUNE.feature_loss  # distilled features compared by (losses.FEATURE_LOSSES)
 
 

@@ -277,7 +277,7 @@ def train_config(recipe: Recipe, steps: int, recalibrate: int) -> TrainConfig:
         checkpoint_every=max(1, min(100, steps // 4)),
         supervised=f.supervised, scales=dict(f.scales),
         augment=list(f.augment), augment_p=f.augment_p, precision=f.precision, ema=f.ema,
-        feature_loss=f.feature_loss,
+        feature_loss=f.feature_loss, freeze=list(f.freeze),
         distill={k: v for k, v in dataclasses.asdict(recipe.distill).items() if v > 0},
         recalibrate_bn=recalibrate)
 

@@ -7,7 +7,7 @@ iteration), always on the seeded `image_batches` of the training set.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -18,18 +18,23 @@ from .loader import image_batches
 
 
 def recalibrate_bn(model: nn.Module, dataset: Dataset, batches: int, batch_size: int,
-                   seed: int, ctx: Context = Context()) -> int:
+                   seed: int, ctx: Context = Context(), keep: Sequence[nn.Module] = ()) -> int:
     """Reset every BatchNorm's statistics of `model` and re-estimate them as the plain
     average over `image_batches(dataset, batches, batch_size, seed, ctx)`. Weights are
-    untouched; under DDP the ranks' estimates are averaged. Returns the batches used."""
+    untouched; under DDP the ranks' estimates are averaged. BatchNorms inside the `keep`
+    modules (frozen parts) keep their statistics and run in eval mode meanwhile. Returns
+    the batches used."""
     device = next(model.parameters()).device
     images = (b.to(device) for b in image_batches(dataset, batches, batch_size, seed, ctx))
-    return _reestimate(model, images, ctx)
+    return _reestimate(model, images, ctx, keep)
 
 
 @torch.no_grad()
-def _reestimate(model: nn.Module, images: Iterable[torch.Tensor], ctx: Context) -> int:
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+def _reestimate(model: nn.Module, images: Iterable[torch.Tensor], ctx: Context,
+                keep: Sequence[nn.Module] = ()) -> int:
+    kept = {id(m) for k in keep for m in k.modules()}
+    norms = [m for m in model.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in kept]
     momenta = [m.momentum for m in norms]
     saved = [(m.running_mean.clone(), m.running_var.clone()) for m in norms]
     was_training = model.training
@@ -37,6 +42,8 @@ def _reestimate(model: nn.Module, images: Iterable[torch.Tensor], ctx: Context) 
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average = exact mean over the batches seen
     model.train()
+    for module in keep:
+        module.eval()
     count = 0
     try:
         for img in images:

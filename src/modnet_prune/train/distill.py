@@ -56,12 +56,15 @@ class Student(nn.Module):
     """The trained model plus its feature adapters, as one module (what DDP wraps).
 
     forward(img) -> ((semantic, detail, matte), {tap: adapted feature}); without
-    adapters the dict is empty and this is the plain training forward.
+    adapters the dict is empty and this is the plain training forward. `frozen` modules of
+    the model stay in eval mode whatever mode the Student is put in.
     """
 
-    def __init__(self, model: nn.Module, teacher_widths: dict[str, int] | None = None):
+    def __init__(self, model: nn.Module, teacher_widths: dict[str, int] | None = None,
+                 frozen: tuple[nn.Module, ...] = ()):
         super().__init__()
         self.model = model
+        self.frozen = tuple(frozen)  # a plain tuple: already registered as parts of model
         widths = teacher_widths or {}
         self.adapters = nn.ModuleDict({
             name: nn.Conv2d(out_channels(model.get_submodule(FEATURE_TAPS[name])), width, 1)
@@ -72,6 +75,12 @@ class Student(nn.Module):
         outputs = self.model(img, inference=False)
         raw = self._taps.pop()
         return outputs, {name: adapter(raw[name]) for name, adapter in self.adapters.items()}
+
+    def train(self, mode: bool = True) -> "Student":
+        super().train(mode)
+        for module in self.frozen:
+            module.eval()
+        return self
 
     def remove_taps(self) -> None:
         self._taps.remove()

@@ -37,6 +37,7 @@ from .distill import FEATURE_TAPS, FeatureTaps, Student, teacher_widths
 from .distributed import (Context, all_gather_objects, all_reduce_mean, any_rank, barrier,
                           broadcast_object)
 from .ema import WeightAverage
+from .freeze import freeze_
 from .loader import Batches
 from .losses import (FEATURE_LOSSES, DistillWeights, MattingScales, distill_loss, matting_loss,
                      soc_loss)
@@ -95,6 +96,10 @@ class TrainConfig:
     # Decay per step of a moving average of the weights (train/ema.py); 0: off. When on,
     # evaluation, best/last.safetensors and the returned model are the average.
     ema: float = 0.0
+    # Module paths (e.g. "backbone") that are not trained: their parameters stay as loaded
+    # and their BatchNorms normalise with the loaded statistics (eval mode), which neither
+    # training nor --recalibrate-bn touch. [] = train everything.
+    freeze: list[str] = field(default_factory=list)
 
     @property
     def train_sizes(self) -> list[int]:
@@ -153,6 +158,10 @@ class TrainConfig:
              "SOC adaptation needs a frozen reference model")
         need(self.objective != "soc" or not self.group_lasso,
              "--group-lasso goes with the supervised/distillation objective, not with SOC")
+        need(not (self.freeze and self.group_lasso),
+             "--group-lasso shrinks channels across the whole model: it does not go with --freeze")
+        need(self.objective != "soc" or not self.freeze, "--freeze goes with the supervised/"
+             "distillation objective, not with SOC")
         need(self.supervised is not None, "resolve `supervised` with for_data() first")
         need(self.objective == "soc" or self.supervised > 0 or wants_kd,
              "nothing to train: supervised weight is 0 and no distillation term is on")
@@ -256,7 +265,8 @@ class _Trainer:
         # traced and copied before Student hooks feature taps into the model
         self.lasso = GroupLasso(model) if cfg.group_lasso else None
         self.ema = WeightAverage(model, cfg.ema).to(ctx.device) if cfg.ema else None
-        self.student = Student(model, widths).to(ctx.device).train()  # load() gives eval mode
+        self.frozen = freeze_(model, cfg.freeze)
+        self.student = Student(model, widths, self.frozen).to(ctx.device).train()  # load() gives eval mode
         self.best_mad: float | None = None
         self.step = 0
         self._reference = None  # the teacher's mattes of an unlabeled eval set, made once
@@ -291,7 +301,7 @@ class _Trainer:
         cfg = self.cfg
         if cfg.recalibrate_bn:
             recalibrate_bn(self.student.model, self.train_set, cfg.recalibrate_bn,
-                           cfg.batch_size, cfg.seed, self.ctx)
+                           cfg.batch_size, cfg.seed, self.ctx, keep=self.frozen)
         if self.student.adapters:
             img = next(self.batches.from_step(0))["image"].to(self.ctx.device)
             with torch.no_grad():
@@ -355,6 +365,7 @@ class _Trainer:
                    step_size=cfg.step_size, gamma=cfg.gamma, min_lr=cfg.min_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        module.train()  # evaluation may have switched modes; frozen modules stay in eval
         if cfg.multi_size:
             batch = resize_batch(batch, step_size_at(self.step, cfg.seed, cfg.multi_size))
         if cfg.augment:
