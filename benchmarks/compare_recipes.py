@@ -51,7 +51,8 @@ def targets(merged: dict) -> list[str]:
         return f"- {'PASS' if ok else 'MISS'}: {text}"
 
     lines = []
-    for name, macs_max, mad_max, ort_min in (("ours-50", 0.50, 1.05, None), ("ours-25", 0.25, 1.15, 3.0)):
+    # issue 19's targets (ours-25's stretch: 1.15x; issue 8 asked ours-50 for 1.05x)
+    for name, macs_max, mad_max, ort_min in (("ours-50", 0.50, 1.03, None), ("ours-25", 0.25, 1.30, 3.0)):
         if name not in by_name:
             continue
         m = by_name[name]
@@ -106,6 +107,17 @@ def _operating_point(merged: dict) -> str:
             f"† marks a latency with no accuracy at that size: a property of the architecture.")
 
 
+def _stage_times(summaries: dict) -> str:
+    """How long each recipe took, from the stage times its pipeline recorded."""
+    parts = []
+    for summary in summaries.values():
+        stages = summary["stages"]
+        parts.append(f"{summary['recipe']['name']} {sum(stages.values()) / 60:.0f} min "
+                     f"(fine-tuning {stages.get('finetune', 0) / 60:.0f})")
+    return ("Time per recipe, the sum of its pipeline's stages (a stage resumed after an "
+            "interruption counts only the sitting that finished it): " + ", ".join(parts) + ".")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--recipes", nargs="+", default=list(DEFAULT_RECIPES),
@@ -152,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     seen = ", ".join(f"{name} {t['samples']:,}" for name, t in merged["training"].items())
     text = "\n".join([f"# {merged['recipe']['description']}", "", markdown_table(main_table(merged)), "",
-                      f"Fine-tuning samples seen: {seen}.", "", _operating_point(merged), "", "## Targets (issues 8, 16 and 19)", "",
+                      f"Fine-tuning samples seen: {seen}.", "", _stage_times(summaries), "",
+                      _operating_point(merged), "", "## Targets (issues 8, 16 and 19)", "",
                       *targets(merged), ""])
     write_atomic(root / "compare.md", lambda tmp: Path(tmp).write_text(text))
     write_atomic(root / "summary.json",
