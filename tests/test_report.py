@@ -22,10 +22,10 @@ from modnet_prune.report.document import headlines, main_table, render_report, s
 from modnet_prune.report.figures import _pareto_front
 
 
-def _tiny_run(folder, name: str, ratio: float):
+def _tiny_run(folder, name: str, ratio: float, **keys):
     teacher = folder / "teacher.safetensors"
     data = tiny_recipe(teacher if teacher.exists() else make_teacher(folder),
-                       finetune={"samples": 16, "eval_every_samples": 8})
+                       finetune={"samples": 16, "eval_every_samples": 8}, **keys)
     data.update(name=name, prune={"method": "ratio", "ratio": ratio, "round_to": 4}, distill={})
     return run_pipeline(recipe_from_dict(data), folder / name, progress=False, echo=lambda _: None)
 
@@ -174,16 +174,22 @@ def test_merged_report_of_two_runs_keeps_each_runs_numbers(run_dir):
     """What benchmarks/compare_recipes.py renders: two students of one teacher."""
     root = run_dir.parent
     first = json.loads((run_dir / "summary.json").read_text())
-    second = _tiny_run(root, "other", 0.375)
+    quantize = {"calibration": "synthetic:6@64+seed7", "count": 4, "holdout": 2, "budget": 0.5}
+    second = _tiny_run(root, "other", 0.375, quantize=quantize)
     merged = merge_summaries({run_dir: first, root / "other": second}, root)
     render_report(merged, root)
     rows = {row[0]: row for row in _page(root).tables[0][2:]}
-    assert list(rows)[:3] == ["teacher", "run", "other"]
+    # "run" has no int8 copies: the teacher's comes from "other"
+    assert list(rows)[:5] == ["teacher", "run", "other", "teacher int8", "other int8"]
     for summary in (first, second):
         own = {row[0]: row for row in main_table(summary).rows}
         assert rows[summary["recipe"]["name"]][1:] == own[summary["models"][1]["label"]][1:]
+    own = {row[0]: row for row in main_table(second).rows}
+    assert rows["teacher int8"][1:] == own["teacher int8"][1:]
+    assert rows["other int8"][1:] == own[second["models"][3]["label"]][1:]
     assert [v["run"] for v in merged["variants"]] == [None, "run", "run", "run",
-                                                      "other", "other", "other"]
+                                                      "other", "other", "other", None, None]
+    assert [v["label"] for v in merged["variants"][-2:]] == ["teacher int8", "other int8"]
     grid = merged["samples"][0]["images"]
     assert list(grid) == ["input", "ground truth", "teacher", "run", "other"]
     assert all((root / path).is_file() for path in grid.values())

@@ -257,7 +257,8 @@ def merge_summaries(summaries: dict[str, dict], root: Path) -> dict:
     """One summary holding the students of several runs of the same teacher on the same
     held-out set (benchmarks/compare_recipes.py): {run folder: its summary} -> a summary
     whose relative paths point from `root` into each run folder. Teacher numbers come from
-    the first run; each student's speed-ups from its own interleaved run."""
+    the first run; each student's speed-ups from its own interleaved run; int8 copies (the
+    teacher's from the first run, each student's from its own) follow the fp32 models."""
     runs = list(summaries.items())
     (first_dir, first), root = runs[0], Path(root)
     teacher = first["models"][0]
@@ -276,8 +277,9 @@ def merge_summaries(summaries: dict[str, dict], root: Path) -> dict:
         student = s["models"][1]  # its "name" keys its widths and images
         students.append({**student, "label": name,
                          "predictions": moved(folder, student["predictions"])})
-        variants += [{**v, "label": v["label"] if v["role"] == "student" else f"{name}: {v['label']}"}
-                     for v in s["variants"] if v["role"] != "teacher"]
+        variants += [{**v, "label": _merged_label(v, name)} for v in s["variants"]
+                     if v["role"] != "teacher" and not (v["name"] == "teacher-int8" and any(
+                         seen["name"] == "teacher-int8" for seen in variants))]
         training.update(s["training"])
     layers = [{"name": layer["name"],
                "widths": {"teacher": layer["widths"]["teacher"],
@@ -293,14 +295,44 @@ def merge_summaries(summaries: dict[str, dict], root: Path) -> dict:
             name = s["models"][1]["name"]
             images[name] = moved(folder, s["samples"][k]["images"][name])
         samples.append({"name": row["name"], "images": images})
+    int8, refused = _merged_int8(runs, moved)
     names = ", ".join(s["recipe"]["name"] for _, s in runs)
     recipe = {"name": "compare", "description": f"{names}: same teacher, budget and held-out set",
               "runs": {s["recipe"]["name"]: s["recipe"] for _, s in runs}}
     return {**first, "recipe": recipe, "out": str(root),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "models": [{**teacher, "predictions": moved(first_dir, teacher["predictions"])}, *students],
+            "models": [{**teacher, "predictions": moved(first_dir, teacher["predictions"])},
+                       *students, *int8],
+            "quantization": {**first["quantization"], "refused": refused} if first.get("quantization") else None,
             "variants": variants, "layers": layers, "training": training, "samples": samples,
             "stages": {s["recipe"]["name"]: s["stages"] for _, s in runs},
             "web": None,  # each run folder has its own page
             "budget_note": first["budget_note"] + " Speed-ups: each student against the teacher "
                            "in its own interleaved run."}
+
+
+def _merged_label(variant: dict, run: str) -> str:
+    """A run's variant as the merged summary labels it: by the run's recipe name."""
+    if variant["role"] == "student":
+        return variant["label"]
+    if variant["role"] == "int8":
+        return "teacher int8" if variant["name"] == "teacher-int8" else f"{run} int8"
+    return f"{run}: {variant['label']}"
+
+
+def _merged_int8(runs: list, moved) -> tuple[list[dict], dict[str, str]]:
+    """The int8 models of merged runs, labelled by recipe, and each refusal by the model it
+    concerns: the teacher's from the first run that quantized it, every student's from its
+    own run."""
+    models, refused, teacher_done = [], {}, False
+    for folder, s in runs:
+        name, quantized = s["recipe"]["name"], s.get("quantization") or {}
+        ours = [m for m in s["models"] if m["role"] == "int8"
+                and (m["of"] != "teacher" or not teacher_done)]
+        models += [{**m, "label": m["label"] if m["of"] == "teacher" else f"{name} int8",
+                    "predictions": moved(folder, m["predictions"])} for m in ours]
+        for role, message in (quantized.get("refused") or {}).items():
+            if role != "teacher" or not teacher_done:
+                refused["teacher" if role == "teacher" else name] = message
+        teacher_done = teacher_done or bool(quantized)
+    return sorted(models, key=lambda m: m["of"] != "teacher"), refused
