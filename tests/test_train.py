@@ -505,6 +505,7 @@ def test_freezing_an_unknown_module_is_one_line(tmp_path):
     with pytest.raises(UserError, match=r"--freeze bakbone: the model has no module .*backbone"):
         fit(mp.MODNet(divided_arch(4)), data, cfg(freeze=["bakbone"]), tmp_path / "r",
             progress=False)
+    assert not (tmp_path / "r").exists()  # refused before anything is written
     with pytest.raises(UserError, match="--group-lasso"):
         fit(mp.MODNet(divided_arch(4)), data, cfg(freeze=["backbone"], group_lasso=1.0),
             tmp_path / "r2", progress=False)

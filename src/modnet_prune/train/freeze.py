@@ -13,17 +13,23 @@ from torch import nn
 from ..errors import UserError
 
 
-def freeze_(model: nn.Module, paths: list[str]) -> tuple[nn.Module, ...]:
-    """Turn off the gradients of the modules at `paths` and put them in eval mode; returns
-    them. Aliased modules (one module under two names) are frozen under either name."""
+def frozen_modules(model: nn.Module, paths: list[str]) -> tuple[nn.Module, ...]:
+    """The modules at `paths`, or one line naming the model's top-level modules."""
     modules = []
     for path in paths:
         try:
-            module = model.get_submodule(path)
+            modules.append(model.get_submodule(path))
         except AttributeError:
             names = ", ".join(name for name, _ in model.named_children())
             raise UserError(f"--freeze {path}: the model has no module of that name "
                             f"(its top-level modules: {names})") from None
-        module.requires_grad_(False).eval()
-        modules.append(module)
     return tuple(modules)
+
+
+def freeze_(model: nn.Module, paths: list[str]) -> tuple[nn.Module, ...]:
+    """Turn off the gradients of the modules at `paths` and put them in eval mode; returns
+    them. Aliased modules (one module under two names) are frozen under either name."""
+    modules = frozen_modules(model, paths)
+    for module in modules:
+        module.requires_grad_(False).eval()
+    return modules

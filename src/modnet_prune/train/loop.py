@@ -37,7 +37,7 @@ from .distill import FEATURE_TAPS, FeatureTaps, Student, teacher_widths
 from .distributed import (Context, all_gather_objects, all_reduce_mean, any_rank, barrier,
                           broadcast_object)
 from .ema import WeightAverage
-from .freeze import freeze_
+from .freeze import freeze_, frozen_modules
 from .loader import Batches
 from .losses import (FEATURE_LOSSES, DistillWeights, MattingScales, distill_loss, matting_loss,
                      soc_loss)
@@ -546,6 +546,7 @@ def fit(model: nn.Module, train_set: Dataset, cfg: TrainConfig, out: str | Path,
     if eval_set is not None and not labeled(eval_set) and teacher is None:
         raise UserError("the evaluation data has no ground-truth mattes: it is scored by "
                         "agreement with the teacher's, and this run has no teacher")
+    frozen_modules(model, cfg.freeze)  # an unknown path is refused before the run folder exists
     run = RunDir(out)
     with RunLock(out) if ctx.is_main else contextlib.nullcontext():  # rank 0 alone writes
         if ctx.is_main:
