@@ -265,6 +265,7 @@ class _Trainer:
         # traced and copied before Student hooks feature taps into the model
         self.lasso = GroupLasso(model) if cfg.group_lasso else None
         self.ema = WeightAverage(model, cfg.ema).to(ctx.device) if cfg.ema else None
+        self._trainable = [(p, p.requires_grad) for p in model.parameters()]
         self.frozen = freeze_(model, cfg.freeze)
         self.student = Student(model, widths, self.frozen).to(ctx.device).train()  # load() gives eval mode
         self.best_mad: float | None = None
@@ -484,8 +485,10 @@ class _Trainer:
 
 
     def close(self) -> None:
-        """Remove the forward hooks: the model and the teacher outlive the run."""
+        """Remove the forward hooks and unfreeze: the model and the teacher outlive the run."""
         self.student.remove_taps()
+        for param, trainable in self._trainable:
+            param.requires_grad_(trainable)
         if self.teacher_taps is not None:
             self.teacher_taps.remove()
 
