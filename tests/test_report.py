@@ -190,6 +190,7 @@ def test_merged_report_of_two_runs_keeps_each_runs_numbers(run_dir):
     assert [v["run"] for v in merged["variants"]] == [None, "run", "run", "run",
                                                       "other", "other", "other", None, None]
     assert [v["label"] for v in merged["variants"][-2:]] == ["teacher int8", "other int8"]
+    assert merged["quantization"] == {**second["quantization"], "refused": {}}  # notes come from it
     grid = merged["samples"][0]["images"]
     assert list(grid) == ["input", "ground truth", "teacher", "run", "other"]
     assert all((root / path).is_file() for path in grid.values())

@@ -303,12 +303,18 @@ def merge_summaries(summaries: dict[str, dict], root: Path) -> dict:
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "models": [{**teacher, "predictions": moved(first_dir, teacher["predictions"])},
                        *students, *int8],
-            "quantization": {**first["quantization"], "refused": refused} if first.get("quantization") else None,
+            "quantization": _merged_quantization(runs, refused),
             "variants": variants, "layers": layers, "training": training, "samples": samples,
             "stages": {s["recipe"]["name"]: s["stages"] for _, s in runs},
             "web": None,  # each run folder has its own page
             "budget_note": first["budget_note"] + " Speed-ups: each student against the teacher "
                            "in its own interleaved run."}
+
+
+def _merged_quantization(runs: list, refused: dict[str, str]) -> dict | None:
+    """The first quantized run's settings (the recipes share them), with every refusal."""
+    quantized = next((s["quantization"] for _, s in runs if s.get("quantization")), None)
+    return {**quantized, "refused": refused} if quantized else None
 
 
 def _merged_label(variant: dict, run: str) -> str:
