@@ -366,7 +366,6 @@ class _Trainer:
                    step_size=cfg.step_size, gamma=cfg.gamma, min_lr=cfg.min_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        module.train()  # evaluation may have switched modes; frozen modules stay in eval
         if cfg.multi_size:
             batch = resize_batch(batch, step_size_at(self.step, cfg.seed, cfg.multi_size))
         if cfg.augment:
@@ -400,6 +399,7 @@ class _Trainer:
         """Train from self.step to self.total; True if stopped early by a signal."""
         cfg, ctx = self.cfg, self.ctx
         module, optimizer = self.wrap(), self.build_optimizer(optimizer_state)
+        module.train()  # BN re-estimation restored the model's mode; frozen parts stay in eval
         sums: dict[str, torch.Tensor] = {}
         window_steps, window_start = 0, time.perf_counter()
         bar = tqdm(total=self.total, initial=self.step, unit="step", dynamic_ncols=True,
@@ -468,6 +468,7 @@ class _Trainer:
                 self.run.save_model(self.result_model, BEST, step=self.step, mad=metrics["mad"],
                                     train_sizes=self.cfg.train_sizes)
         self.best_mad = broadcast_object(self.best_mad, self.ctx)
+        self.student.train()  # scoring switched the model's modes; frozen parts stay in eval
         return metrics
 
     def checkpoint(self, optimizer) -> None:
