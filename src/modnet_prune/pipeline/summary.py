@@ -272,14 +272,16 @@ def merge_summaries(summaries: dict[str, dict], root: Path) -> dict:
         return str((Path(folder) / path).relative_to(root)) if path else path
 
     students, variants, training = [], [first["variants"][0]], {}
+    has_teacher_int8 = False  # the teacher's int8 variant is kept from one run only
     for folder, s in runs:
         name = s["recipe"]["name"]
         student = s["models"][1]  # its "name" keys its widths and images
         students.append({**student, "label": name,
                          "predictions": moved(folder, student["predictions"])})
-        variants += [{**v, "label": _merged_label(v, name)} for v in s["variants"]
-                     if v["role"] != "teacher" and not (v["name"] == "teacher-int8" and any(
-                         seen["name"] == "teacher-int8" for seen in variants))]
+        kept = [v for v in s["variants"] if v["role"] != "teacher"
+                and not (v["name"] == "teacher-int8" and has_teacher_int8)]
+        has_teacher_int8 = has_teacher_int8 or any(v["name"] == "teacher-int8" for v in kept)
+        variants += [{**v, "label": _merged_label(v, name)} for v in kept]
         training.update(s["training"])
     layers = [{"name": layer["name"],
                "widths": {"teacher": layer["widths"]["teacher"],
