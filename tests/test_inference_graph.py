@@ -12,7 +12,12 @@ import torch
 from modnet_prune import MODNet, save
 from modnet_prune.cli import main
 from modnet_prune.errors import UserError
-from modnet_prune.deploy.inference_graph import FoldedIBNormConv, InferenceMODNet
+from torch.nn import functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from modnet_prune.deploy.inference_graph import (FoldedIBNormConv, HalfResolutionTail,
+                                                 InferenceMODNet, phase_conv_kernel,
+                                                 upsample_conv_kernel)
 from modnet_prune.model.layers import Conv2dIBNormReLU, IBNorm
 from modnet_prune.deploy.onnx_export import export_onnx
 from modnet_prune.deploy.runtime import OnnxRuntime
@@ -24,10 +29,10 @@ SIZES = [(1, 64, 64), (2, 96, 160), (1, 160, 96)]  # odd valid sizes: 96 and 160
 
 def uneven_arch():
     """Tiny widths with every IBNorm case: only BN, only IN, and uneven splits; conv_enc2x
-    has 16 feature channels (image convolved apart), conv_f.0 8 (image concatenated)."""
+    reads 8 feature channels (image concatenated), conv_hr4x.0 24 (image convolved apart)."""
     arch = tiny_arch()
     heads = dict.fromkeys(HEAD_CONVS, 8)
-    heads.update({"hr_branch.tohr_enc2x": 16, "hr_branch.conv_hr4x.0": 24,
+    heads.update({"hr_branch.conv_hr4x.0": 24,
                   "lr_branch.conv_lr8x": 16})
     bn = {name: int(width / 2) for name, width in heads.items()}
     bn.update({"hr_branch.conv_hr2x.0": 8,             # only BN
@@ -55,16 +60,17 @@ def forward_both(model, shapes, atol=1e-4):
 def test_official_architecture_same_matte():
     torch.manual_seed(2)
     fused = forward_both(randomise_bn(MODNet()), SIZES[:2])
-    # the official widths convolve the raw image apart at all three places it enters
-    assert fused.conv_enc2x.image_apart and fused.hr4x[0].image_apart and fused.f0.image_apart
+    # the official widths convolve the raw image apart where it enters at 1/2 and 1/4
+    assert fused.conv_enc2x.image_apart and fused.hr4x[0].image_apart
+    assert 0 < fused.tail.split < fused.tail.channels
 
 
 def test_pruned_widths_with_one_kind_ibnorms_same_matte():
     torch.manual_seed(3)
     model = randomise_bn(MODNet(uneven_arch()))
     fused = forward_both(model, SIZES)
-    assert fused.conv_enc2x.image_apart and not fused.f0.image_apart  # both paths ran
-    assert fused.hr2x[0].split == fused.hr2x[0].channels and fused.hr2x[1].split == 0
+    assert not fused.conv_enc2x.image_apart and fused.hr4x[0].image_apart  # both paths ran
+    assert fused.tail.split == 0 and fused.hr2x[0].split == fused.hr2x[0].channels and fused.hr2x[1].split == 0
 
 
 def _rms(rows: torch.Tensor) -> float:
@@ -102,6 +108,69 @@ def test_in_rows_take_the_bn_rows_range_and_the_matte_stays():
         assert any(a == pytest.approx(s, rel=1e-5) for s in expected_scale.values())
 
 
+def _up(x):
+    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+def test_phase_kernels_against_full_resolution_convs():
+    torch.manual_seed(7)
+    x, img = torch.randn(2, 5, 8, 10, dtype=torch.float64), torch.randn(2, 3, 16, 20, dtype=torch.float64)
+    w, wi = torch.randn(4, 5, 3, 3, dtype=torch.float64), torch.randn(4, 3, 3, 3, dtype=torch.float64)
+    expected = F.conv2d(_up(x), w, padding=1)
+    got = F.pixel_shuffle(F.conv2d(x, upsample_conv_kernel(w), padding=1), 2)
+    inner = (slice(None), slice(None), slice(2, -2), slice(2, -2))
+    torch.testing.assert_close(got[inner], expected[inner], rtol=0, atol=1e-12)
+    ring = (got - expected).abs()
+    ring[inner] = 0
+    assert ring.amax(dim=(0, 1))[[0, 1, -2, -1]].min() > 1e-3  # the two outer rows differ
+    got = F.pixel_shuffle(F.conv2d(img, phase_conv_kernel(wi), stride=2, padding=1), 2)
+    torch.testing.assert_close(got, F.conv2d(img, wi, padding=1), rtol=0, atol=1e-12)
+
+
+def _tail_arch(bn_channels):
+    arch = tiny_arch()
+    return dataclasses.replace(arch, ibn_bn={**arch.ibn_bn, "f_branch.conv_f.0": bn_channels})
+
+
+@pytest.mark.parametrize("bn_channels", [4, 0, 8])  # conv_f.0: both kinds, only IN, only BN
+def test_tail_is_exact_on_the_ring_and_needs_its_correction(bn_channels, monkeypatch):
+    torch.manual_seed(8)
+    model = randomise_bn(MODNet(_tail_arch(bn_channels)))
+    fused = forward_both(model, SIZES, atol=2e-5)
+    assert fused.tail.split == bn_channels
+    x = torch.rand(1, 3, 64, 96) * 2 - 1
+    with torch.no_grad():
+        expected = model(x)
+        ring = HalfResolutionTail._ring
+        monkeypatch.setattr(HalfResolutionTail, "_ring", lambda self, f2x, img: [
+            (phase, phase) for _, phase in ring(self, f2x, img)])
+        uncorrected = (fused(x) - expected).abs()[0, 0]
+    assert uncorrected[[0, 1, -2, -1]].max() > 1e-3 and uncorrected[:, [0, 1, -2, -1]].max() > 1e-3
+    if bn_channels < 8:  # InstanceNorm's statistics: the ring moves the whole matte
+        assert uncorrected[2:-2, 2:-2].max() > 1e-5
+
+
+class _Shapes(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.shapes = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.shapes += [tuple(t.shape) for t in torch.utils._pytree.tree_leaves(out)
+                        if isinstance(t, torch.Tensor)]
+        return out
+
+
+def test_no_full_resolution_tensor_wider_than_the_image():
+    fused = InferenceMODNet(randomise_bn(MODNet(tiny_arch())))
+    with torch.no_grad(), _Shapes() as seen:
+        fused(torch.rand(1, 3, 64, 96))
+    full = {s for s in seen.shapes if len(s) == 4 and s[2:] == (64, 96)}
+    assert full == {(1, 3, 64, 96), (1, 1, 64, 96)}  # the image (and views of it), the matte
+    assert any(s[2:] == (32, 48) and s[1] == 4 * 8 for s in seen.shapes)  # the phase conv ran
+
+
 def test_rewrite_copies_weights():
     model = randomise_bn(MODNet(tiny_arch()))
     fused = InferenceMODNet(model)
@@ -116,7 +185,12 @@ def test_rewrite_copies_weights():
 
 
 def _ops(path):
-    return collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+    """Node counts by op type, of float-valued nodes (not the exporter's shape arithmetic)
+    outside the half-resolution tail, whose ring strips are small by design."""
+    graph = onnx.shape_inference.infer_shapes(onnx.load(str(path))).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in (*graph.value_info, *graph.output)}
+    return collections.Counter(n.op_type for n in graph.node if not n.name.startswith("/tail/")
+                               and types.get(n.output[0]) == onnx.TensorProto.FLOAT)
 
 
 def _resizes_of_one_tensor(path):
@@ -144,7 +218,8 @@ def test_fused_export_removes_nodes_and_matches_torch(tmp_path):
     assert after["BatchNormalization"] == 0 < before["BatchNormalization"]
     assert after["Concat"] < before["Concat"]
     assert after["Slice"] + after["Split"] < before["Slice"] + before["Split"]
-    assert after["InstanceNormalization"] == before["InstanceNormalization"]
+    # the tail's InstanceNorm (conv_f.0) is written out: its statistics are corrected on the ring
+    assert after["InstanceNormalization"] == before["InstanceNormalization"] - 1
     assert _resizes_of_one_tensor(tmp_path / "fused.onnx") == 0
     assert _resizes_of_one_tensor(tmp_path / "plain.onnx") == 1  # up(lr8x), twice
     # independent of the exporter's own check: ORT on the saved file vs the plain forward

@@ -20,12 +20,13 @@ real arithmetic (float32 parity ~1e-6):
   conv(features) + conv(image): ONNX Runtime's blocked (NCHWc) conv kernels take a multiple
   of 16 input channels or fewer than 16, so the official 35 or 99 fell back to im2col +
   GEMM, with layout reorders around the concat. With fewer feature channels (pruned
-  students) the joint conv already runs blocked, and a second full-resolution conv measured
-  slower (conv_f.0 of a 25 %-MACs student: 90 ms apart vs 35 ms joint);
+  students) the joint conv already runs blocked, and a second conv measured slower
+  (conv_f.0 of a 25 %-MACs student, when it ran at full resolution: 90 ms apart vs 35 ms);
 - up(lr8x), which the detail and fusion branches both read, is computed once; the SE
   block's Linear layers become 1x1 convs on the pooled tensor (no Flatten/Unsqueeze);
-- the last conv (1x1 to the one matte channel) reads conv_f.0's parts by MatMuls
-  (`PartsProjection`), with no full-resolution concat before it.
+- the last two layers (conv_f.0 on cat(up(f2x), img), conv_f.1, sigmoid) run on the
+  half-resolution grid (`HalfResolutionTail`): no full-resolution tensor but the image and
+  the matte, where the official widths upsampled 32 channels and convolved them to 16.
 
 Measured against the other obvious rewrite, two convs per IBNorm (BN rows fused with
 their ReLU, IN rows apart): reading the input twice cost more than the Split it saves.
@@ -105,7 +106,6 @@ class FoldedIBNormConv(nn.Module):
         conv, ibn = block.layers[0], block.layers[1]
         assert isinstance(ibn, IBNorm), "only a conv followed by an IBNorm is folded"
         self.split, self.channels = ibn.bn_channels, ibn.channels
-        self.part_sizes = [n for n in (self.split, self.channels - self.split) if n]
         weight, bias, in_scale = _fold_batchnorm(conv, ibn)
         self.eps = ibn.inorm.eps * in_scale ** 2  # IN(a z, eps a^2) == IN(z, eps)
         cin = weight.shape[1]
@@ -152,28 +152,140 @@ class ConvSE(nn.Module):
         return x * torch.sigmoid(self.excite(F.relu(self.squeeze(pooled))))
 
 
-class PartsProjection(nn.Module):
-    """The 1x1 conv to one channel at the end, over a layer's parts: a MatMul per part, summed.
+# Bilinear x2 upsampling (align_corners=False) seen from the half-resolution grid: output
+# pixel 2i+p (phase p) of a 3x3 conv on the upsampled map reads upsampled pixels
+# 2i+p-1 .. 2i+p+1, each a blend of half-resolution pixels i-1 .. i+1. _BLEND[p][t, d] is the
+# weight of pixel i+d-1 in the upsampled pixel that kernel tap t of phase p reads.
+_BLEND = torch.tensor([[[.75, .25, 0], [.25, .75, 0], [0, .75, .25]],
+                       [[.25, .75, 0], [0, .75, .25], [0, .25, .75]]], dtype=torch.float64)
 
-    Reading the parts where they are saves a full-resolution concat, and a MatMul does not
-    pad its one output channel to the 16 of a blocked conv (ONNX Runtime's NCHWc kernels).
+
+def upsample_conv_kernel(weight: torch.Tensor) -> torch.Tensor:
+    """(O, C, 3, 3) of a conv on up(x) -> (4 O, C, 3, 3) of a conv on x itself, output channel
+    4 o + 2 py + px being output o at phase (py, px): F.pixel_shuffle's order. Exact away from
+    the border, where the upsample clamps and the conv pads with zeros."""
+    kernel = torch.einsum("octu,ptd,que->opqcde", weight.double(), _BLEND, _BLEND)
+    return kernel.reshape(4 * weight.shape[0], weight.shape[1], 3, 3)
+
+
+def phase_conv_kernel(weight: torch.Tensor) -> torch.Tensor:
+    """(O, C, 3, 3) of a full-resolution conv (padding 1) -> (4 O, C, 4, 4) of a stride-2 conv
+    (padding 1) whose output channel 4 o + 2 py + px is output o at phase (py, px). Exact:
+    phase p at row i reads rows 2i+p-1 .. 2i+p+1, taps p .. p+2 of the 4 rows 2i-1 .. 2i+2."""
+    out, cin = weight.shape[:2]
+    kernel = weight.new_zeros(out, 2, 2, cin, 4, 4, dtype=torch.float64)
+    for py in range(2):
+        for px in range(2):
+            kernel[:, py, px, :, py:py + 3, px:px + 3] = weight.double()
+    return kernel.reshape(4 * out, cin, 4, 4)
+
+
+def _narrow(x: torch.Tensor, dim: int, first: bool, length: int) -> torch.Tensor:
+    return x.narrow(dim, 0 if first else x.shape[dim] - length, length)
+
+
+class HalfResolutionTail(nn.Module):
+    """sigmoid(conv_f.1(conv_f.0(cat(up(f2x), img)))) for the training graph's last two
+    layers, computed on the half-resolution grid: the same matte, without the
+    full-resolution upsample of f2x (32 channels in the official widths) or the conv output
+    (16): in int8 these were the costliest tensors of the graph (benchmarks/deploy_graph.md).
+
+    conv_f.0 on up(f2x) is a conv on f2x with four outputs per channel, one per output phase
+    (`upsample_conv_kernel`); its image part a stride-2 conv (`phase_conv_kernel`), and the
+    1x1 conv_f.1 runs per phase before the one-channel pixel shuffle. That is exact but on
+    the outermost two full-resolution rows and columns, where the upsample clamps and the conv
+    pads with zeros: those (one half-resolution row or column per side) are recomputed as
+    the training graph does, on two-pixel strips of f2x and four-pixel strips of the image,
+    their difference from the phase conv corrects InstanceNorm's statistics, and their mattes
+    replace the phase conv's on that ring. Sizes must be even (MODNet's are multiples of 32).
     """
 
-    def __init__(self, conv: nn.Conv2d, sizes: list[int]):
+    def __init__(self, block: Conv2dIBNormReLU, last: nn.Conv2d):
         super().__init__()
-        assert conv.kernel_size == (1, 1) and conv.out_channels == 1, "a 1x1 conv to 1 channel"
-        rows = torch.split(conv.weight.detach()[:, :, 0, 0].float(), sizes, dim=1)
-        self.weights = nn.ParameterList(nn.Parameter(w.clone(), requires_grad=False) for w in rows)
-        self.bias = nn.Parameter(conv.bias.detach().float().view(1, 1, 1).clone(),
-                                 requires_grad=False)
+        conv, ibn = block.layers[0], block.layers[1]
+        assert isinstance(ibn, IBNorm) and conv.kernel_size == (3, 3) and conv.padding == (1, 1)
+        assert last.kernel_size == (1, 1) and last.out_channels == 1, "a 1x1 conv to 1 channel"
+        weight, bias, in_scale = _fold_batchnorm(conv, ibn)
+        self.channels, self.split = ibn.channels, ibn.bn_channels
+        self.eps = ibn.inorm.eps * in_scale ** 2  # as FoldedIBNormConv
+        features, image = weight[:, :-IMAGE_CHANNELS], weight[:, -IMAGE_CHANNELS:]
+        self.conv = _conv(conv, features, None)  # the training graph's conv, for the ring
+        self.phase_conv = _conv(conv, upsample_conv_kernel(features).float(),
+                                bias.repeat_interleave(4))
+        self.image_conv = nn.Conv2d(IMAGE_CHANNELS, 4 * self.channels, 4, 2, 1, bias=False)
+        self.image_conv.weight.data.copy_(phase_conv_kernel(image))
+        self.project = nn.Conv2d(self.channels, 1, 1)  # conv_f.1, as weights for the MatMuls
+        self.project.load_state_dict(last.state_dict())
+        self.requires_grad_(False)
 
-    def forward(self, parts: Parts) -> torch.Tensor:
-        n, _, h, w = parts[0].shape
-        out = self.bias
-        for weight, part in zip(self.weights, parts):
-            # a MatMul: ONNX Runtime's Einsum measured 20x slower for the same product
-            out = out + torch.matmul(weight, part.reshape(n, weight.shape[1], -1))  # N, 1, HW
-        return out.view(n, 1, h, w)
+    def forward(self, f2x: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
+        # sizes from the input image: in an int8 graph a Shape of a quantized tensor costs a
+        # DequantizeLinear of all of it
+        n, h, w = img.shape[0], img.shape[2] // 2, img.shape[3] // 2
+        z = self.phase_conv(f2x) + self.image_conv(img)  # N, 4 O, h, w
+        z = z.reshape(n, self.channels, 4 * h, w)  # channel o: its 4 phases one after another
+        ring = self._ring(f2x, img)  # (exact, as z has it) per side
+        mean, rstd, centred = self._in_stats(z, ring, 4 * h * w)
+        bn = z[:, :self.split] if self.split else None
+        matte = self._matte(n, bn, centred, rstd).view(n, 4, h, w)
+        sides = []
+        for exact, _ in ring:
+            exact = exact.reshape(n, self.channels, -1)
+            bn = exact[:, :self.split] if self.split else None
+            centred = None if mean is None else exact[:, self.split:] - mean
+            sides.append(self._matte(n, bn, centred, rstd))
+        top, bottom = (side.view(n, 4, 1, w) for side in sides[:2])
+        left, right = (side.view(n, 4, h - 2, 1) for side in sides[2:])
+        middle = torch.cat((left, matte[:, :, 1:-1, 1:-1], right), dim=3)
+        matte = F.pixel_shuffle(torch.cat((top, middle, bottom), dim=2), 2)
+        # the image's own sizes: a shape the exporter can name (N x 1 x H x W)
+        return torch.sigmoid(matte.view(n, 1, img.shape[2], img.shape[3]))
+
+    def _ring(self, f2x: torch.Tensor, img: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """z's first and last row, first and last column without the corners: exact values
+        (the training graph's, from strips) and the phase conv's."""
+        sides = [self._side(f2x, img, dim, first) for dim in (2, 3) for first in (True, False)]
+        return sides[:2] + [(exact[:, :, 1:-1], phase[:, :, 1:-1]) for exact, phase in sides[2:]]
+
+    def _side(self, f2x: torch.Tensor, img: torch.Tensor, dim: int, first: bool):
+        strip = _narrow(f2x, dim, first, 2)
+        exact = self.conv(_narrow(_resize(strip, 2), dim, first, 3))  # upsample clamps right here
+        exact = F.pixel_unshuffle(_narrow(exact, dim, first, 2), 2)
+        phase = _narrow(F.conv2d(strip, self.phase_conv.weight, padding=1), dim, first, 1)
+        shared = _narrow(self.image_conv(_narrow(img, dim, first, 4)), dim, first, 1)
+        shared = shared + self.phase_conv.bias.view(1, -1, 1, 1)
+        return exact + shared, phase + shared
+
+    def _in_stats(self, z: torch.Tensor, ring, count: int):
+        """(mean, 1/std, the IN channels of z centred) of InstanceNorm over the full-resolution
+        map: z's values with the ring's exact ones in place of the phase conv's. Centred sums,
+        as float32 needs; all None without IN channels."""
+        if self.split == self.channels:
+            return None, None, None
+        n, zi = z.shape[0], z[:, self.split:]
+        ring = [(e.reshape(n, self.channels, -1)[:, self.split:],
+                 p.reshape(n, self.channels, -1)[:, self.split:]) for e, p in ring]
+        total = zi.sum(dim=(2, 3)) + sum((e - p).sum(dim=2) for e, p in ring)
+        mean = (total / count)[:, :, None]  # N, C, 1
+        centred = zi - mean[..., None]
+        squares = (centred * centred).sum(dim=(2, 3)) + sum(
+            ((e - mean) ** 2 - (p - mean) ** 2).sum(dim=2) for e, p in ring)
+        return mean, torch.rsqrt(squares / count + self.eps)[:, :, None], centred
+
+    def _matte(self, n: int, bn: torch.Tensor | None, in_centred: torch.Tensor | None,
+               rstd) -> torch.Tensor:
+        """conv_f.1 of ReLU(IBNorm) -> N, 1, pixels (before the sigmoid), from the BN channels
+        and the IN channels minus their mean; MatMuls: a 1x1 conv would pad its one output
+        channel to ONNX Runtime's 16."""
+        parts = [] if bn is None else [F.relu(bn)]
+        if in_centred is not None:
+            rstd = rstd if in_centred.dim() == 3 else rstd[..., None]
+            parts.append(F.relu(in_centred * rstd))
+        weights = torch.split(self.project.weight[:, :, 0, 0], [p.shape[1] for p in parts], dim=1)
+        out = self.project.bias.view(1, 1, 1)
+        for weight, part in zip(weights, parts):
+            out = out + torch.matmul(weight, part.reshape(n, weight.shape[1], -1))
+        return out
 
 
 class InferenceMODNet(nn.Module):
@@ -200,8 +312,7 @@ class InferenceMODNet(nn.Module):
                                    *(fold(block) for block in hr.conv_hr4x[1:])])
         self.hr2x = nn.ModuleList(fold(block) for block in hr.conv_hr2x)
         self.lr4x, self.f2x = fold(f.conv_lr4x), fold(f.conv_f2x)
-        self.f0 = fold(f.conv_f[0], image_last=True)  # cat(up(f2x), img)
-        self.f1 = PartsProjection(f.conv_f[1].layers[0], self.f0.part_sizes)
+        self.tail = HalfResolutionTail(f.conv_f[0], f.conv_f[1].layers[0])
         self.eval()
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
@@ -220,9 +331,4 @@ class InferenceMODNet(nn.Module):
             hr2x = layer(hr2x)
 
         lr2x = [_resize(p, 2) for p in self.lr4x([lr8x_up])]
-        f2x = self.f2x(lr2x + hr2x)
-        if self.f0.image_apart:  # a conv reads up(f2x) alone: join at half resolution, then resize
-            f2x_up = [_resize(_join(f2x), 2)]
-        else:  # joined with the image at full resolution anyway
-            f2x_up = [_resize(p, 2) for p in f2x]
-        return torch.sigmoid(self.f1(self.f0(f2x_up, img)))
+        return self.tail(_join(self.f2x(lr2x + hr2x)), img)
