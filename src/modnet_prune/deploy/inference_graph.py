@@ -180,8 +180,11 @@ def phase_conv_kernel(weight: torch.Tensor) -> torch.Tensor:
     return kernel.reshape(4 * out, cin, 4, 4)
 
 
-def _narrow(x: torch.Tensor, dim: int, first: bool, length: int) -> torch.Tensor:
-    return x.narrow(dim, 0 if first else x.shape[dim] - length, length)
+def _ends(x: torch.Tensor, dim: int, length: int) -> torch.Tensor:
+    """The first and the last `length` rows (dim 2) or columns (dim 3) of x, stacked; static
+    slices (in an int8 graph, the Shape of a quantized tensor costs a DequantizeLinear)."""
+    index = (slice(None),) * dim
+    return torch.cat((x[index + (slice(0, length),)], x[index + (slice(-length, None),)]), dim)
 
 
 class HalfResolutionTail(nn.Module):
@@ -224,35 +227,33 @@ class HalfResolutionTail(nn.Module):
         n, h, w = img.shape[0], img.shape[2] // 2, img.shape[3] // 2
         z = self.phase_conv(f2x) + self.image_conv(img)  # N, 4 O, h, w
         z = z.reshape(n, self.channels, 4 * h, w)  # channel o: its 4 phases one after another
-        ring = self._ring(f2x, img)  # (exact, as z has it) per side
+        ring = self._ring(f2x, img)  # (exact, as z has it) at the end rows and columns
         mean, rstd, centred = self._in_stats(z, ring, 4 * h * w)
         bn = z[:, :self.split] if self.split else None
         matte = self._matte(n, bn, centred, rstd).view(n, 4, h, w)
-        sides = []
-        for exact, _ in ring:
-            exact = exact.reshape(n, self.channels, -1)
-            bn = exact[:, :self.split] if self.split else None
-            centred = None if mean is None else exact[:, self.split:] - mean
-            sides.append(self._matte(n, bn, centred, rstd))
-        top, bottom = (side.view(n, 4, 1, w) for side in sides[:2])
-        left, right = (side.view(n, 4, h - 2, 1) for side in sides[2:])
+        rows, cols = (self._matte(n, *self._parts(exact.reshape(n, self.channels, -1), mean), rstd)
+                      for exact, _ in ring)
+        rows, cols = rows.view(n, 4, 2, w), cols.view(n, 4, h - 2, 2)
+        top, bottom, left, right = rows[:, :, :1], rows[:, :, 1:], cols[..., :1], cols[..., 1:]
         middle = torch.cat((left, matte[:, :, 1:-1, 1:-1], right), dim=3)
         matte = F.pixel_shuffle(torch.cat((top, middle, bottom), dim=2), 2)
         # the image's own sizes: a shape the exporter can name (N x 1 x H x W)
         return torch.sigmoid(matte.view(n, 1, img.shape[2], img.shape[3]))
 
     def _ring(self, f2x: torch.Tensor, img: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """z's first and last row, first and last column without the corners: exact values
-        (the training graph's, from strips) and the phase conv's."""
-        sides = [self._side(f2x, img, dim, first) for dim in (2, 3) for first in (True, False)]
-        return sides[:2] + [(exact[:, :, 1:-1], phase[:, :, 1:-1]) for exact, phase in sides[2:]]
+        """z's first and last rows, and first and last columns without the corners: (exact
+        values, the phase conv's), each pair two rows or columns of z."""
+        (rows, rows_phase), (cols, cols_phase) = (self._ends(f2x, img, dim) for dim in (2, 3))
+        return [(rows, rows_phase), (cols[:, :, 1:-1], cols_phase[:, :, 1:-1])]
 
-    def _side(self, f2x: torch.Tensor, img: torch.Tensor, dim: int, first: bool):
-        strip = _narrow(f2x, dim, first, 2)
-        exact = self.conv(_narrow(_resize(strip, 2), dim, first, 3))  # upsample clamps right here
-        exact = F.pixel_unshuffle(_narrow(exact, dim, first, 2), 2)
-        phase = _narrow(F.conv2d(strip, self.phase_conv.weight, padding=1), dim, first, 1)
-        shared = _narrow(self.image_conv(_narrow(img, dim, first, 4)), dim, first, 1)
+    def _ends(self, f2x: torch.Tensor, img: torch.Tensor, dim: int):
+        """Both ends of z along `dim`: the training graph's values from its own conv of the
+        upsampled end strips of f2x (stacked, 4 wide: the upsample blends across the seam
+        only where no kept output reads it), and the phase conv's; the image conv is shared."""
+        strip = _ends(f2x, dim, 2)
+        exact = F.pixel_unshuffle(_ends(self.conv(_resize(strip, 2)), dim, 2), 2)
+        phase = _ends(F.conv2d(strip, self.phase_conv.weight, padding=1), dim, 1)
+        shared = _ends(self.image_conv(_ends(img, dim, 4)), dim, 1)
         shared = shared + self.phase_conv.bias.view(1, -1, 1, 1)
         return exact + shared, phase + shared
 
@@ -271,6 +272,11 @@ class HalfResolutionTail(nn.Module):
         squares = (centred * centred).sum(dim=(2, 3)) + sum(
             ((e - mean) ** 2 - (p - mean) ** 2).sum(dim=2) for e, p in ring)
         return mean, torch.rsqrt(squares / count + self.eps)[:, :, None], centred
+
+    def _parts(self, z: torch.Tensor, mean):
+        """(BN channels, IN channels minus their mean) of z, None where there are none."""
+        bn = z[:, :self.split] if self.split else None
+        return bn, None if mean is None else z[:, self.split:] - mean
 
     def _matte(self, n: int, bn: torch.Tensor | None, in_centred: torch.Tensor | None,
                rstd) -> torch.Tensor:
