@@ -228,8 +228,8 @@ class HalfResolutionTail(nn.Module):
         z = self.phase_conv(f2x) + self.image_conv(img)  # N, 4 O, h, w
         z = z.reshape(n, self.channels, 4 * h, w)  # channel o: its 4 phases one after another
         ring = self._ring(f2x, img)  # (exact, as z has it) at the end rows and columns
-        mean, rstd, centred = self._in_stats(z, ring, 4 * h * w)
-        bn = z[:, :self.split] if self.split else None
+        bn, zi = self._split(z)
+        mean, rstd, centred = self._in_stats(n, zi, ring, 4 * h * w)
         matte = self._matte(n, bn, centred, rstd).view(n, 4, h, w)
         rows, cols = (self._matte(n, *self._parts(exact.reshape(n, self.channels, -1), mean), rstd)
                       for exact, _ in ring)
@@ -257,13 +257,20 @@ class HalfResolutionTail(nn.Module):
         shared = shared + self.phase_conv.bias.view(1, -1, 1, 1)
         return exact + shared, phase + shared
 
-    def _in_stats(self, z: torch.Tensor, ring, count: int):
-        """(mean, 1/std, the IN channels of z centred) of InstanceNorm over the full-resolution
-        map: z's values with the ring's exact ones in place of the phase conv's. Centred sums,
-        as float32 needs; all None without IN channels."""
-        if self.split == self.channels:
+    def _split(self, z: torch.Tensor):
+        """(BN channels, IN channels) of z, None where there are none; one Split node: in an
+        int8 graph each further slice of a quantized tensor costs a DequantizeLinear of it."""
+        if self.split in (0, self.channels):
+            return (z, None) if self.split else (None, z)
+        bn, zi = torch.split(z, [self.split, self.channels - self.split], dim=1)
+        return bn, zi
+
+    def _in_stats(self, n: int, zi: torch.Tensor | None, ring, count: int):
+        """(mean, 1/std, zi centred) of InstanceNorm's channels over the full-resolution map:
+        zi's values with the ring's exact ones in place of the phase conv's. Centred sums, as
+        float32 needs; all None without IN channels."""
+        if zi is None:
             return None, None, None
-        n, zi = z.shape[0], z[:, self.split:]
         ring = [(e.reshape(n, self.channels, -1)[:, self.split:],
                  p.reshape(n, self.channels, -1)[:, self.split:]) for e, p in ring]
         total = zi.sum(dim=(2, 3)) + sum((e - p).sum(dim=2) for e, p in ring)
@@ -274,9 +281,9 @@ class HalfResolutionTail(nn.Module):
         return mean, torch.rsqrt(squares / count + self.eps)[:, :, None], centred
 
     def _parts(self, z: torch.Tensor, mean):
-        """(BN channels, IN channels minus their mean) of z, None where there are none."""
-        bn = z[:, :self.split] if self.split else None
-        return bn, None if mean is None else z[:, self.split:] - mean
+        """(BN channels, IN channels minus their mean) of the ring's z."""
+        bn, zi = self._split(z)
+        return bn, None if zi is None else zi - mean
 
     def _matte(self, n: int, bn: torch.Tensor | None, in_centred: torch.Tensor | None,
                rstd) -> torch.Tensor:
