@@ -1,14 +1,15 @@
 """The fused inference graph vs today's plain one, in fp32 and int8 (QDQ), side by side.
 
-    PYTHONPATH=src python benchmarks/graph_int8.py [--repeat 30] [--threads 1 2]
+    PYTHONPATH=src python benchmarks/graph_int8.py [--repeat 30] [--threads 1 2] [--size 512]
 
 The shipped teacher and its one-shot `prune(target_macs=0.25)` (latency depends on the widths
 only) are exported with `--graph plain` and `--graph fused`; each file is also quantized by
 `deploy.quantize.quantize_graph` (every quantizable node int8, as `quantize` starts from; the
 ranges come from one random image: they change neither the graph nor its speed). All eight
-files run interleaved in one ONNX Runtime process per thread count at 512x512; the fused
-graph's speed-up is given by the fastest rounds and by the median of per-round ratios.
-Prints one JSON row per (model, precision, threads).
+files run interleaved in one ONNX Runtime process per thread count (512x512 unless --size);
+the fused graph's speed-up is given by the fastest rounds and by the median of per-round
+ratios, and so is each fused file's against the fp32 teacher in either graph. Prints one
+JSON row per (model, precision, threads).
 """
 from __future__ import annotations
 
@@ -30,7 +31,6 @@ from modnet_prune.model.io import load  # noqa: E402
 from modnet_prune.prune import prune  # noqa: E402
 
 TEACHER = Path(__file__).resolve().parent.parent / "models" / "modnet-synthetic.safetensors"
-SIZE = 512
 
 
 def export_all(folder: Path) -> dict[tuple[str, str, str], Path]:
@@ -53,8 +53,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--size", type=int, default=512)
     args = parser.parse_args()
-    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, SIZE, SIZE)).astype(np.float32)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, args.size, args.size)).astype(np.float32)
     with tempfile.TemporaryDirectory(prefix="graph-int8-") as tmp:
         files = export_all(Path(tmp))
         for threads in args.threads:
@@ -64,13 +65,18 @@ def main() -> None:
                                                      progress=False)))
             for name, precision in sorted({(k[0], k[2]) for k in keys}):
                 plain, fused = times[(name, "plain", precision)], times[(name, "fused", precision)]
+                teacher = {graph: times[("teacher", graph, "fp32")] for graph in ("plain", "fused")}
                 print(json.dumps({
-                    "model": name, "precision": precision, "threads": threads,
+                    "model": name, "precision": precision, "threads": threads, "size": args.size,
                     "plain_fastest_ms": min(plain), "fused_fastest_ms": min(fused),
                     "plain_median_ms": float(np.median(plain)),
                     "fused_median_ms": float(np.median(fused)),
                     "speedup_fastest": fastest_ratio(plain, fused),
-                    "speedup_median_pair": pair_ratio(plain, fused)}), flush=True)
+                    "speedup_median_pair": pair_ratio(plain, fused),
+                    **{f"fused_vs_teacher_fp32_{graph}_{how}": ratio(t, fused)
+                       for graph, t in teacher.items()
+                       for how, ratio in (("fastest", fastest_ratio), ("median_pair", pair_ratio))}}),
+                      flush=True)
 
 
 if __name__ == "__main__":
