@@ -45,6 +45,7 @@ from ..data.protocol import MULTIPLE
 from ..errors import UserError
 from ..files import sha256_file, write_atomic
 from ..model.inputs import normalise
+from .conv_split import split_convs
 from .cpu import Int8Capability, int8_capability
 from .matting import Matter
 from .runtime import OnnxRuntime
@@ -196,6 +197,8 @@ class _Quantizer:
         self.folder = folder
         self.proto = onnx.load_from_string(fp32)
         _unshare_initializers(self.proto)
+        split_convs(self.proto)  # the same function: exact, and faster in int8 (conv_split.py)
+        self.fp32 = self.proto.SerializeToString()  # what the int8 graph's nodes are named after
         self.source = folder / "fp32.onnx"
         onnx.save(self.proto, self.source)
         self.cache = folder / "ranges.json"
@@ -359,12 +362,12 @@ class _KeptFloatSearch:
         self.bar.set_postfix(kept_float=len(kept), delta=f"{delta[0]:.2e}")
         return kept, delta, int8
 
-    def run(self, fp32: bytes):
+    def run(self):
         try:
             best = self._try([])
             if best[1][0] <= self.budget:
                 return best
-            ranking = rank_sensitive_nodes(fp32, best[2], self.heldout[0],
+            ranking = rank_sensitive_nodes(self.quantizer.fp32, best[2], self.heldout[0],
                                            set(self.quantizer.always_float))
             low, high = 0, None  # low fails; high (when found) passes
             while high is None and low < min(MAX_KEPT_FLOAT, len(ranking)):
@@ -402,7 +405,7 @@ def quantize_model(model: str | Path, calibration: str, out: str | Path, *,
     with tempfile.TemporaryDirectory(prefix="modnet-int8-") as tmp:
         quantizer = _Quantizer(fp32, calib, method, capability.reduce_range, Path(tmp))
         search = _KeptFloatSearch(quantizer, reference, heldout, budget, threads, progress)
-        kept, delta, int8 = search.run(fp32)
+        kept, delta, int8 = search.run()
     rounds = search.rounds
     if delta[0] > budget:
         raise BudgetError(f"int8 cannot meet --budget {budget:g}: the best mean |delta alpha| "
