@@ -1,5 +1,6 @@
 """The latency model's bookkeeping, the latency-targeted allocation and its refusals, on a
 3-group toy network with a hand-made cost table (no timing: timings are never asserted)."""
+import dataclasses
 import itertools
 import json
 
@@ -10,6 +11,7 @@ from torch import nn
 
 import modnet_prune as mp
 from modnet_prune.cli import main
+from modnet_prune.deploy.onnx_export import GRAPH_REVISION
 from modnet_prune.errors import UserError
 from modnet_prune.prune import CRITERIA, model_graph, prune
 from modnet_prune.prune import allocate, api
@@ -241,6 +243,18 @@ def test_damaged_cache_is_measured_again(cached_target, monkeypatch):
     model, measured_now = profiling.latency_model(cached_target.target, progress=False)
     assert measured_now and model.error["held_out"] == 1
     assert json.loads(path.read_text())["measurements"] == rows
+
+
+def test_a_model_of_another_graph_revision_is_measured_again(cached_target, monkeypatch):
+    target = cached_target.target
+    assert target.revision == GRAPH_REVISION > 0
+    old = dataclasses.replace(target, revision=target.revision - 1)
+    profiling.cache_path(old).write_text(json.dumps(LatencyModel(old, dict(TABLE)).to_dict()))
+    profiling.cache_path(target).unlink()
+    rows = [{"plan": {}, "ms": 10.0, "held_out": False}, {"plan": {}, "ms": 10.0, "held_out": True}]
+    monkeypatch.setattr(profiling, "time_random_prunes", lambda *a, **k: rows)
+    model, measured_now = profiling.latency_model(target, progress=False)
+    assert measured_now and model.target == target
 
 
 def test_pipeline_prune_stage_targets_the_benchmarked_latency(tmp_path, cached_target):

@@ -45,6 +45,10 @@ FP16_MIN_ELEMENTS = 16  # smaller tensors stay float32: a Cast node would outwei
 # "fused": InferenceMODNet, the same matte in fewer passes (inference_graph.py);
 # "plain": the training module's own forward, kept so that benchmarks can compare the two.
 GRAPHS = ("fused", "plain")
+# Bumped when the exported graphs or their int8 form (quantize's conv_split) change in
+# structure: latency models cached for another revision are measured again.
+# 2: the half-resolution tail and one conv per IBNorm part in int8.
+GRAPH_REVISION = 2
 
 
 class MatteGraph(nn.Module):

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..deploy.onnx_export import GRAPHS, export_onnx
+from ..deploy.onnx_export import GRAPH_REVISION, GRAPHS, export_onnx
 from ..deploy.quantize import quantize_graph
 from ..deploy.runtime import OnnxRuntime
 from ..errors import UserError
@@ -65,7 +65,7 @@ def target_for(runtime: str = "onnxruntime", precision: str = "fp32", threads: i
     if graph not in GRAPHS:
         raise UserError(f"graph {graph!r}: choose from {', '.join(GRAPHS)}")
     return Target(runtime, package_version(runtime) or "unknown", precision, threads,
-                  (size, size), cpu_model(), graph)
+                  (size, size), cpu_model(), graph, GRAPH_REVISION)
 
 
 def cache_path(target: Target) -> Path:

@@ -46,6 +46,7 @@ class Target:
     size: tuple[int, int]
     cpu: str
     graph: str = "fused"          # which exported graph runs (deploy.onnx_export's `graph`)
+    revision: int = 0             # of the exported graphs (deploy.onnx_export.GRAPH_REVISION)
 
     def label(self) -> str:
         return (f"{self.runtime} {self.version} {self.precision}, {self.graph} graph, "
