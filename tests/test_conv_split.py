@@ -9,6 +9,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from modnet_prune import MODNet
+from modnet_prune.deploy import conv_split
 from modnet_prune.deploy.conv_split import split_convs
 from modnet_prune.deploy.onnx_export import export_onnx
 from modnet_prune.deploy.quantize import quantize_graph
@@ -42,7 +43,7 @@ def _ops(model):
 
 def test_conv_and_sum_of_convs_become_one_per_part_with_the_same_outputs():
     rng = np.random.default_rng(0)
-    split = numpy_helper.from_array(np.array([3, 5], np.int64), "sizes")
+    split = numpy_helper.from_array(np.array([16, 24], np.int64), "sizes")
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1] * 4),
              helper.make_node("Split", ["c", "sizes"], ["p0", "p1"], name="split", axis=1),
              helper.make_node("Relu", ["p0"], ["a"]),
@@ -51,8 +52,8 @@ def test_conv_and_sum_of_convs_become_one_per_part_with_the_same_outputs():
              helper.make_node("Conv", ["y", "w3"], ["e"], name="conv3"),
              helper.make_node("Add", ["d", "e"], ["sum"], name="add"),
              helper.make_node("Split", ["sum", "sizes"], ["q0", "q1"], name="split2", axis=1)]
-    inits = [_init(rng, "w", 8, 3, 3, 3), _init(rng, "b", 8), _init(rng, "s", 5), _init(rng, "t", 5),
-             _init(rng, "w2", 8, 3, 3, 3), _init(rng, "b2", 8), _init(rng, "w3", 8, 3, 1, 1), split]
+    inits = [_init(rng, "w", 40, 3, 3, 3), _init(rng, "b", 40), _init(rng, "s", 24), _init(rng, "t", 24),
+             _init(rng, "w2", 40, 3, 3, 3), _init(rng, "b2", 40), _init(rng, "w3", 40, 3, 1, 1), split]
     model = _graph(nodes, inits, ["x", "y"], ["a", "b_", "q0", "q1"])
     feeds = {n: rng.standard_normal((2, 3, 6, 6)).astype(np.float32) for n in ("x", "y")}
     before = _run(model, feeds)
@@ -67,23 +68,24 @@ def test_conv_and_sum_of_convs_become_one_per_part_with_the_same_outputs():
 
 def test_splits_it_cannot_rewrite_are_left_alone():
     rng = np.random.default_rng(1)
-    sizes = numpy_helper.from_array(np.array([4, 4], np.int64), "sizes")
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1] * 4),   # also an output
-             helper.make_node("Split", ["c", "sizes"], ["p0", "p1"], axis=1),
-             helper.make_node("Conv", ["x", "w"], ["d"], pads=[1] * 4),
-             helper.make_node("Split", ["d", "sizes"], ["r0", "r1"], axis=2),  # not channels
-             helper.make_node("Conv", ["x", "g"], ["f"], group=3, pads=[1] * 4),  # grouped
-             helper.make_node("Split", ["f", "three"], ["t0", "t1"], axis=1),
-             helper.make_node("Conv", ["x", "w"], ["e"], pads=[1] * 4),
-             helper.make_node("Split", ["e"], ["s0", "s1"], axis=1)]   # sizes unknown
-    three = numpy_helper.from_array(np.array([3, 3], np.int64), "three")
-    model = _graph(nodes, [_init(rng, "w", 8, 3, 3, 3), _init(rng, "g", 6, 1, 3, 3), sizes, three],
-                   ["x"], ["c", "p0", "p1", "r0", "r1", "s0", "s1", "t0", "t1"])
+    sizes = {name: numpy_helper.from_array(np.array(v, np.int64), name)
+             for name, v in {"halves": [16, 16], "rows": [3, 3], "wide": [16, 32],
+                             "narrow": [8, 24]}.items()}
+    conv = lambda out, w, **kw: helper.make_node("Conv", ["x", w], [out], pads=[1] * 4, **kw)
+    nodes = [conv("c", "w"), helper.make_node("Split", ["c", "halves"], ["p0", "p1"], axis=1),  # c: an output
+             conv("d", "w"), helper.make_node("Split", ["d", "rows"], ["r0", "r1"], axis=2),  # not channels
+             conv("e", "w"), helper.make_node("Split", ["e"], ["s0", "s1"], axis=1),  # sizes unknown
+             conv("f", "g", group=3), helper.make_node("Split", ["f", "wide"], ["t0", "t1"], axis=1),
+             conv("h", "w"), helper.make_node("Split", ["h", "narrow"], ["u0", "u1"], axis=1)]
+    model = _graph(nodes, [_init(rng, "w", 32, 3, 3, 3), _init(rng, "g", 48, 1, 3, 3), *sizes.values()],
+                   ["x"], ["c", "p0", "p1", "r0", "r1", "s0", "s1", "t0", "t1", "u0", "u1"])
+    _run(model, {"x": rng.standard_normal((1, 3, 6, 6)).astype(np.float32)})  # a valid graph
     reference = model.SerializeToString()
     assert split_convs(model) == 0 and model.SerializeToString() == reference
 
 
-def test_fused_modnet_keeps_its_matte_and_int8_graph_has_no_ibnorm_split(tmp_path):
+def test_fused_modnet_keeps_its_matte_and_int8_graph_has_no_ibnorm_split(tmp_path, monkeypatch):
+    monkeypatch.setattr(conv_split, "MIN_PART_CHANNELS", 4)  # the tiny widths' IBNorm halves
     torch.manual_seed(0)
     export_onnx(randomise_bn(MODNet(tiny_arch())), tmp_path / "m.onnx")
     model = onnx.load(tmp_path / "m.onnx")
