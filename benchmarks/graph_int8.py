@@ -1,9 +1,10 @@
 """The fused inference graph vs today's plain one, in fp32 and int8 (QDQ), side by side.
 
     PYTHONPATH=src python benchmarks/graph_int8.py [--repeat 30] [--threads 1 2] [--size 512]
+                                                   [--fractions 0.25]
 
-The shipped teacher and its one-shot `prune(target_macs=0.25)` (latency depends on the widths
-only) are exported with `--graph plain` and `--graph fused`; each file is also quantized by
+The shipped teacher and its one-shot `prune(target_macs=f)` students (latency depends on the
+widths only) are exported with `--graph plain` and `--graph fused`; each file is also quantized by
 `deploy.quantize.quantize_graph` (every quantizable node int8, as `quantize` starts from; the
 ranges come from one random image: they change neither the graph nor its speed). All eight
 files run interleaved in one ONNX Runtime process per thread count (512x512 unless --size);
@@ -33,10 +34,11 @@ from modnet_prune.prune import prune  # noqa: E402
 TEACHER = Path(__file__).resolve().parent.parent / "models" / "modnet-synthetic.safetensors"
 
 
-def export_all(folder: Path) -> dict[tuple[str, str, str], Path]:
+def export_all(folder: Path, fractions: list[float]) -> dict[tuple[str, str, str], Path]:
     """(model, graph, precision) -> ONNX file."""
     teacher = load(TEACHER).float().eval()
-    models = {"teacher": teacher, "25 % student": prune(teacher, target_macs=0.25).model}
+    models = {"teacher": teacher, **{f"{f:.0%} student": prune(teacher, target_macs=f).model
+                                     for f in fractions}}
     calibration = [np.random.default_rng(1).uniform(-1, 1, (1, 3, 128, 128)).astype(np.float32)]
     files = {}
     for i, (name, model) in enumerate(models.items()):
@@ -54,10 +56,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.25],
+                        help="MACs fractions of the one-shot students")
     args = parser.parse_args()
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, args.size, args.size)).astype(np.float32)
     with tempfile.TemporaryDirectory(prefix="graph-int8-") as tmp:
-        files = export_all(Path(tmp))
+        files = export_all(Path(tmp), args.fractions)
         for threads in args.threads:
             keys = list(files)
             runtimes = [OnnxRuntime(files[k], threads=threads) for k in keys]
