@@ -7,7 +7,8 @@ from rich.table import Table
 from ..deploy.onnx_export import GRAPHS
 from ..prune.latency import FEATURES
 from ..measure.benchmark import default_threads
-from ..measure.latency import PRECISIONS, PROFILED_RUNTIMES, cache_path, latency_model, target_for
+from ..measure.latency import (DEFAULT_HELD_OUT, DEFAULT_REPEAT, DEFAULT_SAMPLES, PRECISIONS,
+                               PROFILED_RUNTIMES, cache_path, latency_model, target_for)
 from .common import add_json, add_threads, print_result
 
 
@@ -16,10 +17,11 @@ def register(sub) -> None:
                                        "prune --target-latency)")
     add_target_args(p)
     p.add_argument("--rebuild", action="store_true", help="measure again even if cached")
-    p.add_argument("--samples", type=int, default=30, help="random prunes the fit uses")
-    p.add_argument("--held-out", type=int, default=10,
+    p.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
+                   help="random prunes the fit uses")
+    p.add_argument("--held-out", type=int, default=DEFAULT_HELD_OUT,
                    help="further random prunes its error is measured on")
-    p.add_argument("--repeat", type=int, default=8, help="timed rounds per prune")
+    p.add_argument("--repeat", type=int, default=DEFAULT_REPEAT, help="timed rounds per prune")
     add_json(p, "the model")
     p.set_defaults(func=run)
 
