@@ -14,8 +14,9 @@ from modnet_prune import save
 from modnet_prune.cli import main
 from modnet_prune.data import open_source
 from modnet_prune.data.images import write_png
-from modnet_prune.deploy import quantize as q
+from modnet_prune.deploy import conv_split, quantize as q
 from modnet_prune.deploy.matting import Matter
+from modnet_prune.deploy.onnx_export import export_onnx
 from modnet_prune.deploy.runtime import OnnxRuntime, TorchRuntime
 from modnet_prune.errors import UserError
 from modnet_prune.measure.benchmark import environment
@@ -146,6 +147,29 @@ def test_tight_budget_keeps_the_fewest_sensitive_nodes_float(tmp_path):
     assert json.loads(meta["int8_kept_float"]) == report.kept_float
     untouched = run_float_in_ort(tmp_path / "loose.onnx", ["conv1", "conv2", "conv3"])
     assert any(kind == "QLinearConv" for kind in untouched.values())  # the check can fail
+
+
+def test_sensitive_nodes_are_ranked_in_the_split_graph(tmp_path, monkeypatch):
+    """The int8 graph has one conv per IBNorm part (conv_split): the search ranks its nodes
+    against the graph it was quantized from (against the export's, ORT cannot even be asked
+    for the part convs' outputs), and a tight budget keeps some float in the written file."""
+    monkeypatch.setattr(conv_split, "MIN_PART_CHANNELS", 4)  # the tiny widths' halves
+    torch.manual_seed(0)
+    export_onnx(randomise_bn(tiny_model()), tmp_path / "m.onnx")
+    exported = (tmp_path / "m.onnx").read_bytes()
+    x = np.random.default_rng(3).uniform(-1, 1, (1, 3, SIZE, SIZE)).astype(np.float32)
+    int8 = q.quantize_graph(exported, [x])
+    split = onnx.load_from_string(exported)
+    assert conv_split.split_convs(split) > 0
+    parts = lambda ranking: [name for name in ranking if "/part" in name]
+    assert parts(q.rank_sensitive_nodes(split.SerializeToString(), int8, x))
+    loose = q.quantize_model(tmp_path / "m.onnx", DATA, tmp_path / "l.onnx", count=4, holdout=2,
+                             size=SIZE, budget=1.0, capability=VNNI)
+    report = q.quantize_model(tmp_path / "m.onnx", DATA, tmp_path / "t.onnx", count=4, holdout=2,
+                              size=SIZE, budget=0.999 * loose.delta_mean, capability=VNNI)
+    written = {n.name for n in onnx.load(tmp_path / "t.onnx").graph.node}
+    assert report.kept_float and set(report.kept_float) <= written
+    assert any("/part" in name for name in written)
 
 
 def test_unreachable_budget_is_refused_and_nothing_written(tmp_path):

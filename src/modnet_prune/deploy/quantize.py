@@ -7,6 +7,8 @@ images of a dataset spec, preprocessed by `Matter.network_input` at the deployme
 calibration sees exactly what `matte` feeds. Ops that ORT's CPU provider has no int8 kernel
 for (FLOAT_OPS) are never quantized: they read their neighbours' DequantizeLinear output and
 feed a QuantizeLinear that an int8 consumer needs, and no Q/DQ pair is spent on them alone.
+The graph quantized is the given one with each conv whose output is split along channels (an
+IBNorm's halves) made one conv per part (`conv_split`): the same function, cheaper in int8.
 
 Fidelity: the int8 and fp32 mattes of `holdout` further images (disjoint from calibration)
 are compared at the deployment size before anything is written. When the mean |delta alpha|
