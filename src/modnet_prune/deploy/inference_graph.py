@@ -243,10 +243,10 @@ class HalfResolutionTail(nn.Module):
     def _ring(self, f2x: torch.Tensor, img: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """z's first and last rows, and first and last columns without the corners: (exact
         values, the phase conv's), each pair two rows or columns of z."""
-        (rows, rows_phase), (cols, cols_phase) = (self._ends(f2x, img, dim) for dim in (2, 3))
+        (rows, rows_phase), (cols, cols_phase) = (self._end_values(f2x, img, dim) for dim in (2, 3))
         return [(rows, rows_phase), (cols[:, :, 1:-1], cols_phase[:, :, 1:-1])]
 
-    def _ends(self, f2x: torch.Tensor, img: torch.Tensor, dim: int):
+    def _end_values(self, f2x: torch.Tensor, img: torch.Tensor, dim: int):
         """Both ends of z along `dim`: the training graph's values from its own conv of the
         upsampled end strips of f2x (stacked, 4 wide: the upsample blends across the seam
         only where no kept output reads it), and the phase conv's; the image conv is shared."""
