@@ -240,10 +240,11 @@ class HalfResolutionTail(nn.Module):
         # the image's own sizes: a shape the exporter can name (N x 1 x H x W)
         return torch.sigmoid(matte.view(n, 1, img.shape[2], img.shape[3]))
 
-    def _ring(self, f2x: torch.Tensor, img: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def _ring(self, f2x: torch.Tensor, img: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
         """z's first and last rows, and first and last columns without the corners: (exact
         values, the phase conv's), each pair two rows or columns of z."""
-        (rows, rows_phase), (cols, cols_phase) = (self._end_values(f2x, img, dim) for dim in (2, 3))
+        (rows, rows_phase), (cols, cols_phase) = (self._end_values(f2x, img, dim)
+                                                  for dim in (2, 3))
         return [(rows, rows_phase), (cols[:, :, 1:-1], cols_phase[:, :, 1:-1])]
 
     def _end_values(self, f2x: torch.Tensor, img: torch.Tensor, dim: int):
