@@ -96,5 +96,5 @@ def test_fused_modnet_keeps_its_matte_and_int8_graph_has_no_ibnorm_split(tmp_pat
     assert removed == len([s for s in splits if not s.startswith("/tail/")]) > 10
     np.testing.assert_allclose(_run(model, {"image": x})[0], before, rtol=0, atol=1e-5)
     int8 = onnx.load_from_string(quantize_graph((tmp_path / "m.onnx").read_bytes(), [x[:1]]))
-    assert [n.name for n in int8.graph.node if n.op_type == "Split"] == \
-        [s for s in splits if s.startswith("/tail/")]
+    assert sorted(n.name for n in int8.graph.node if n.op_type == "Split") == \
+        sorted(s for s in splits if s.startswith("/tail/"))  # the quantizer may reorder nodes

@@ -226,13 +226,16 @@ class HalfResolutionTail(nn.Module):
         # DequantizeLinear of all of it
         n, h, w = img.shape[0], img.shape[2] // 2, img.shape[3] // 2
         z = self.phase_conv(f2x) + self.image_conv(img)  # N, 4 O, h, w
-        z = z.reshape(n, self.channels, 4 * h, w)  # channel o: its 4 phases one after another
-        ring = self._ring(f2x, img)  # (exact, as z has it) at the end rows and columns
+        # N, O, pixels: channel o's 4 phases one after another; the ring's end rows and columns
+        # (exact values, as z has them) flattened alike and split as z
+        z = z.reshape(n, self.channels, 4 * h * w)
+        ring = [tuple(self._split(v.reshape(n, self.channels, -1)) for v in pair)
+                for pair in self._ring(f2x, img)]  # ((BN, IN) exact, (BN, IN) phase) each
         bn, zi = self._split(z)
-        mean, rstd, centred = self._in_stats(n, zi, ring, 4 * h * w)
-        matte = self._matte(n, bn, centred, rstd).view(n, 4, h, w)
-        rows, cols = (self._matte(n, *self._parts(exact.reshape(n, self.channels, -1), mean), rstd)
-                      for exact, _ in ring)
+        mean, rstd, centred = self._in_stats(zi, [(e[1], p[1]) for e, p in ring], 4 * h * w)
+        matte = self._matte(bn, centred, rstd).view(n, 4, h, w)
+        rows, cols = (self._matte(ring_bn, None if ring_in is None else ring_in - mean, rstd)
+                      for (ring_bn, ring_in), _ in ring)
         rows, cols = rows.view(n, 4, 2, w), cols.view(n, 4, h - 2, 2)
         top, bottom, left, right = rows[:, :, :1], rows[:, :, 1:], cols[..., :1], cols[..., 1:]
         middle = torch.cat((left, matte[:, :, 1:-1, 1:-1], right), dim=3)
@@ -266,41 +269,34 @@ class HalfResolutionTail(nn.Module):
         bn, zi = torch.split(z, [self.split, self.channels - self.split], dim=1)
         return bn, zi
 
-    def _in_stats(self, n: int, zi: torch.Tensor | None, ring, count: int):
-        """(mean, 1/std, zi centred) of InstanceNorm's channels over the full-resolution map:
-        zi's values with the ring's exact ones in place of the phase conv's. Centred sums, as
-        float32 needs; all None without IN channels."""
+    def _in_stats(self, zi: torch.Tensor | None, ring, count: int):
+        """(mean, 1/std, zi centred) of InstanceNorm's channels over the full-resolution map
+        (N, C, 1 each but the last): zi's values with the ring's exact ones in place of the
+        phase conv's (`ring`: their IN channels, pairs). Centred sums, as float32 needs; all
+        None without IN channels."""
         if zi is None:
             return None, None, None
-        ring = [(e.reshape(n, self.channels, -1)[:, self.split:],
-                 p.reshape(n, self.channels, -1)[:, self.split:]) for e, p in ring]
-        total = zi.sum(dim=(2, 3)) + sum((e - p).sum(dim=2) for e, p in ring)
-        mean = (total / count)[:, :, None]  # N, C, 1
-        centred = zi - mean[..., None]
-        squares = (centred * centred).sum(dim=(2, 3)) + sum(
-            ((e - mean) ** 2 - (p - mean) ** 2).sum(dim=2) for e, p in ring)
-        return mean, torch.rsqrt(squares / count + self.eps)[:, :, None], centred
+        total = zi.sum(dim=2, keepdim=True) + sum((e - p).sum(dim=2, keepdim=True)
+                                                  for e, p in ring)
+        mean = total / count
+        centred = zi - mean
+        squares = (centred * centred).sum(dim=2, keepdim=True) + sum(
+            ((e - mean) ** 2 - (p - mean) ** 2).sum(dim=2, keepdim=True) for e, p in ring)
+        return mean, torch.rsqrt(squares / count + self.eps), centred
 
-    def _parts(self, z: torch.Tensor, mean):
-        """(BN channels, IN channels minus their mean) of the ring's z."""
-        bn, zi = self._split(z)
-        return bn, None if zi is None else zi - mean
-
-    def _matte(self, n: int, bn: torch.Tensor | None, in_centred: torch.Tensor | None,
+    def _matte(self, bn: torch.Tensor | None, in_centred: torch.Tensor | None,
                rstd) -> torch.Tensor:
         """conv_f.1 of ReLU(IBNorm) -> N, 1, pixels (before the sigmoid), from the BN channels
-        and the IN channels minus their mean; MatMuls: a 1x1 conv would pad its one output
-        channel to ONNX Runtime's 16."""
+        and the IN channels minus their mean (N, C, pixels); MatMuls: a 1x1 conv would pad its
+        one output channel to ONNX Runtime's 16."""
         parts = [] if bn is None else [F.relu(bn)]
         if in_centred is not None:
-            rstd = rstd if in_centred.dim() == 3 else rstd[..., None]
             parts.append(F.relu(in_centred * rstd))
         weights = torch.split(self.project.weight[:, :, 0, 0], [p.shape[1] for p in parts], dim=1)
         out = self.project.bias.view(1, 1, 1)
         for weight, part in zip(weights, parts):
-            out = out + torch.matmul(weight, part.reshape(n, weight.shape[1], -1))
+            out = out + torch.matmul(weight, part)
         return out
-
 
 class InferenceMODNet(nn.Module):
     """image -> matte, equal to `model(image)` (matte only), for a MODNet of any widths.
