@@ -6,8 +6,9 @@ In a QDQ graph ONNX Runtime runs QLinearConv in NHWC uint8 but a Split in NCHW f
 split conv output costs a transpose, a DequantizeLinear of all of it, the Split and a
 QuantizeLinear per part. One conv per part writes each part where its consumer reads it;
 reading the uint8 input twice is cheaper (the fused MODNet's IBNorm convs: int8 teacher
-x1.13 at 2 threads, 512^2; benchmarks/int8.md). In float32 it is the other way round (x0.94:
-the input is read twice at 4 bytes a value), so only the graph that is quantized gets it.
+x1.08, 25 %-MACs student x1.10, 2 threads, 512^2; benchmarks/conv_split.py). In float32 it
+is the other way round (teacher x0.94: the input is read twice at 4 bytes a value), so only
+the graph that is quantized gets it.
 
 Exact: a part's channels are rows of the conv's weight and bias. The producer may also be
 an Add of such producers (a conv plus the conv of another input, as the fused graph writes
@@ -19,9 +20,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-# Narrower parts stay one conv: ORT's int8 conv computes output channels in blocks of 16,
-# and a 25 %-MACs student (parts of 4-8 channels) measured x0.89-0.94 split, against x1.13
-# for the teacher (parts of 16-48; benchmarks/int8.md).
+# Narrower parts stay one conv: ORT's int8 conv computes output channels in blocks of 16.
+# With every part split, the 25 %-MACs student's int8 file (many parts of 4-8 channels) was
+# x0.80 of the one with this threshold (benchmarks/conv_split.py, benchmarks/int8.md).
 MIN_PART_CHANNELS = 16
 
 
