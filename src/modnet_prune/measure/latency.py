@@ -93,6 +93,7 @@ def latency_model(target: Target, rebuild: bool = False, progress: bool = True,
             model = None  # another format or a damaged file: measure again
         if model is not None and model.target == target:
             return model, False
+    _check_counts(**options)  # before the message that measuring starts
     if progress:
         tqdm.write(f"measuring the latency model of {target.label()} (minutes; cached in "
                    f"{path.parent})", file=sys.stderr)
@@ -124,13 +125,18 @@ def random_plans(count: int, seed: int, round_to: int = 8) -> list[dict[str, dic
     return plans
 
 
+def _check_counts(samples: int = DEFAULT_SAMPLES, held_out: int = DEFAULT_HELD_OUT,
+                  repeat: int = DEFAULT_REPEAT, **_) -> None:
+    if samples < 16 or held_out < 1 or repeat < 1:
+        raise UserError("profile needs samples >= 16, held_out >= 1 and repeat >= 1")
+
+
 def time_random_prunes(target: Target, samples: int = DEFAULT_SAMPLES,
                        held_out: int = DEFAULT_HELD_OUT, repeat: int = DEFAULT_REPEAT,
                        seed: int = 0, progress: bool = True) -> list[dict]:
     """Time the unpruned official MODNet and `samples + held_out` random prunes of it on
     `target`: rows {"plan", "ms", "held_out"}, the unpruned model first (plan {})."""
-    if samples < 16 or held_out < 1 or repeat < 1:
-        raise UserError("profile needs samples >= 16, held_out >= 1 and repeat >= 1")
+    _check_counts(samples, held_out, repeat)
     reference = MODNet(Arch()).eval()
     plans = random_plans(samples + held_out, seed)
     models = [reference] + [prune(reference, plan=plan, size=64).model
