@@ -170,7 +170,7 @@ def test_multi_size_fine_tuning_reaches_the_training_config():
 def test_quantize_is_off_unless_the_recipe_has_the_section():
     assert recipe_from_dict({}).quantize is None
     on = recipe_from_dict({"quantize": {}}).quantize
-    assert on.count == 16 and on.method == "minmax" and on.calibration is None
+    assert on.count == 32 and on.method == "minmax" and on.calibration is None
     custom = recipe_from_dict({"quantize": {"calibration": "photos/", "budget": 0.01, "size": 256}})
     assert (custom.quantize.calibration, custom.quantize.budget, custom.quantize.size) == (
         "photos/", 0.01, 256)
