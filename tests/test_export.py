@@ -67,9 +67,10 @@ def test_official_arch_parity_and_metadata(tmp_path):
     # last two (conv_f.0, conv_f.1), which the half-resolution tail replaces: its phase conv
     # and image conv, and for the end rows and the end columns the training graph's conv,
     # the phase conv and the image conv on strips; conv_f.1 is a MatMul per part (8 BN and
-    # 8 IN channels) of the map, the rows and the columns; InstanceNorm is written out there
+    # 8 IN channels) of the map, the rows and the columns; InstanceNorm is written out there.
+    # lr16x is three convs: mix, shift and sum (UpsampledConv)
     tail = [n.op_type for n in proto.graph.node if n.name.startswith("/tail/")]
-    assert ops.count("Conv") - tail.count("Conv") == 69 + 2 + 2 - 2
+    assert ops.count("Conv") - tail.count("Conv") == 69 + 2 + 2 - 2 + 2
     assert tail.count("Conv") == 2 + 2 * 3 and ops.count("MatMul") == tail.count("MatMul") == 2 * 3
     assert ops.count("InstanceNormalization") == 16 - 1
     assert meta["graph"] == report.graph == "fused" and "BatchNormalization" not in ops

@@ -15,8 +15,9 @@ from modnet_prune.errors import UserError
 from torch.nn import functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from modnet_prune.deploy.inference_graph import (FoldedIBNormConv, HalfResolutionTail,
-                                                 InferenceMODNet, phase_conv_kernel,
+from modnet_prune.deploy.inference_graph import (MIX_FIRST_MIN_CHANNELS, FoldedIBNormConv,
+                                                 HalfResolutionTail, InferenceMODNet,
+                                                 UpsampledConv, phase_conv_kernel,
                                                  upsample_conv_kernel)
 from modnet_prune.model.layers import Conv2dIBNormReLU, IBNorm
 from modnet_prune.deploy.onnx_export import export_onnx
@@ -100,12 +101,13 @@ def test_in_rows_take_the_bn_rows_range_and_the_matte_stays():
     balanced = [m for m in fused.modules() if isinstance(m, FoldedIBNormConv) and 0 < m.split < m.channels]
     assert len(balanced) == len(expected_scale) - 1  # conv_hr.0 feeds only the training detail head
     for m in balanced:
-        w = m.conv.weight.detach()
+        a = (m.eps / 1e-5) ** 0.5  # IBNorm's InstanceNorm eps is torch's default, 1e-5
+        assert any(a == pytest.approx(s, rel=1e-5) for s in expected_scale.values())
+        conv = m.conv.conv if isinstance(m.conv, UpsampledConv) else m.conv  # tiny: no mixing
+        w = conv.weight.detach()
         if m.image_apart:
             w = torch.cat((w, m.image_conv.weight.detach()), dim=1)
         assert _rms(w[m.split:]) == pytest.approx(_rms(w[:m.split]), rel=1e-5)
-        a = (m.eps / 1e-5) ** 0.5  # IBNorm's InstanceNorm eps is torch's default, 1e-5
-        assert any(a == pytest.approx(s, rel=1e-5) for s in expected_scale.values())
 
 
 def _up(x):
@@ -125,6 +127,42 @@ def test_phase_kernels_against_full_resolution_convs():
     assert ring.amax(dim=(0, 1))[[0, 1, -2, -1]].min() > 1e-3  # the two outer rows differ
     got = F.pixel_shuffle(F.conv2d(img, phase_conv_kernel(wi), stride=2, padding=1), 2)
     torch.testing.assert_close(got, F.conv2d(img, wi, padding=1), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel", [5, 3])
+def test_upsampled_conv_mixes_first_and_is_exact(kernel):
+    """conv(up(x)) with the channels mixed before the upsample, against the conv run on the
+    upsampled tensor, in float64 (weights rounded to float32 as the module stores them): the
+    same at every pixel, the border included, down to a 1x1 input."""
+    torch.manual_seed(9)
+    cin = MIX_FIRST_MIN_CHANNELS
+    weight, bias = torch.randn(3, cin, kernel, kernel) / cin, torch.randn(3)
+    like = torch.nn.Conv2d(cin, 3, kernel, padding=kernel // 2)
+    module = UpsampledConv(like, weight, bias).double()
+    assert module.mix_first and not hasattr(module, "conv")
+    for h, w in [(1, 1), (2, 3), (5, 4)]:
+        x = torch.randn(2, cin, h, w, dtype=torch.float64)
+        expected = F.conv2d(_up(x), weight.double(), bias.double(), padding=kernel // 2)
+        with torch.no_grad():
+            torch.testing.assert_close(module(x), expected, rtol=0, atol=1e-12)
+    narrow = UpsampledConv(torch.nn.Conv2d(cin - 1, 3, kernel, padding=kernel // 2),
+                           weight[:, 1:], bias)
+    assert not narrow.mix_first  # fewer channels: the conv on the upsampled tensor
+
+
+def test_fused_export_with_a_mixing_lr16x_runs_at_every_size(tmp_path):
+    """lr16x reading 1024 channels mixes first; the dynamic export stays dynamic (a Reshape
+    there once fixed the tail's shapes to the traced size)."""
+    torch.manual_seed(10)
+    model = randomise_bn(MODNet(dataclasses.replace(tiny_arch(), last=MIX_FIRST_MIN_CHANNELS)))
+    fused = InferenceMODNet(model)
+    assert fused.lr16x.conv.mix_first and not fused.lr8x.conv.mix_first
+    export_onnx(model, tmp_path / "m.onnx")  # its parity check: 256x256 and 2x128x192
+    rt = OnnxRuntime(tmp_path / "m.onnx")
+    x = np.random.default_rng(11).uniform(-1, 1, (1, 3, 96, 160)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(rt(x), expected, atol=1e-4, rtol=0)
 
 
 def _tail_arch(bn_channels):

@@ -48,7 +48,8 @@ GRAPHS = ("fused", "plain")
 # Bumped when the exported graphs or their int8 form (quantize's conv_split) change in
 # structure: latency models cached for another revision are measured again.
 # 2: the half-resolution tail and one conv per IBNorm part in int8.
-GRAPH_REVISION = 2
+# 3: lr16x mixes its 1280 channels before the upsample (inference_graph.UpsampledConv).
+GRAPH_REVISION = 3
 
 
 class MatteGraph(nn.Module):
