@@ -152,17 +152,20 @@ class UpsampledConv(nn.Module):
     each tap into place and the k^2 taps are summed. Exact in real arithmetic: the upsample is
     linear and per channel, so it commutes with mixing channels, and the depthwise conv
     zero-pads where the conv did. The mixing, nearly all the MACs, runs on a quarter of the
-    pixels. lr16x at 512^2 (1280 -> O channels, 5x5 at 32^2), ONNX Runtime, 2 threads, alone:
-    O = 96 fp32 30.6 -> 10.3 ms, int8 8.8 -> 5.9 ms; O = 8 fp32 7.3 -> 1.3 ms, int8 6.2 ->
-    0.9 ms. With 512 channels or fewer it lost in int8 for O >= 32 (96 of 512: 3.7 -> 4.5 ms;
-    a 96 -> 32 lr8x 1.3 -> 5.4 ms): below MIX_FIRST_MIN_CHANNELS the conv runs on up(x).
+    pixels. Alone, at a 512^2 image's sizes (ONNX Runtime, 2 threads,
+    benchmarks/upsampled_conv.py): lr16x 1280 -> 96 fp32 31.5 -> 10.0 ms, int8 9.1 -> 5.3 ms;
+    1280 -> 8 fp32 7.7 -> 1.3 ms, int8 6.9 -> 0.9 ms. With fewer input channels int8 lost
+    (512 -> 96: 3.6 -> 4.1 ms; the 96 -> 32 lr8x 1.3 -> 3.6 ms, and fp32 3.3 -> 3.7 ms): below
+    MIX_FIRST_MIN_CHANNELS the conv runs on up(x).
     """
 
-    def __init__(self, like: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor):
+    def __init__(self, like: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor,
+                 mix_first: bool | None = None):
+        """`mix_first`: None decides by the number of input channels (MIX_FIRST_MIN_CHANNELS)."""
         super().__init__()
         out, cin, k = weight.shape[0], weight.shape[1], weight.shape[-1]
-        assert like.stride == (1, 1) and like.padding == (k // 2,) * 2 == (weight.shape[-2] // 2,) * 2
-        self.mix_first = cin >= MIX_FIRST_MIN_CHANNELS
+        assert like.stride == (1, 1) and weight.shape[-2] == k and like.padding == (k // 2,) * 2
+        self.mix_first = cin >= MIX_FIRST_MIN_CHANNELS if mix_first is None else mix_first
         if not self.mix_first:
             self.conv = _conv(like, weight, bias)
             return
