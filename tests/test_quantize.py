@@ -99,6 +99,35 @@ def test_int8_graph_holds_int8_weights_and_qdq_nodes(tiny):
     assert float(meta["int8_fp32_noise_floor"]) == pytest.approx(report.noise_floor, rel=1e-5)
     assert report.noise_floor > 0
     assert meta["int8_calibration"].startswith(DATA) and meta["arch"]
+    assert report.summed_taps == [] == json.loads(meta["int8_float_summed_taps"])  # no mixing
+
+
+def test_an_lr16x_mixing_first_sums_its_taps_in_float(tmp_path):
+    """lr16x reading 1024 channels mixes them before its upsample (UpsampledConv): its mix
+    conv is int8; the Resize, the one-hot shift and the grouped sum after it stay float."""
+    import dataclasses
+    from modnet_prune import MODNet
+    from modnet_prune.deploy.inference_graph import MIX_FIRST_MIN_CHANNELS
+    from helpers import tiny_arch
+
+    torch.manual_seed(1)
+    arch = dataclasses.replace(tiny_arch(), last=MIX_FIRST_MIN_CHANNELS)
+    save(randomise_bn(MODNet(arch)), tmp_path / "m.safetensors")
+    report = q.quantize_model(tmp_path / "m.safetensors", DATA, tmp_path / "m.int8.onnx",
+                              count=4, holdout=2, size=SIZE, budget=1, capability=VNNI)
+    proto = onnx.load(tmp_path / "m.int8.onnx")
+    made_by, inits, nodes = producers(proto), initializers(proto), {n.name: n for n in proto.graph.node}
+    assert [nodes[name].op_type for name in report.summed_taps] == ["Resize", "Conv", "Conv"]
+    resize, shift, total = (nodes[name] for name in report.summed_taps)
+    mix = made_by[resize.input[0]]
+    while mix.op_type in q.QDQ_OPS:  # back through the Q/DQ pair of the mix conv's output
+        mix = made_by[mix.input[0]]
+    assert mix.op_type == "Conv" and made_by[mix.input[1]].op_type == "DequantizeLinear"
+    for conv in (shift, total):  # float weights, read straight from float inputs
+        assert inits[conv.input[1]].data_type == TensorProto.FLOAT
+        assert made_by[conv.input[0]].op_type not in q.QDQ_OPS
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(meta["int8_float_summed_taps"]) == report.summed_taps
 
 
 def test_int8_within_budget_on_held_out_images(tiny):

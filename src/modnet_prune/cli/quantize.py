@@ -52,6 +52,8 @@ def run(args) -> int:
                   f"{report.delta_mean:.2e} (budget {report.budget:g}), p99 {report.delta_p99:.2e}; "
                   f"fp32 noise floor {report.noise_floor:.2e} (1 grey level of input noise)")
     console.print(f"kept float: {', '.join(report.float_ops)} (no int8 CPU kernel)"
+                  + (f"; {len(report.summed_taps)} nodes summing upsampled taps"
+                     if report.summed_taps else "")
                   + (f"; {len(report.kept_float)} sensitive nodes: {', '.join(report.kept_float)}"
                      if report.kept_float else ""))
     console.print(f"CPU: {report.capability['description']}; calibration "
