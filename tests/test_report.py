@@ -226,3 +226,20 @@ def test_pareto_front_keeps_only_undominated_points():
     mad = np.array([0.5, 0.3, 0.4, 0.9, 0.35])
     # (3, 0.4) is beaten by (2, 0.3); (2, 0.35) by (2, 0.3) at equal MACs
     assert _pareto_front(macs, mad).tolist() == [3, 0, 1]
+
+
+def test_int8_notes_name_the_float_summed_taps():
+    """An int8 row whose lr16x sums its upsampled taps in float says so; an older run
+    folder's row, without the field, is described as before."""
+    from modnet_prune.report.document import _int8_notes
+
+    int8 = {"method": "minmax", "count": 32, "calibration": "synthetic:40@512", "size": 512,
+            "holdout": 8, "delta_mean": 6.3e-4, "budget": 2e-3, "delta_p99": 1.9e-2,
+            "float_ops": ["InstanceNormalization"], "kept_float": [],
+            "capability": {"description": "x86 with VNNI"}}
+    rows = [{"role": "int8", "label": "teacher int8",
+             "int8": {**int8, "summed_taps": ["/lr16x/conv/Resize", "a", "b"]}},
+            {"role": "int8", "label": "old int8", "int8": int8}]
+    new, old = _int8_notes({"quantization": {"refused": {}}, "models": rows})
+    assert "float: InstanceNormalization; 3 nodes summing upsampled taps; CPU" in new
+    assert "float: InstanceNormalization; CPU" in old

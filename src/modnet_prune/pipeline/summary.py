@@ -22,7 +22,7 @@ unless absolute; MACs are conv + linear multiply-accumulates at `size`, batch 1.
                           int8 file's bytes, ONNX Runtime latency from the same interleaved
                           run, held-out errors at the deployment size, and int8 {delta_mean,
                           delta_p99, budget, kept_float, float_ops, method, size, count,
-                          holdout, calibration, calibration_sha256, capability}
+                          holdout, calibration, calibration_sha256, capability, summed_taps}
   quantization        null, or {size, calibration, refused {role: message}}
   variants[]          every model scored on the held-out set at evaluation.eval_size
                       (teacher, pruned, BN re-estimated, each compress iteration,
@@ -150,9 +150,10 @@ def _int8_entries(fp32_models: list[dict], quantized: dict, bench: dict) -> list
             "latency": {"onnxruntime": _timing(stats)} if stats else {},
             "speedup": {"onnxruntime": 1.0 / stats["ratio"]} if stats else {},
             "metrics": q["metrics"], "predictions": q["predictions"],
-            "int8": {k: q[k] for k in ("delta_mean", "delta_p99", "budget", "kept_float",
-                                       "float_ops", "method", "size", "count", "holdout",
-                                       "calibration", "calibration_sha256", "capability")}})
+            "int8": {**{k: q[k] for k in ("delta_mean", "delta_p99", "budget", "kept_float",
+                                          "float_ops", "method", "size", "count", "holdout",
+                                          "calibration", "calibration_sha256", "capability")},
+                     "summed_taps": q.get("summed_taps", [])}})  # absent in older run folders
     return rows
 
 

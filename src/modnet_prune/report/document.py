@@ -261,6 +261,8 @@ def _int8_notes(summary: dict) -> list[str]:
     for m in (m for m in summary["models"] if m["role"] == "int8"):
         i = m["int8"]
         kept = f"; {len(i['kept_float'])} sensitive nodes kept float" if i["kept_float"] else ""
+        if i.get("summed_taps"):
+            kept += f"; {len(i['summed_taps'])} nodes summing upsampled taps"
         notes.append(
             f"{m['label']}: ONNX Runtime static QDQ, int8 weights per channel, uint8 activations "
             f"({i['method']}) calibrated on {i['count']} images of {i['calibration']} at "
