@@ -211,6 +211,7 @@ class _Quantizer:
         self.cache = folder / "ranges.json"
         self.always_float = [n.name for n in self.proto.graph.node if n.op_type in FLOAT_OPS]
         self.summed_taps = summed_taps(self.proto.graph)
+        self.unquantized = self.always_float + self.summed_taps  # before any kept float
         self.method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                        "percentile": CalibrationMethod.Percentile}[method]
         self.reduce_range = reduce_range
@@ -224,7 +225,7 @@ class _Quantizer:
             quantize_static(self.source, out, self.reader, quant_format=QuantFormat.QDQ,
                             per_channel=True, reduce_range=self.reduce_range,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            nodes_to_exclude=self.always_float + self.summed_taps + kept_float,
+                            nodes_to_exclude=self.unquantized + kept_float,
                             calibrate_method=self.method, calibration_cache_path=self.cache)
         return out.read_bytes()
 
@@ -402,8 +403,7 @@ class _KeptFloatSearch:
             if best[1][0] <= self.budget:
                 return best
             ranking = rank_sensitive_nodes(self.quantizer.fp32, best[2], self.heldout[0],
-                                           set(self.quantizer.always_float
-                                               + self.quantizer.summed_taps))
+                                           set(self.quantizer.unquantized))
             low, high = 0, None  # low fails; high (when found) passes
             while high is None and low < min(MAX_KEPT_FLOAT, len(ranking)):
                 k = min(max(1, 2 * low), MAX_KEPT_FLOAT, len(ranking))
