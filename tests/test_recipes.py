@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from modnet_prune.pipeline.recipe import RecipeError, load_recipe, recipe_from_dict
-from modnet_prune.pipeline.run import train_config
+from modnet_prune.pipeline.run import latency_target, train_config
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 BENCHMARK_RECIPES = ("seed-v2", "modnet-p", "ours-50", "ours-25")
@@ -97,6 +97,12 @@ def test_modnet_p_plan_decides_every_group_as_modnet_p_does():
      "prune.target_latency 1.2: must be in (0, 1]"),
     ({"prune": {"method": "target_latency", "target_macs": 0.5}},
      "prune.target_latency: method target_latency needs this key"),
+    ({"prune": {"method": "target_latency", "target_latency": 0.5, "latency_precision": "int4"}},
+     "prune.latency_precision: 'int4' is not one of fp32, int8"),
+    ({"prune": {"method": "target_macs", "target_macs": 0.5, "latency_precision": "int8"}},
+     "prune.latency_precision: is read by method target_latency only"),
+    ({"prune": {"method": "target_latency", "target_latency": 0.5, "latency_precision": "int8"}},
+     "prune.latency_precision: int8 needs a quantize section"),
     ({"finetune": {"samples": "many"}}, "finetune.samples: expected int, got str 'many'"),
     ({"finetune": {"samples": 100, "lr": -1}}, "finetune.lr -1.0: must be > 0"),
     ({"finetune": {"samples": 8, "batch_size": 16}}, "finetune.samples: 8 is less than one batch"),
@@ -183,3 +189,14 @@ def test_quantize_is_off_unless_the_recipe_has_the_section():
             recipe_from_dict({"quantize": bad})
     for name in ("demo", "ours-50", "ours-25"):
         assert load_recipe(Path(__file__).parents[1] / "recipes" / f"{name}.yaml").quantize
+
+
+def test_latency_targets_the_precision_the_student_is_deployed_at():
+    assert latency_target(recipe_from_dict({"prune": {"method": "target_macs", "target_macs": 0.5}})) is None
+    prune = {"method": "target_latency", "target_latency": 0.5}
+    fp32 = latency_target(recipe_from_dict({"prune": prune, "benchmark": {"threads": 1},
+                                            "sizes": {"benchmark": 256}}))
+    assert (fp32.runtime, fp32.precision, fp32.threads, fp32.size) == ("onnxruntime", "fp32", 1, (256, 256))
+    int8 = latency_target(recipe_from_dict({"prune": {**prune, "latency_precision": "int8"},
+                                            "quantize": {}, "benchmark": {"threads": 1}}))
+    assert int8.precision == "int8" and int8.threads == 1 and int8.graph == "fused"

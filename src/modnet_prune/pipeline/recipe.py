@@ -25,6 +25,7 @@ from ..files import read_yaml
 from ..deploy.onnx_export import MAX_OPSET, MIN_OPSET
 from ..deploy.quantize import (DEFAULT_BUDGET, DEFAULT_COUNT, DEFAULT_HOLDOUT, DEFAULT_METHOD,
                                METHODS as QUANTIZE_METHODS)
+from ..measure.latency import PRECISIONS as LATENCY_PRECISIONS
 from ..prune import CRITERIA
 from ..prune.allocate import PLAN_DECISIONS
 from ..prune.threshold import THRESHOLD
@@ -50,6 +51,7 @@ class PruneSpec:
     method: str = "none"                  # target_macs | target_latency | plan | ratio | none
     target_macs: float | None = None      # keep at most this fraction of inference MACs
     target_latency: float | None = None   # ... of the latency predicted where it is benchmarked
+    latency_precision: str = "fp32"       # target_latency: the student's latency as fp32 or int8
     plan: dict | str | None = None        # {module path: {keep: N} | {ratio: r}} or a file
     ratio: float | None = None            # remove this fraction of every group
     criterion: str = "l1"
@@ -321,6 +323,8 @@ def _validate(r: Recipe) -> None:
     _need(0 <= r.report.samples <= 32, "report.samples", "must be in 0..32")
     if r.quantize is not None:
         _validate_quantize(r.quantize)
+    _need(r.prune.latency_precision != "int8" or r.quantize is not None, "prune.latency_precision",
+          "int8 needs a quantize section (the student is deployed int8 only then)")
 
 
 def _validate_quantize(q: QuantizeSpec) -> None:
@@ -360,6 +364,9 @@ def _validate_prune(p: PruneSpec) -> None:
     _need(p.iterations == 1 or p.method in ("target_macs", "target_latency"), "prune.iterations",
           "iterative pruning (> 1) needs method target_macs or target_latency")
     _need(p.calibration_batches >= 1, "prune.calibration_batches", "must be >= 1")
+    _one_of(p.latency_precision, LATENCY_PRECISIONS, "prune.latency_precision")
+    _need(p.latency_precision == "fp32" or p.method == "target_latency", "prune.latency_precision",
+          "is read by method target_latency only")
 
 
 def _validate_plan(plan: dict) -> None:

@@ -51,6 +51,7 @@ from ..files import remove_stale_temps, sha256_file, write_json
 from ..measure.costs import model_costs
 from ..measure.benchmark import benchmark_many, default_threads
 from ..measure.latency import latency_model, target_for
+from ..prune.latency import Target
 from ..report.document import render_report
 from ..train import Context, TrainConfig, fit
 from ..train.compress import CompressConfig, compress, iteration_files
@@ -79,6 +80,17 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise UserError(f"{path}: unreadable ({e}); delete it to redo that stage") from e
+
+
+def latency_target(recipe: Recipe) -> Target | None:
+    """Where a target_latency prune's latency is of: ONNX Runtime at the recipe's
+    `prune.latency_precision`, the benchmark's threads and the deployment size (None for
+    the other methods)."""
+    if recipe.prune.method != "target_latency":
+        return None
+    b = recipe.benchmark
+    return target_for("onnxruntime", recipe.prune.latency_precision,
+                      b.threads or default_threads(), recipe.sizes.benchmark)
 
 
 def teacher_missing_message(path: str) -> str:
@@ -116,13 +128,13 @@ class Run:
         return self._cache["teacher"]
 
     def latency(self):
-        """The latency model of where the student is benchmarked (ONNX Runtime, fp32, the
-        benchmark's threads and size), for the target_latency method; built once per machine."""
-        if self.recipe.prune.method != "target_latency":
+        """The latency model of where the student is benchmarked (ONNX Runtime at
+        `prune.latency_precision`, the benchmark's threads and size), for the target_latency
+        method; built once per machine."""
+        target = latency_target(self.recipe)
+        if target is None:
             return None
         if "latency" not in self._cache:
-            b, size = self.recipe.benchmark, self.recipe.sizes.benchmark
-            target = target_for("onnxruntime", "fp32", b.threads or default_threads(), size)
             self._cache["latency"], _ = latency_model(target, progress=self.progress)
         return self._cache["latency"]
 
