@@ -83,7 +83,7 @@ def _read_json(path: Path) -> dict:
 
 
 def latency_target(recipe: Recipe) -> Target | None:
-    """Where a target_latency prune's latency is of: ONNX Runtime at the recipe's
+    """The target whose latency a target_latency prune aims at: ONNX Runtime at the recipe's
     `prune.latency_precision`, the benchmark's threads and the deployment size (None for
     the other methods)."""
     if recipe.prune.method != "target_latency":
