@@ -192,11 +192,13 @@ def test_quantize_is_off_unless_the_recipe_has_the_section():
 
 
 def test_latency_targets_the_precision_the_student_is_deployed_at():
-    assert latency_target(recipe_from_dict({"prune": {"method": "target_macs", "target_macs": 0.5}})) is None
+    by_macs = recipe_from_dict({"prune": {"method": "target_macs", "target_macs": 0.5}})
+    assert latency_target(by_macs) is None
     prune = {"method": "target_latency", "target_latency": 0.5}
     fp32 = latency_target(recipe_from_dict({"prune": prune, "benchmark": {"threads": 1},
                                             "sizes": {"benchmark": 256}}))
-    assert (fp32.runtime, fp32.precision, fp32.threads, fp32.size) == ("onnxruntime", "fp32", 1, (256, 256))
+    assert (fp32.runtime, fp32.precision, fp32.threads, fp32.size) == (
+        "onnxruntime", "fp32", 1, (256, 256))
     int8 = latency_target(recipe_from_dict({"prune": {**prune, "latency_precision": "int8"},
                                             "quantize": {}, "benchmark": {"threads": 1}}))
     assert int8.precision == "int8" and int8.threads == 1 and int8.graph == "fused"

@@ -259,8 +259,9 @@ def summed_taps(graph: onnx.GraphProto) -> list[str]:
 def quantize_graph(fp32: bytes, batches: list[np.ndarray], method: str = DEFAULT_METHOD,
                    reduce_range: bool | None = None, kept_float: Sequence[str] = ()) -> bytes:
     """The int8 QDQ graph `quantize_model` starts from (every quantizable node int8 but the
-    `summed_taps` and the nodes named in `kept_float`), with no fidelity check: what timing needs (`modnet-prune
-    profile --precision int8`), where the graph's structure matters and its ranges do not."""
+    `summed_taps` and the nodes named in `kept_float`), with no fidelity check: what timing
+    needs (`modnet-prune profile --precision int8`), where the graph's structure matters and
+    its ranges do not."""
     if reduce_range is None:
         reduce_range = int8_capability().reduce_range
     with tempfile.TemporaryDirectory(prefix="modnet-int8-") as tmp:

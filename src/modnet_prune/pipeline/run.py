@@ -128,9 +128,8 @@ class Run:
         return self._cache["teacher"]
 
     def latency(self):
-        """The latency model of where the student is benchmarked (ONNX Runtime at
-        `prune.latency_precision`, the benchmark's threads and size), for the target_latency
-        method; built once per machine."""
+        """The latency model of `latency_target(recipe)` (None for the other methods); built
+        once per machine."""
         target = latency_target(self.recipe)
         if target is None:
             return None
