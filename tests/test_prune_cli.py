@@ -53,6 +53,25 @@ def test_table_with_verify_and_plan_file(checkpoint, tmp_path, capsys):
     assert mp.load(out).arch.heads["hr_branch.conv_hr2x.0"] == 32
 
 
+def test_reconstruct_refits_only_the_reader_of_the_cut_group(checkpoint, tmp_path, capsys):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("hr_branch.conv_hr2x.0.layers.0: {keep: 32}\n")
+    plain, refit = tmp_path / "plain.safetensors", tmp_path / "refit.safetensors"
+    assert _run(capsys, "--checkpoint", checkpoint, "--out", plain, "--plan", plan,
+                "--size", 64)[0] == 0
+    code, stdout, _ = _run(capsys, "--checkpoint", checkpoint, "--out", refit, "--plan", plan,
+                           "--size", 64, "--reconstruct", "synthetic:3@64",
+                           "--reconstruct-count", 3)
+    assert code == 0 and "reconstruction on 2 batches" in stdout
+    reader = "hr_branch.conv_hr2x.1.layers.0"
+    record = json.loads(mp.load(refit, with_metadata=True)[1]["prune"])["reconstruction"]
+    assert [f["layer"] for f in record["fitted"]] == [reader] and record["skipped"] == {}
+    assert record["fitted"][0]["error_after"] < record["fitted"][0]["error_before"]
+    a, b = mp.load(plain).state_dict(), mp.load(refit).state_dict()
+    changed = {k for k in a if not torch.equal(a[k], b[k])}
+    assert changed == {reader + ".weight", reader + ".bias"}
+
+
 def test_official_layout_checkpoint_and_target_macs(tmp_path, capsys):
     official = tmp_path / "modnet.ckpt"
     torch.save({"module." + k: v for k, v in mp.MODNet().state_dict().items()}, official)
@@ -70,6 +89,10 @@ def test_official_layout_checkpoint_and_target_macs(tmp_path, capsys):
     (["--plan", "missing.yaml"], "no such plan file"),
     (["--ratio", "0.5", "--criterion", "l1", "--data", "synthetic:2@64"], "--data is only used"),
     (["--ratio", "0.5", "--size", "100"], "multiples of 32"),
+    (["--ratio", "0.5", "--reconstruct", "synthetic:2@64", "--reconstruct-count", "4"],
+     "synthetic:2@64 has only 2 images"),
+    (["--ratio", "0.5", "--reconstruct", "synthetic:2@64", "--reconstruct-count", "0"],
+     "--reconstruct-count 0: must be an integer >= 1"),
 ])
 def test_errors_are_one_line_and_write_nothing(checkpoint, tmp_path, capsys, extra, message):
     out = tmp_path / "never.safetensors"

@@ -3,14 +3,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..checks import AT_LEAST_ONE
 from ..errors import UserError
 from ..files import check_outputs, sha256_file
 from ..model.io import load, save, stored_dtype, train_sizes
-from ..prune import CRITERIA, prune
+from ..prune import CRITERIA, prune, reconstruct
 from .common import add_in_out, print_result
 from .profile import add_target_args, target_of
 
@@ -34,6 +36,12 @@ def register(sub) -> None:
     p.add_argument("--criterion", choices=CRITERIA, default="l1", help="channel importance")
     p.add_argument("--data", metavar="SPEC",
                    help="images for --criterion taylor (dataset spec, e.g. synthetic:8@128)")
+    p.add_argument("--reconstruct", metavar="SPEC",
+                   help="after the cut, refit the layers that lost inputs to the input "
+                        "model's outputs on these images at --size (dataset spec, e.g. a "
+                        "photo folder or synthetic:16@512)")
+    p.add_argument("--reconstruct-count", type=int, default=16, metavar="N",
+                   help="with --reconstruct: images used (default 16)")
     p.add_argument("--round-to", type=int, default=8, help="kept widths are multiples of N")
     p.add_argument("--min-channels", type=int, default=1, help="never keep fewer channels")
     add_target_args(p)
@@ -49,15 +57,14 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..data import spec_paths
     if args.target_latency is not None:
         from ..measure.latency import check_corrections
         check_corrections(args.corrections, args.repeat)
     data = _data(args.data, args.criterion) if args.data else None
-    calibration = []
-    if args.data:
-        from ..data import spec_paths
-        calibration = spec_paths(args.data)
+    calibration = [*spec_paths(args.data), *spec_paths(args.reconstruct)]
     check_outputs([args.checkpoint, args.plan, *calibration], files=[args.out])
+    images = _images(args.reconstruct, args.reconstruct_count, args.size)
     out = Path(args.out)
     model, metadata = load(args.checkpoint, with_metadata=True)
     options = dict(allocation=args.allocation, criterion=args.criterion, round_to=args.round_to,
@@ -72,6 +79,8 @@ def run(args) -> int:
     else:
         result = prune(model, ratio=args.ratio, target_macs=args.target_macs, plan=args.plan,
                        **options)
+    if images is not None:
+        reconstruct(model, result, images, batches=len(images), progress=not args.json)
     digest = sha256_file(args.checkpoint)
     # Removing channels changes no value: an fp16-stored input stays fp16, losslessly.
     save(result.model, out, dtype=stored_dtype(args.checkpoint), prune=result.to_dict(),
@@ -87,6 +96,19 @@ def _data(spec: str, criterion: str):
         raise UserError("--data is only used by --criterion taylor")
     from ..data import open_dataset
     return open_dataset(spec, size=128, train=False)
+
+
+def _images(spec: str | None, count: int, size: int) -> list[torch.Tensor] | None:
+    """The reconstruction images, in pairs: the first `count` of `spec` at `size`."""
+    if spec is None:
+        return None
+    AT_LEAST_ONE.check(count, "--reconstruct-count")
+    from ..data import open_dataset
+    dataset = open_dataset(spec, size=size, train=False)
+    if len(dataset) < count:
+        raise UserError(f"--reconstruct-count {count}: {spec} has only {len(dataset)} images")
+    images = [dataset[i]["image"] for i in range(count)]
+    return [torch.stack(images[i:i + 2]) for i in range(0, count, 2)]
 
 
 def _summary(args, out: Path, result) -> dict:
@@ -131,6 +153,21 @@ def _print(summary: dict, console: Console) -> None:
     print_widths(summary["widths"], console)
     if summary["max_abs_diff"] is not None:
         console.print(f"exactness check passed: max |delta| {summary['max_abs_diff']:.2e}")
+    if "reconstruction" in summary:
+        print_reconstruction(summary["reconstruction"], console)
+
+
+def print_reconstruction(report: dict, console: Console) -> None:
+    table = Table(title=f"reconstruction on {report['batches']} batches: relative error of "
+                        "each refitted layer against the input model's output")
+    for column in ("layer", "inputs", "samples", "pruned", "refitted"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    for f in report["fitted"]:
+        table.add_row(f["layer"], str(f["features"]), f"{f['samples']:,}",
+                      f"{f['error_before']:.4f}", f"{f['error_after']:.4f}")
+    for layer, why in report["skipped"].items():
+        table.add_row(layer, "-", "-", "skipped", escape(why), style="dim")
+    console.print(table)
 
 
 def print_widths(widths: dict[str, list[int]], console: Console) -> None:

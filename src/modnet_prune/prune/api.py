@@ -42,6 +42,13 @@ class PruneResult:
     settings: dict = field(default_factory=dict)
     max_abs_diff: float | None = None         # exactness check, when run
     latency: dict | None = None               # predicted ms before/after, given a LatencyModel
+    reconstruction: dict | None = None        # layers refitted afterwards (`reconstruct`)
+
+    @property
+    def removal(self) -> dict[str, list[int]]:
+        """Group -> the original class indices removed, for the groups that shrank."""
+        return {name: [k for k in range(before) if k not in set(self.kept[name])]
+                for name, (before, after) in self.widths.items() if after < before}
 
     @property
     def plan(self) -> dict[str, dict[str, int]]:
@@ -57,6 +64,7 @@ class PruneResult:
             "macs": {"before": self.macs_before, "after": self.macs_after},
             "plan": self.plan, "max_abs_diff": self.max_abs_diff,
             **({"latency": self.latency} if self.latency else {}),
+            **({"reconstruction": self.reconstruction} if self.reconstruction else {}),
         }
 
 

@@ -3,12 +3,13 @@ and how a sliced copy becomes a model again. MODNet is the one model that needs 
 the defaults (its `inference` flag, sizes that are multiples of 32, an `Arch`)."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..memory import require_forward
 from ..model import MODNet
 from ..model.inputs import MULTIPLE, check_size
@@ -57,6 +58,27 @@ class Harness:
                           multiple=self.multiple)
         require_forward(h, w, what=f"size {h}x{w}: a forward pass")
         return h, w
+
+    def batches(self, model: nn.Module, data: Iterable | None, what: str) -> Iterator[tuple]:
+        """Input tuples from `data` (input batches, single CHW images, or dicts with
+        "image"), on the model's device, for the data-driven step `what` (named in errors).
+
+        Without data: the harness's calibration set (synthetic portraits for MODNet), else
+        random normal images, without end.
+        """
+        if data is None and self.calibration is not None:
+            data = self.calibration()
+        if data is None:
+            for seed in range(10**9):
+                yield self.make(model, (128, 128), batch=2, seed=seed)
+            return
+        device = next(model.parameters()).device
+        for item in data:
+            image = item["image"] if isinstance(item, dict) else item
+            if not isinstance(image, torch.Tensor) or image.dim() < 2:
+                raise UserError(f"{what}: data items must be batches (tensors) or dicts "
+                                "with 'image'")
+            yield ((image[None] if image.dim() == 3 else image).to(device),)
 
 
 MODNET = Harness(full={"inference": False}, multiple=MULTIPLE, rebuild=_rebuild_modnet,

@@ -84,7 +84,7 @@ def _taylor(model: nn.Module, graph: ChannelGraph, harness: Harness, data, batch
     try:
         for w in weights.values():
             w.requires_grad_(True)
-        for inputs in islice(_batches(model, harness, data), batches):
+        for inputs in islice(harness.batches(model, data, "taylor"), batches):
             grads = _projection_grads(model, harness, inputs, list(weights.values()), generator)
             products = {name: g * w.detach() for (name, w), g in zip(weights.items(), grads)}
             for group in groups:
@@ -110,26 +110,6 @@ def _projection_grads(model, harness, inputs, weights, generator) -> tuple[torch
         loss = sum((torch.randn(y.shape, generator=generator).to(y) * y).sum()
                    for y in outputs if isinstance(y, torch.Tensor))
         return torch.autograd.grad(loss, weights, allow_unused=True, materialize_grads=True)
-
-
-def _batches(model: nn.Module, harness: Harness, data: Iterable | None):
-    """Input tuples from `data` (image batches, single images, or dicts with "image").
-
-    Without data: the harness's calibration set (synthetic portraits for MODNet), else
-    random normal images.
-    """
-    if data is None and harness.calibration is not None:
-        data = harness.calibration()
-    if data is None:
-        for seed in range(10**9):
-            yield harness.make(model, (128, 128), batch=2, seed=seed)
-        return
-    device = next(model.parameters()).device
-    for item in data:
-        image = item["image"] if isinstance(item, dict) else item
-        if not isinstance(image, torch.Tensor) or image.dim() not in (3, 4):
-            raise UserError("taylor: data items must be image tensors or dicts with 'image'")
-        yield ((image if image.dim() == 4 else image[None]).to(device),)
 
 
 @dataclass(frozen=True)
