@@ -2,6 +2,7 @@
 that agree with independent recomputation, and resuming that skips finished stages."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 
@@ -23,7 +24,7 @@ from modnet_prune.metrics import evaluate
 from modnet_prune.pipeline import run as pipeline_run
 from modnet_prune.pipeline.recipe import recipe_from_dict
 from modnet_prune.pipeline.run import STAGES, run_pipeline
-from modnet_prune.prune import prune
+from modnet_prune.prune import prune, reconstruct
 from modnet_prune.train import image_batches, recalibrate_bn
 
 
@@ -254,6 +255,25 @@ def test_one_shot_prune_stage_is_one_prune_step(tmp_path):
     assert same_state(cut, pruned) and not same_state(pruned, recalibrated)
     assert recalibrate_bn(pruned, train, 2, 8, seed=0) == 2
     assert same_state(pruned, recalibrated)
+
+
+def test_prune_stage_reconstructs_on_other_seeded_batches(tmp_path):
+    """`prune.reconstruct_batches`: the stage's pruned model is `reconstruct` of the plain
+    cut on that many training batches of the next seed, to the bit, and says so."""
+    teacher = make_teacher(tmp_path)
+    data = tiny_recipe(teacher)
+    data.update(prune={"method": "ratio", "ratio": 0.5, "round_to": 4, "reconstruct_batches": 2})
+    recipe, out = recipe_from_dict(data), tmp_path / "run"
+    out.mkdir()
+    record = pipeline_run.stage_prune(pipeline_run.Run(recipe, out, progress=False))
+    assert record["prune"]["reconstruction"]["batches"] == 2
+    train = open_dataset("synthetic:32@64+seed0", size=64, train=True)
+    original = mp.load(teacher)
+    result = prune(original, ratio=0.5, round_to=4, size=(64, 64))
+    plain = copy.deepcopy(result.model)
+    reconstruct(original, result, image_batches(train, 2, 8, seed=1), batches=2)
+    pruned = mp.load(out / "pruned.safetensors")
+    assert same_state(result.model, pruned) and not same_state(plain, pruned)
 
 
 def test_missing_default_teacher_says_how_to_train_it(tmp_path, capsys, monkeypatch):

@@ -45,6 +45,9 @@ def register(sub) -> None:
     p.add_argument("--round-to", type=int, default=8, help="keep widths multiples of this")
     p.add_argument("--min-channels", type=int, default=1)
     p.add_argument("--cost-size", type=int, default=512, help="input size for counting MACs")
+    p.add_argument("--reconstruct-batches", type=int, default=0, metavar="N",
+                   help="after each cut, refit the layers that lost inputs to the model before "
+                        "the cut on N training batches (see `prune --reconstruct`; default 0)")
     add_distill_args(p)
     add_training_args(p, defaults=FINETUNE, length=False)
     p.set_defaults(func=run, recalibrate_bn=8)  # cheap, and most of the recovery after a cut
@@ -56,7 +59,8 @@ def run(args) -> int:
                             schedule=args.schedule_prune, round_lr=args.round_lr,
                             criterion=args.criterion,
                             round_to=args.round_to,
-                            min_channels=args.min_channels, cost_size=args.cost_size)
+                            min_channels=args.min_channels, cost_size=args.cost_size,
+                            reconstruct_batches=args.reconstruct_batches)
         train_set, eval_set = open_sets(args)
         teacher = load(args.checkpoint)
         tc = config_from_args(args, steps=args.finetune_steps)

@@ -61,6 +61,7 @@ class PruneSpec:
     iterations: int = 1                   # > 1: iterative compress (prune a little, fine-tune)
     schedule: str = "cubic"               # MACs/latency fraction per iteration: linear | cubic
     calibration_batches: int = 4          # data batches for the taylor criterion
+    reconstruct_batches: int = 0          # training batches to refit the cut layers' readers
 
 
 @dataclass(frozen=True)
@@ -364,6 +365,7 @@ def _validate_prune(p: PruneSpec) -> None:
     _need(p.iterations == 1 or p.method in ("target_macs", "target_latency"), "prune.iterations",
           "iterative pruning (> 1) needs method target_macs or target_latency")
     _need(p.calibration_batches >= 1, "prune.calibration_batches", "must be >= 1")
+    COUNT.check(p.reconstruct_batches, "prune.reconstruct_batches")
     _one_of(p.latency_precision, LATENCY_PRECISIONS, "prune.latency_precision")
     _need(p.latency_precision == "fp32" or p.method == "target_latency", "prune.latency_precision",
           "is read by method target_latency only")

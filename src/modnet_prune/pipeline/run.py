@@ -257,7 +257,7 @@ def stage_prune(run: Run) -> dict:
                           min_channels=p.min_channels, size=r.sizes.benchmark,
                           calibration_batches=p.calibration_batches,
                           recalibrate_bn=r.recalibrate_bn, batch_size=r.finetune.batch_size,
-                          seed=r.seed)
+                          reconstruct_batches=p.reconstruct_batches, seed=r.seed)
     sizes = run.teacher_train_sizes()  # pruning keeps the teacher's weights
     step = prune_step(run.teacher(), {p.method: getattr(p, p.method)}, run.out, run.train_set(),
                       options, latency=run.latency(), device=run.ctx.device,
@@ -331,7 +331,8 @@ def _compress(run: Run) -> dict:
     cc = CompressConfig(target_macs=p.target_macs, target_latency=p.target_latency,
                         iterations=p.iterations, schedule=p.schedule,
                         criterion=p.criterion, round_to=p.round_to,
-                        min_channels=p.min_channels, cost_size=r.sizes.benchmark)
+                        min_channels=p.min_channels, cost_size=r.sizes.benchmark,
+                        reconstruct_batches=p.reconstruct_batches)
     folder = run.path(COMPRESS_DIR)
     tc = train_config(r, per_iteration, r.recalibrate_bn)
     result = compress(run.teacher(), run.train_set(), cc, tc, folder,

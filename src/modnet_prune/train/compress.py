@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..checks import AT_LEAST_ONE
+from ..checks import AT_LEAST_ONE, COUNT
 from ..errors import UserError
 from ..graph.cost import count_params, inference_macs
 from ..metrics import evaluate
@@ -55,6 +55,7 @@ class CompressConfig:
     # The fine-tunes' learning rate: "restart" runs the fine-tuning schedule afresh in every
     # round; "decay" spreads one cosine over all rounds (warm-up in the first only).
     round_lr: str = "restart"
+    reconstruct_batches: int = 0    # training batches to refit each cut's readers on (0: none)
 
     @property
     def target(self) -> float:
@@ -71,6 +72,7 @@ class CompressConfig:
         AT_LEAST_ONE.check(self.round_to, "--round-to")
         AT_LEAST_ONE.check(self.min_channels, "--min-channels")
         check_size(self.cost_size, "--cost-size")
+        COUNT.check(self.reconstruct_batches, "--reconstruct-batches")
 
     def check_reachable(self, teacher: nn.Module) -> None:
         """Refuse a target below the smallest model the width rules allow, before round 1
@@ -245,7 +247,7 @@ def _pruned(model: nn.Module, target: float, at: IterationFiles, cc: CompressCon
         options = StepOptions(criterion=cc.criterion, round_to=cc.round_to,
                               min_channels=cc.min_channels, size=cc.cost_size,
                               recalibrate_bn=tc.recalibrate_bn, batch_size=tc.batch_size,
-                              seed=tc.seed)
+                              reconstruct_batches=cc.reconstruct_batches, seed=tc.seed)
         target_key = "target_macs" if latency is None else "target_latency_ms"
         prune_step(model, amount, at.folder, data, options, latency=latency, device=ctx.device,
                    metadata={"train_sizes": train_sizes, target_key: target})

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..model.io import save
-from ..prune import prune
+from ..prune import prune, reconstruct
 from .bn import recalibrate_bn
 from .loader import image_batches
 
@@ -55,6 +55,7 @@ class StepOptions:
     size: int = 512                 # input size at which MACs are counted
     calibration_batches: int = 4    # training batches for data-driven criteria (taylor)
     recalibrate_bn: int = 0         # training batches for BN re-estimation; 0: none
+    reconstruct_batches: int = 0    # training batches to refit the cut layers' readers on
     batch_size: int = 16
     seed: int = 0                   # of the criterion and of the batches drawn
 
@@ -88,14 +89,21 @@ def prune_step(model: nn.Module, amount: Mapping, folder: str | Path, train_set:
     f}, {"target_latency": f} with `latency`, {"plan": p}) on the CPU, re-estimate BN
     statistics of a copy of the result on `device` from `options.recalibrate_bn` seeded
     batches of `train_set`, and save both into `folder` (an existing folder), each with
-    `metadata` (e.g. train_sizes). `model` is untouched (it may be the teacher, anywhere)."""
+    `metadata` (e.g. train_sizes). With `options.reconstruct_batches`, the layers that lost
+    inputs are first refitted to `model`'s outputs on that many other seeded batches
+    (`prune.reconstruct`). `model` is untouched (it may be the teacher, anywhere)."""
     files = StepFiles(Path(folder))
     o = options
     data = (image_batches(train_set, o.calibration_batches, o.batch_size, o.seed)
             if o.criterion == "taylor" else None)
-    result = prune(copy.deepcopy(model).cpu().eval(), **amount, latency=latency,
+    original = copy.deepcopy(model).cpu().eval()
+    result = prune(original, **amount, latency=latency,
                    allocation=o.allocation, criterion=o.criterion, round_to=o.round_to,
                    min_channels=o.min_channels, size=(o.size, o.size), data=data, seed=o.seed)
+    if o.reconstruct_batches:
+        reconstruct(original, result, image_batches(train_set, o.reconstruct_batches,
+                                                    o.batch_size, o.seed + 1),
+                    batches=o.reconstruct_batches, seed=o.seed)
     details, metadata, used = result.to_dict(), dict(metadata or {}), None
     if o.recalibrate_bn:
         recalibrated = copy.deepcopy(result.model).to(device)
