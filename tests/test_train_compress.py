@@ -78,6 +78,21 @@ def test_each_round_re_estimates_bn_once_in_its_prune_step(tmp_path, monkeypatch
         assert json.loads((at.folder / "config.json").read_text())["recalibrate_bn"] == 0
 
 
+def test_each_round_reconstructs_against_the_model_it_cut(tmp_path):
+    """With reconstruct_batches, every round's pruned model records the refit, and its
+    refitted readers are closer to the round's input model than the plain cut's."""
+    teacher = mp.MODNet(divided_arch(2)).eval()
+    data = open_dataset("synthetic:8@64", size=64, train=True)
+    cc = CompressConfig(target_macs=0.6, iterations=2, schedule="linear", round_to=2,
+                        reconstruct_batches=1)
+    compress(teacher, data, cc, cfg(steps=1), tmp_path / "c", progress=False)
+    for k in (1, 2):
+        record = json.loads(mp.load(iteration_files(tmp_path / "c", k).pruned,
+                                    with_metadata=True)[1]["prune"])["reconstruction"]
+        assert record["batches"] == 1 and record["fitted"]
+        assert all(f["error_after"] <= f["error_before"] for f in record["fitted"])
+
+
 def test_resume_of_a_round_pruned_by_an_older_version(tmp_path):
     """Rounds pruned before prune steps kept a BN re-estimated copy left BN to fine-tuning
     (iter-K/config.json has recalibrate_bn): such a round resumes as it was started."""

@@ -82,7 +82,8 @@ def run(args) -> int:
     if images is not None:
         reconstruct(model, result, images, batches=len(images), progress=not args.json)
     digest = sha256_file(args.checkpoint)
-    # Removing channels changes no value: an fp16-stored input stays fp16, losslessly.
+    # Removing channels changes no value: an fp16-stored input stays fp16, losslessly (the
+    # weights `reconstruct` refits are stored at that precision too, as the user chose it).
     save(result.model, out, dtype=stored_dtype(args.checkpoint), prune=result.to_dict(),
          source=str(args.checkpoint), source_sha256=digest,
          train_sizes=train_sizes(metadata))  # the weights kept are the input's
