@@ -7,7 +7,7 @@ from torch import nn
 from modnet_prune.graph import Channels, LayerKind, channel_graph, register
 from modnet_prune.graph.cost import layer_costs
 from modnet_prune.graph.kinds import keep_index, slice_tensor
-from modnet_prune.prune import prune
+from modnet_prune.prune import prune, reconstruct
 
 
 class Pointwise(nn.Module):
@@ -103,3 +103,16 @@ def test_registered_layer_is_pruned_exactly_and_costed():
 def test_a_kind_that_owns_channels_must_say_how_to_cut_them():
     with pytest.raises(TypeError, match="needs shrink, zero and owned"):
         register(Unregistered, LayerKind("broken", _rule, ("in", "out")))
+
+
+def test_reconstruction_names_a_registered_layer_it_cannot_refit():
+    """`reconstruct` refits torch's convs and linear layers; a user's layer that lost inputs
+    is reported as skipped, with why, and the conv reading its cut outputs is refitted."""
+    torch.manual_seed(0)
+    model = Net().eval()
+    result = prune(model, ratio=0.5, criterion="l2", size=(32, 32), round_to=1)
+    mix = result.model.mix.weight.detach().clone()
+    report = reconstruct(model, result, [torch.randn(2, 3, 32, 32)])
+    assert report.skipped == {"mix": "Pointwise has no least-squares refit"}
+    assert [f.layer for f in report.fitted] == ["head"]
+    assert torch.equal(result.model.mix.weight, mix)

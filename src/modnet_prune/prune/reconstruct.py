@@ -86,9 +86,11 @@ def reconstruct(original: nn.Module, result: PruneResult, data: Iterable | None 
     if not images:
         raise UserError("reconstruct: the data gave no batches")
     roles = removed_positions(model_graph(original, harness), result.removal)
-    order, calls = _execution_order(pruned, harness, images[0])
-    fitted, skipped = [], {}
-    lost_inputs = [n for n in order if roles.get(n, {}).get("in")]
+    readers = [name for name, lost in roles.items() if lost.get("in")]
+    lost_inputs, calls = _execution_order(pruned, harness, images[0], readers)
+    fitted = []
+    skipped = {name: "does not run in the forward pass" for name in readers
+               if name not in calls}
     generator = torch.Generator().manual_seed(seed)
     for name in tqdm(lost_inputs, desc="reconstruct", unit="layer", disable=not progress):
         why = _unfittable(pruned.get_submodule(name), calls[name], max_features)
@@ -103,9 +105,10 @@ def reconstruct(original: nn.Module, result: PruneResult, data: Iterable | None 
     return report
 
 
-def _execution_order(model: nn.Module, harness: Harness, inputs: tuple):
-    """Names of the convolutions and linear layers in the order they first run, and how
-    many times each runs per forward pass."""
+def _execution_order(model: nn.Module, harness: Harness, inputs: tuple,
+                     names: list[str]) -> tuple[list[str], dict[str, int]]:
+    """The layers `names` in the order they first run, and how many times each runs per
+    forward pass (layers that never run are left out)."""
     order, calls = [], {}
 
     def seen(name):
@@ -115,8 +118,7 @@ def _execution_order(model: nn.Module, harness: Harness, inputs: tuple):
                 order.append(name)
         return hook
 
-    hooks = [m.register_forward_hook(seen(n)) for n, m in model.named_modules()
-             if isinstance(m, (nn.Conv2d, nn.Linear))]
+    hooks = [model.get_submodule(n).register_forward_hook(seen(n)) for n in names]
     try:
         model(*inputs, **harness.full)
     finally:
