@@ -47,7 +47,7 @@ class PruneResult:
     @property
     def removal(self) -> dict[str, list[int]]:
         """Group -> the original class indices removed, for the groups that shrank."""
-        return {name: [k for k in range(before) if k not in set(self.kept[name])]
+        return {name: sorted(set(range(before)) - set(self.kept[name]))
                 for name, (before, after) in self.widths.items() if after < before}
 
     @property
