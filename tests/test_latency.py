@@ -296,6 +296,41 @@ def test_int8_target_times_the_quantized_graph(tmp_path):
     assert 0 < np.abs(fp32 - int8).mean() < 0.05
 
 
+def test_openvino_target_times_the_file_in_openvino(tmp_path):
+    """An OpenVINO target runs the exported file (fp32 and int8) in OpenVINO, computing the
+    matte ONNX Runtime computes from the same file; its model is cached apart from ORT's."""
+    pytest.importorskip("openvino", reason="the openvino extra is not installed")
+    from modnet_prune.deploy.runtime import OnnxRuntime
+
+    model = tiny_model()
+    x = np.random.default_rng(2).uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32)
+    for precision, tolerance in (("fp32", 1e-4), ("int8", 0.02)):
+        target = profiling.target_for("openvino", precision, threads=1, size=64)
+        assert target.version != "unknown"
+        assert profiling.cache_path(target) != profiling.cache_path(
+            profiling.target_for("onnxruntime", precision, threads=1, size=64))
+        path = tmp_path / f"{precision}.onnx"
+        profiling.export_for(target, model, path)
+        session = profiling._session(path, target)
+        assert session.describe()["runtime"] == "openvino" and session.threads == 1
+        assert np.abs(session(x) - OnnxRuntime(path, threads=1)(x)).mean() < tolerance
+    measured = profiling.measured_latency(model, [model], target, repeat=1, progress=False)
+    assert measured["teacher_ms"] > 0 and measured["fractions"][0] > 0
+
+
+def test_openvino_target_without_the_package_is_one_line(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(profiling, "package_version",
+                        lambda name: None if name == "openvino" else "1.0")
+    with pytest.raises(UserError, match="pip install 'modnet-prune\\[openvino\\]'"):
+        profiling.target_for("openvino")
+    ckpt, out = tmp_path / "t.safetensors", tmp_path / "s.safetensors"
+    mp.save(tiny_model(), ckpt)
+    code = main(["prune", "--checkpoint", str(ckpt), "--out", str(out), "--target-latency",
+                 "0.8", "--runtime", "openvino", "--threads", "1", "--size", "64"])
+    assert code == 2 and "openvino package" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_profile_prices_each_model_by_its_fastest_round(monkeypatch, tmp_path):
     """time_against_reference: a model's ms = its fastest round / the reference's fastest
     round in the same chunk x the reference's fastest round overall (scripted timings)."""
@@ -304,7 +339,7 @@ def test_profile_prices_each_model_by_its_fastest_round(monkeypatch, tmp_path):
     calls = iter([rounds[0], rounds[1]])
     monkeypatch.setattr(profiling, "CHUNK", 1)
     monkeypatch.setattr(profiling, "export_for", lambda target, model, path: path.touch())
-    monkeypatch.setattr(profiling, "_cpu_session", lambda path, target: None)
+    monkeypatch.setattr(profiling, "_session", lambda path, target: None)
     monkeypatch.setattr(profiling, "interleaved_times", lambda *a, **k: next(calls))
     target = profiling.target_for(threads=1, size=64)
     ms = profiling.time_against_reference([nn.Identity()] * 3, target, tmp_path, repeat=3,

@@ -2,11 +2,13 @@
 latency of a prune beside its prediction.
 
 A profile (`time_random_prunes`, then `fit_latency_model`) times random-width prunes of
-the official MODNet (random weights: latency depends on the widths only) in ONNX
-Runtime, each chunk interleaved with the unpruned model in one process, so a busy
+the official MODNet (random weights: latency depends on the widths only) in the target's
+runtime, each chunk interleaved with the unpruned model in one process, so a busy
 machine slows all alike. Models are exported as `modnet-prune export` writes them
 (dynamic shapes; the target's graph, fused by default), quantized for an int8 target, and
-run on ONNX Runtime's CPU provider. Each prune's milliseconds are its fastest round over
+run on the CPU: ONNX Runtime's CPU provider or OpenVINO's CPU plugin, as `benchmark
+--runtime` runs them. The runtimes fuse and schedule differently, so a cut that pays in
+one may not in the other (benchmarks/int8.md): each has its own model. Each prune's milliseconds are its fastest round over
 the unpruned model's fastest round (`benchmark.fastest_ratio`: the rounds least disturbed
 by other processes) times the unpruned model's fastest round. The per-layer cost model
 of `prune.latency` is fitted to the first `samples` prunes and its error measured on
@@ -36,7 +38,7 @@ from tqdm import tqdm
 
 from ..deploy.onnx_export import GRAPH_REVISION, GRAPHS, export_onnx
 from ..deploy.quantize import quantize_graph
-from ..deploy.runtime import OnnxRuntime
+from ..deploy.runtime import OnnxRuntime, OpenVinoRuntime, Runtime
 from ..errors import UserError
 from ..files import package_version, write_json
 from ..model import Arch, MODNet
@@ -45,7 +47,7 @@ from ..prune.allocate import Widths
 from ..prune.latency import LatencyModel, Target, features, layer_shapes
 from .benchmark import cpu_model, fastest_ratio, interleaved_times
 
-PROFILED_RUNTIMES = ("onnxruntime",)
+PROFILED_RUNTIMES = ("onnxruntime", "openvino")
 PRECISIONS = ("fp32", "int8")
 CHUNK = 8  # prunes timed per interleaved session with the unpruned model
 # Random prunes fitted and held out, timed rounds each. 60 fitted: int8 (whose graph changes
@@ -68,7 +70,11 @@ def target_for(runtime: str = "onnxruntime", precision: str = "fp32", threads: i
         raise UserError(f"size {size}: must be a positive multiple of 32")
     if graph not in GRAPHS:
         raise UserError(f"graph {graph!r}: choose from {', '.join(GRAPHS)}")
-    return Target(runtime, package_version(runtime) or "unknown", precision, threads,
+    version = package_version(runtime)
+    if version is None and runtime == "openvino":  # before any cache lookup or pruning
+        raise UserError("--runtime openvino needs the openvino package: "
+                        "pip install 'modnet-prune[openvino]'")
+    return Target(runtime, version or "unknown", precision, threads,
                   (size, size), cpu_model(), graph, GRAPH_REVISION)
 
 
@@ -184,7 +190,7 @@ def time_against_reference(models: Sequence[nn.Module], target: Target, folder: 
         for j, model in enumerate(chunk):
             paths.append(folder / f"chunk{index}-{j}.onnx")
             export_for(target, model, paths[-1])
-        runtimes = [_cpu_session(p, target) for p in [ref_path, *paths]]
+        runtimes = [_session(p, target) for p in [ref_path, *paths]]
         times = interleaved_times(runtimes, input_, repeat, warmup=1, progress=False)
         ref_times += times[0]
         ratios += [fastest_ratio(t, times[0]) for t in times[1:]]
@@ -204,9 +210,11 @@ def export_for(target: Target, model: nn.Module, path: Path) -> None:
         path.write_bytes(quantize_graph(path.read_bytes(), [calibration]))
 
 
-def _cpu_session(path: Path, target: Target) -> OnnxRuntime:
-    """The file as `modnet-prune export` writes it (dynamic shapes), on the CPU provider: the
-    target is a CPU even where a GPU provider exists."""
+def _session(path: Path, target: Target) -> Runtime:
+    """The file as `modnet-prune export` writes it (dynamic shapes) in the target's runtime,
+    on the CPU: ONNX Runtime's CPU provider even where a GPU provider exists."""
+    if target.runtime == "openvino":
+        return OpenVinoRuntime(path, threads=target.threads)
     return OnnxRuntime(path, threads=target.threads, providers=["CPUExecutionProvider"])
 
 
@@ -233,7 +241,7 @@ def measured_latency(teacher: nn.Module, students: Sequence[nn.Module], target: 
         paths = [Path(tmp) / f"model{i}.onnx" for i in range(len(students) + 1)]
         for model, path in zip([teacher, *students], paths):
             export_for(target, model, path)
-        runtimes = [_cpu_session(p, target) for p in paths]
+        runtimes = [_session(p, target) for p in paths]
         x = np.random.default_rng(0).uniform(-1, 1, (1, 3, *target.size)).astype(np.float32)
         times = interleaved_times(runtimes, x, repeat, warmup=2, progress=progress)
     return {"teacher_ms": float(np.min(times[0])),
