@@ -8,6 +8,7 @@ OpenVINO on request), anything `modnet_prune.load` accepts goes to PyTorch.
 """
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -203,14 +204,14 @@ class OpenVinoRuntime(Runtime):
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         try:
-            import openvino as ov
+            import openvino  # noqa: F401 -- optional: refuse in one line where it is missing
         except ImportError as e:
             raise UserError("--runtime openvino needs the openvino package: "
                             "pip install 'modnet-prune[openvino]'") from e
         super().__init__(str(path))
         _check_onnx_file(path)
         check_threads(threads)
-        core = ov.Core()
+        core = _openvino_core()
         config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
                   "NUM_STREAMS": 1}
         if threads is not None:
@@ -245,6 +246,16 @@ class OpenVinoRuntime(Runtime):
     def describe(self) -> dict:
         return {"runtime": self.name, "version": self.version, "device": "CPU",
                 "threads": self.threads, "path": self.path}
+
+
+@functools.cache
+def _openvino_core():
+    """One OpenVINO Core per process, as OpenVINO advises: a Core that is collected unloads
+    its CPU plugin, and a later fork in the same process (subprocess, loader workers) then
+    crashed (seen in the test suite after int8 files had been compiled and released)."""
+    import openvino as ov
+
+    return ov.Core()
 
 
 def open_runtime(path: str | os.PathLike, runtime: str = "auto", threads: int | None = None,
