@@ -250,9 +250,9 @@ class OpenVinoRuntime(Runtime):
 
 @functools.cache
 def _openvino_core():
-    """One OpenVINO Core per process, as OpenVINO advises: a Core that is collected unloads
-    its CPU plugin, and a later fork in the same process (subprocess, loader workers) then
-    crashed (seen in the test suite after int8 files had been compiled and released)."""
+    """One OpenVINO Core for the life of the process, as OpenVINO advises. With a Core per
+    file, a process that had compiled and released int8 files crashed at its next fork
+    (a subprocess in the test suite); with one Core it does not."""
     import openvino as ov
 
     return ov.Core()

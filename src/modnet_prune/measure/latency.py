@@ -7,10 +7,11 @@ runtime, each chunk interleaved with the unpruned model in one process, so a bus
 machine slows all alike. Models are exported as `modnet-prune export` writes them
 (dynamic shapes; the target's graph, fused by default), quantized for an int8 target, and
 run on the CPU: ONNX Runtime's CPU provider or OpenVINO's CPU plugin, as `benchmark
---runtime` runs them. The runtimes fuse and schedule differently, so a cut that pays in
-one may not in the other (benchmarks/int8.md): each has its own model. Each prune's milliseconds are its fastest round over
-the unpruned model's fastest round (`benchmark.fastest_ratio`: the rounds least disturbed
-by other processes) times the unpruned model's fastest round. The per-layer cost model
+--runtime` runs them. The runtimes fuse and schedule differently, so a cut that pays in one
+may not in the other (benchmarks/int8.md): each has its own model. Each prune's
+milliseconds are its fastest round over the unpruned model's fastest round
+(`benchmark.fastest_ratio`: the rounds least disturbed by other processes) times the
+unpruned model's fastest round. The per-layer cost model
 of `prune.latency` is fitted to the first `samples` prunes and its error measured on
 `held_out` further ones, beside the error of "latency is proportional to MACs". (Reported
 speed-ups elsewhere, `benchmark` and the pipeline, are medians of per-round ratios; the
