@@ -24,6 +24,8 @@ from ..files import package_version
 from ..model.io import load
 
 RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
+OPENVINO_MISSING = ("--runtime openvino needs the openvino package: "
+                    "pip install 'modnet-prune[openvino]'")
 ONNX_RUNTIMES = ("onnxruntime", "openvino")  # the runtimes that read our .onnx files
 
 
@@ -206,8 +208,7 @@ class OpenVinoRuntime(Runtime):
         try:
             import openvino  # noqa: F401 -- optional: refuse in one line where it is missing
         except ImportError as e:
-            raise UserError("--runtime openvino needs the openvino package: "
-                            "pip install 'modnet-prune[openvino]'") from e
+            raise UserError(OPENVINO_MISSING) from e
         super().__init__(str(path))
         _check_onnx_file(path)
         check_threads(threads)

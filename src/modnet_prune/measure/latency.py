@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from ..deploy.onnx_export import GRAPH_REVISION, GRAPHS, export_onnx
 from ..deploy.quantize import quantize_graph
-from ..deploy.runtime import OnnxRuntime, OpenVinoRuntime, Runtime
+from ..deploy.runtime import OPENVINO_MISSING, OnnxRuntime, OpenVinoRuntime, Runtime
 from ..errors import UserError
 from ..files import package_version, write_json
 from ..model import Arch, MODNet
@@ -73,8 +73,7 @@ def target_for(runtime: str = "onnxruntime", precision: str = "fp32", threads: i
         raise UserError(f"graph {graph!r}: choose from {', '.join(GRAPHS)}")
     version = package_version(runtime)
     if version is None and runtime == "openvino":  # before any cache lookup or pruning
-        raise UserError("--runtime openvino needs the openvino package: "
-                        "pip install 'modnet-prune[openvino]'")
+        raise UserError(OPENVINO_MISSING)
     return Target(runtime, version or "unknown", precision, threads,
                   (size, size), cpu_model(), graph, GRAPH_REVISION)
 
