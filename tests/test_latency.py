@@ -215,6 +215,25 @@ def test_cli_refuses_unreachable_latency_before_any_work(tmp_path, cached_target
     assert not out.exists()
 
 
+@pytest.mark.parametrize("fraction", ["1.5", "0", "-0.2"])
+def test_cli_refuses_a_latency_fraction_out_of_range_before_profiling(tmp_path, monkeypatch,
+                                                                    capsys, fraction):
+    """No latency model is cached: a bad fraction must be refused before one is measured."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("profiled before the fraction was checked")
+
+    monkeypatch.setattr(profiling, "time_random_prunes", no_measuring)
+    ckpt, out = tmp_path / "t.safetensors", tmp_path / "s.safetensors"
+    mp.save(tiny_model(), ckpt)
+    code = main(["prune", "--checkpoint", str(ckpt), "--out", str(out), "--target-latency",
+                 fraction, "--threads", "1", "--size", "64"])
+    assert code == 2
+    assert f"target latency {float(fraction)!r}: must be in (0, 1]" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_cli_prune_to_latency_reports_prediction_and_measurement(tmp_path, cached_target, capsys):
     ckpt, out = tmp_path / "t.safetensors", tmp_path / "s.safetensors"
     mp.save(tiny_model(), ckpt)

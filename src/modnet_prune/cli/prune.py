@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..checks import AT_LEAST_ONE
+from ..checks import AT_LEAST_ONE, KEEP_FRACTION
 from ..errors import UserError
 from ..files import check_outputs, sha256_file
 from ..model.io import load, save, stored_dtype, train_sizes
@@ -58,8 +58,9 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..data import spec_paths
-    if args.target_latency is not None:
+    if args.target_latency is not None:  # before a latency model is measured (minutes)
         from ..measure.latency import check_corrections
+        KEEP_FRACTION.check(args.target_latency, "target latency")
         check_corrections(args.corrections, args.repeat)
     data = _data(args.data, args.criterion) if args.data else None
     calibration = [*spec_paths(args.data), *spec_paths(args.reconstruct)]
