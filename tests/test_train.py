@@ -513,3 +513,14 @@ def test_freezing_an_unknown_module_is_one_line(tmp_path):
     assert train_config(recipe, steps=4, recalibrate=0).freeze == ["backbone"]
     with pytest.raises(RecipeError, match="finetune.freeze"):
         recipe_from_dict({"finetune": {"freeze": "backbone"}})
+
+
+def test_resume_knows_a_model_file_by_content_not_path(tmp_path):
+    run = RunDir(tmp_path / "run")
+    teacher = {"path": "models/t.safetensors", "sha256": "ab" * 32}
+    run.start({"lr": 0.01, "teacher": teacher}, resume=False)
+    run.file("last.state.pt").write_bytes(b"")  # a finished step: a run to check against
+    moved = {**teacher, "path": "/elsewhere/t.safetensors"}
+    run.start({"lr": 0.01, "teacher": moved}, resume=True)  # same file, other path: accepted
+    with pytest.raises(UserError, match="different settings.*teacher"):
+        run.start({"lr": 0.01, "teacher": {**moved, "sha256": "cd" * 32}}, resume=True)

@@ -152,6 +152,14 @@ def _with_defaults(saved: dict, defaults: dict) -> dict:
     return merged
 
 
+def _identity(value):
+    """What must match on --resume: a file is its content, so a model recorded as
+    {"path", "sha256"} matches the same file reached by another path (relative, moved)."""
+    if isinstance(value, dict) and "sha256" in value:
+        return value["sha256"]
+    return value
+
+
 class RunDir:
     """Reads and writes one run folder. Only rank 0 should write."""
 
@@ -188,8 +196,8 @@ class RunDir:
             saved = _with_defaults(json.loads(self.file(CONFIG).read_text()), defaults)
         except (OSError, ValueError, TypeError) as e:  # ValueError: bad JSON, or not an object
             raise UserError(f"{self.file(CONFIG)}: unreadable ({e})") from e
-        changed = sorted(k for k in set(saved) | set(config)
-                         if k not in RESUMABLE_CHANGES and saved.get(k) != config.get(k))
+        changed = sorted(k for k in set(saved) | set(config) if k not in RESUMABLE_CHANGES
+                         and _identity(saved.get(k)) != _identity(config.get(k)))
         if changed:
             diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {config.get(k)!r}" for k in changed[:4])
             raise UserError(f"--resume with different settings than the run in {self.path} "
