@@ -39,7 +39,8 @@ def _timed(fn) -> tuple[float, object]:
 
 def _cli_seconds(checkpoint: Path, out: Path, size: int) -> float:
     cmd = [sys.executable, "-m", "modnet_prune", "prune", "--checkpoint", str(checkpoint),
-           "--out", str(out), "--target-macs", "0.5", "--size", str(size), "--json"]
+           "--out", str(out), "--target-macs", "0.5", "--size", str(size), "--json",
+           "--overwrite"]  # timed once per round, into the same file
     start = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start

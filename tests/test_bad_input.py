@@ -108,6 +108,28 @@ def test_prune_out_may_not_be_its_plan(ckpt, tmp_path, capsys):
     assert plan.read_text() == "hr_branch.conv_hr2x.0.layers.0: {keep: 4}\n"
 
 
+def test_an_existing_output_file_is_replaced_only_with_overwrite(ckpt, tmp_path, capsys):
+    users = b"a file this run did not create"
+    commands = {
+        "prune": ["prune", "--checkpoint", ckpt, "--ratio", 0.5, "--size", 64],
+        "export": ["export", "--checkpoint", ckpt, "--static", "64x64"],
+        "quantize": ["quantize", "--checkpoint", ckpt, "--calibration", "synthetic:4@64",
+                     "--count", 2, "--holdout", 2, "--size", 64],
+        "evaluate": ["evaluate", "--checkpoint", ckpt, "--data", "synthetic:2@64"],
+    }
+    for name, args in commands.items():
+        out = tmp_path / f"{name}.{'csv' if name == 'evaluate' else 'onnx'}"
+        if name == "prune":
+            out = out.with_suffix(".safetensors")
+        out.write_bytes(users)
+        flag = "--csv" if name == "evaluate" else "--out"
+        assert "pass --overwrite" in one_line_error(capsys, *args, flag, out), name
+        assert out.read_bytes() == users, name
+        if name != "quantize":  # the same flag, the same guard: one slow quantize is enough
+            assert cli(capsys, *args, flag, out, "--overwrite")[0] == 0, name
+            assert out.read_bytes() != users, name
+
+
 def test_matte_into_its_input_folder_keeps_the_users_files(ckpt, tmp_path, capsys):
     Image.fromarray(rgb(40, 60)).save(tmp_path / "a.png")
     Image.fromarray(rgb(40, 60, 1)).save(tmp_path / "a_alpha.png")  # the user's own file

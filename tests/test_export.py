@@ -140,9 +140,10 @@ def test_cli_export_and_errors(tmp_path, capsys):
     assert summary["opset"] == 17 and len(summary["parity"]) == 2 and out.is_file()
     meta = OnnxRuntime(out).metadata
     assert meta["source"] == "tiny.safetensors" and len(meta["source_sha256"]) == 64
+    other = tmp_path / "other.onnx"
     cases = [(["--out", str(ckpt)], "must end in .onnx"),
-             (["--out", str(out), "--static", "100x64"], "multiples of 32"),
-             (["--out", str(out), "--opset", "7"], "supported range")]
+             (["--out", str(other), "--static", "100x64"], "multiples of 32"),
+             (["--out", str(other), "--opset", "7"], "supported range")]
     for extra, message in cases:
         assert main(["export", "--checkpoint", str(ckpt), *extra]) == 2
         err = capsys.readouterr().err

@@ -73,13 +73,17 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def check_outputs(inputs: Iterable[str | os.PathLike | None], *,
                   files: Iterable[str | os.PathLike | None] = (),
-                  folders: Iterable[str | os.PathLike | None] = ()) -> None:
-    """Refuse, before anything is written, outputs that could replace an input.
+                  folders: Iterable[str | os.PathLike | None] = (),
+                  overwrite: bool = False) -> None:
+    """Refuse, before anything is written, outputs that could replace an input or a file
+    this run did not create.
 
     `inputs` are the files and folders a command reads (checkpoints, plans, recipes, data
     and calibration folders); `files` and `folders` are what it writes. An output may not
     be an input nor lie inside an input folder, and an output folder may not contain an
-    input. Paths are compared resolved (symlinks followed) and by inode (hard links), so
+    input. An output file that exists is replaced only with `overwrite` (`--overwrite`);
+    output folders keep their own rules (run folders resume, `matte` and `web` replace only
+    what they wrote). Paths are compared resolved (symlinks followed) and by inode (hard links), so
     `m.safetensors`, `./m.safetensors` and a link to it are one file. `None`s are skipped.
     """
     sources = [(Path(p), _resolved(p)) for p in inputs if p]
@@ -89,6 +93,9 @@ def check_outputs(inputs: Iterable[str | os.PathLike | None], *,
         if not out.parent.is_dir():
             raise UserError(f"{out.parent}: output folder does not exist")
         _check_one(out, sources, is_folder=False)
+        if out.exists() and not overwrite:
+            raise UserError(f"{out}: exists; pass --overwrite to replace it, or choose "
+                            "another output")
     for out in map(Path, filter(None, folders)):
         if out.exists() and not out.is_dir():
             raise UserError(f"{out}: exists and is not a folder")

@@ -15,6 +15,12 @@ def add_in_out(p, out_kind: str) -> None:
     """--checkpoint (the model read) and --out (the `out_kind` file written), both required."""
     p.add_argument("--checkpoint", required=True, help="input .ckpt/.pth/.safetensors")
     p.add_argument("--out", required=True, help=f"output {out_kind} file")
+    add_overwrite(p, "--out")
+
+
+def add_overwrite(p, what: str) -> None:
+    """--overwrite: the one way an output file that exists gets replaced."""
+    p.add_argument("--overwrite", action="store_true", help=f"replace {what} if it exists")
 
 
 def add_run_folder(p) -> None:

@@ -20,7 +20,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    check_outputs([args.checkpoint], files=[args.out])
+    check_outputs([args.checkpoint], files=[args.out], overwrite=args.overwrite)
     out = args.out
     sizes = _sizes(args.train_sizes) if args.train_sizes else None
     model, metadata = load(args.checkpoint, with_metadata=True)

@@ -18,7 +18,7 @@ from ..model.inputs import check_size
 from ..model.shipped import synthetic_teacher_note, trained_on_synthetic
 from ..files import check_outputs, write_atomic
 from ..model.io import untrained_size_warning
-from .common import add_json, add_runtime, add_threads, print_json
+from .common import add_json, add_overwrite, add_runtime, add_threads, print_json
 
 
 def register(sub) -> None:
@@ -42,6 +42,7 @@ def register(sub) -> None:
     p.add_argument("--device", help="torch device (default: cuda if available)")
     p.add_argument("--save-predictions", metavar="DIR", help="write each predicted matte as PNG")
     p.add_argument("--csv", metavar="FILE", help="write per-image errors as CSV")
+    add_overwrite(p, "--csv")
     add_json(p)
     p.set_defaults(func=run)
 
@@ -62,7 +63,7 @@ def run(args) -> int:
         check_size(args.size, "--size")
     spec = _spec(args)
     check_outputs([args.checkpoint, args.reference, *spec_paths(spec)], files=[args.csv],
-                  folders=[args.save_predictions])
+                  folders=[args.save_predictions], overwrite=args.overwrite)
     with warnings.catch_warnings(record=True) as caught:  # unpaired files: one line each
         warnings.simplefilter("always")
         source = open_source(spec, size=args.size, train=False)

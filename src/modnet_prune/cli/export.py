@@ -36,7 +36,7 @@ def register(sub) -> None:
 def run(args) -> int:
     if Path(args.out).suffix.lower() != ".onnx":
         raise UserError(f"{args.out}: the output name must end in .onnx")
-    check_outputs([args.checkpoint], files=[args.out])
+    check_outputs([args.checkpoint], files=[args.out], overwrite=args.overwrite)
     static_hw = parse_size(args.static, "--static") if args.static else None
     model = load(args.checkpoint)
     source = {"source": Path(args.checkpoint).name, "source_sha256": sha256_file(args.checkpoint)}

@@ -64,7 +64,8 @@ def run(args) -> int:
         check_corrections(args.corrections, args.repeat)
     data = _data(args.data, args.criterion) if args.data else None
     calibration = [*spec_paths(args.data), *spec_paths(args.reconstruct)]
-    check_outputs([args.checkpoint, args.plan, *calibration], files=[args.out])
+    check_outputs([args.checkpoint, args.plan, *calibration], files=[args.out],
+                  overwrite=args.overwrite)
     images = _images(args.reconstruct, args.reconstruct_count, args.size)
     out = Path(args.out)
     model, metadata = load(args.checkpoint, with_metadata=True)

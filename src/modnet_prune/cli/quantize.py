@@ -7,7 +7,7 @@ from ..deploy.quantize import (DEFAULT_BUDGET, DEFAULT_COUNT, DEFAULT_HOLDOUT, D
                                DEFAULT_SIZE, METHODS, quantize_model)
 from ..data import spec_paths
 from ..files import check_outputs
-from .common import add_json, add_threads, print_json
+from .common import add_json, add_overwrite, add_threads, print_json
 
 
 def register(sub) -> None:
@@ -17,6 +17,7 @@ def register(sub) -> None:
     p.add_argument("--calibration", required=True, metavar="DATA",
                    help="images to calibrate on: any --data spec, or a plain folder of images")
     p.add_argument("--out", required=True, help="output .onnx file")
+    add_overwrite(p, "--out")
     p.add_argument("--count", type=int, default=DEFAULT_COUNT,
                    help=f"calibration images, the first of DATA (default {DEFAULT_COUNT})")
     p.add_argument("--holdout", type=int, default=DEFAULT_HOLDOUT,
@@ -36,7 +37,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    check_outputs([args.checkpoint, *spec_paths(args.calibration)], files=[args.out])
+    check_outputs([args.checkpoint, *spec_paths(args.calibration)], files=[args.out],
+                  overwrite=args.overwrite)
     out = args.out
     report = quantize_model(args.checkpoint, args.calibration, out, count=args.count,
                             holdout=args.holdout, method=args.method, budget=args.budget,
