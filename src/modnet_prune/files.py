@@ -83,8 +83,9 @@ def check_outputs(inputs: Iterable[str | os.PathLike | None], *,
     be an input nor lie inside an input folder, and an output folder may not contain an
     input. An output file that exists is replaced only with `overwrite` (`--overwrite`);
     output folders keep their own rules (run folders resume, `matte` and `web` replace only
-    what they wrote). Paths are compared resolved (symlinks followed) and by inode (hard links), so
-    `m.safetensors`, `./m.safetensors` and a link to it are one file. `None`s are skipped.
+    what they wrote). Paths are compared resolved (symlinks followed) and by inode (hard
+    links), so `m.safetensors`, `./m.safetensors` and a link to it are one file. `None`s
+    are skipped.
     """
     sources = [(Path(p), _resolved(p)) for p in inputs if p]
     for out in map(Path, filter(None, files)):
