@@ -11,11 +11,11 @@ run on the CPU: ONNX Runtime's CPU provider or OpenVINO's CPU plugin, as `benchm
 may not in the other (benchmarks/int8.md): each has its own model. Each prune's
 milliseconds are its fastest round over the unpruned model's fastest round
 (`benchmark.fastest_ratio`: the rounds least disturbed by other processes) times the
-unpruned model's fastest round. The per-layer cost model
-of `prune.latency` is fitted to the first `samples` prunes and its error measured on
-`held_out` further ones, beside the error of "latency is proportional to MACs". (Reported
-speed-ups elsewhere, `benchmark` and the pipeline, are medians of per-round ratios; the
-model and `prune --target-latency`'s check use the fastest rounds.)
+unpruned model's fastest round. The per-layer cost model of `prune.latency` is fitted to
+the first `samples` prunes and its error measured on `held_out` further ones, beside the
+error of "latency is proportional to MACs". (Reported speed-ups elsewhere, `benchmark` and
+the pipeline, are medians of per-round ratios; the model and `prune --target-latency`'s
+check use the fastest rounds.)
 
 Models are cached per target under $XDG_CACHE_HOME/modnet-prune/latency (default
 ~/.cache/modnet-prune/latency), one JSON file each, rebuilt on request.
