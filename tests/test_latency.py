@@ -3,6 +3,7 @@
 import dataclasses
 import itertools
 import json
+import os
 
 import numpy as np
 import pytest
@@ -262,6 +263,60 @@ def test_damaged_cache_is_measured_again(cached_target, monkeypatch):
     model, measured_now = profiling.latency_model(cached_target.target, progress=False)
     assert measured_now and model.error["held_out"] == 1
     assert json.loads(path.read_text())["measurements"] == rows
+
+
+@pytest.mark.parametrize("load, threads, busy", [
+    ({"other_cpus": 1.6, "cpus": 2}, 2, True),     # a training job beside it
+    ({"other_cpus": 0.1, "cpus": 2}, 2, False),    # housekeeping only
+    ({"other_cpus": 1.1, "cpus": 2}, 1, False),    # on the CPU its one thread left free
+    ({"other_cpus": 1.4, "cpus": 2}, 1, True),
+    ({"other_cpus": 9.0, "cpus": 16}, 2, False),   # on CPUs it does not use
+    ({}, 2, False)])                                # measured before the load was kept
+def test_a_model_measured_beside_other_work_is_flagged(load, threads, busy):
+    target = dataclasses.replace(profiling.target_for(threads=1, size=64), threads=threads)
+    reason = profiling.busy_while_measured(LatencyModel(target, dict(TABLE), load=load))
+    assert (reason is not None) == busy
+    if busy:
+        assert f"kept {load['other_cpus']:.1f} of {load['cpus']} CPUs busy" in reason
+
+
+def test_other_cpu_use_counts_another_process_and_not_this_one():
+    import subprocess
+    import sys
+
+    from modnet_prune.measure.benchmark import OtherCpuUse
+
+    spin = "import time\nend = time.monotonic() + 1.0\nwhile time.monotonic() < end: pass"
+    with OtherCpuUse() as others:
+        subprocess.run([sys.executable, "-c", spin], check=True)
+    assert 0.6 < others.cpus < (os.cpu_count() or 1) + 0.5   # about one CPU: the child's
+
+
+def test_the_load_while_measuring_is_kept_and_a_busy_one_warned_of(cached_target, monkeypatch,
+                                                                   capsys):
+    rows = [{"plan": {}, "ms": 10.0, "held_out": False}, {"plan": {}, "ms": 10.0, "held_out": True}]
+    monkeypatch.setattr(profiling, "time_random_prunes", lambda *a, **k: rows)
+
+    class Busy:  # what OtherCpuUse finds beside a training job
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.cpus = 1.7
+
+    monkeypatch.setattr(profiling, "OtherCpuUse", Busy)
+    monkeypatch.setattr(profiling.os, "cpu_count", lambda: 2)
+    model, measured_now = profiling.latency_model(cached_target.target, rebuild=True,
+                                                  progress=False)
+    assert measured_now and model.load == {"other_cpus": 1.7, "cpus": 2}
+    assert "kept 1.7 of 2 CPUs busy" in capsys.readouterr().err
+    cached, measured_now = profiling.latency_model(cached_target.target, progress=False)
+    assert not measured_now and cached.load == model.load   # kept in the cache file
+    assert "profile --rebuild" in capsys.readouterr().err    # and warned of on every use
+    quiet = dataclasses.replace(cached, load={"other_cpus": 0.05, "cpus": 2})
+    profiling.cache_path(quiet.target).write_text(json.dumps(quiet.to_dict()))
+    profiling.latency_model(quiet.target, progress=False)
+    assert "busy" not in capsys.readouterr().err
 
 
 def test_a_model_of_another_graph_revision_is_measured_again(cached_target, monkeypatch):

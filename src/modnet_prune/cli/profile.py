@@ -61,6 +61,10 @@ def _print(summary: dict, console: Console) -> None:
                   f"{'x'.join(map(str, t['size']))}, {t['cpu']}")
     console.print(f"{'measured now' if summary['measured_now'] else 'cached'}: {summary['cache']}"
                   f" (fit on {summary['samples']} timed models)")
+    load = summary.get("load")
+    if load:
+        console.print(f"while measured, other processes kept {load['other_cpus']:.2f} of "
+                      f"{load['cpus']} CPUs busy on average")
     table = Table(title=f"held-out random prunes (unpruned: {error['reference_ms']:.1f} ms)")
     for column in ("MACs vs unpruned", "measured ms", "predicted ms", "error"):
         table.add_column(column, justify="right")

@@ -100,6 +100,37 @@ def busy_warning(threads: int) -> str | None:
     return None
 
 
+class OtherCpuUse:
+    """How many CPUs other processes (and the hypervisor's other guests: steal time) kept
+    busy on average between entering and leaving: the machine's busy CPU time from
+    /proc/stat less this process's own, over the wall time. Unlike the load average it
+    does not lag (a job paused a minute ago still weighs on the 1-minute average).
+    `cpus` stays None where /proc/stat is missing (not Linux)."""
+
+    def __enter__(self) -> "OtherCpuUse":
+        self.cpus: float | None = None
+        self._start = _busy_and_own_seconds()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        end = _busy_and_own_seconds()
+        if self._start is not None and end is not None:
+            (busy0, own0, wall0), (busy1, own1, wall1) = self._start, end
+            self.cpus = max(busy1 - busy0 - (own1 - own0), 0.0) / max(wall1 - wall0, 1e-9)
+
+
+def _busy_and_own_seconds() -> tuple[float, float, float] | None:
+    """(all CPUs' busy seconds since boot, this process's CPU seconds, a wall clock)."""
+    line = _proc_line("/proc/stat", "cpu ")
+    if line is None:
+        return None
+    # user nice system idle iowait irq softirq steal ...: all but idle and iowait are busy
+    ticks = [int(v) for v in line.split()[1:9]]
+    busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return busy, own.ru_utime + own.ru_stime, time.monotonic()
+
+
 def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 

@@ -46,7 +46,7 @@ from ..model import Arch, MODNet
 from ..prune import PruneResult, model_graph, prune
 from ..prune.allocate import Widths
 from ..prune.latency import LatencyModel, Target, features, layer_shapes
-from .benchmark import cpu_model, fastest_ratio, interleaved_times
+from .benchmark import OtherCpuUse, cpu_model, fastest_ratio, interleaved_times
 
 PROFILED_RUNTIMES = ("onnxruntime", "openvino")
 PRECISIONS = ("fp32", "int8")
@@ -98,16 +98,43 @@ def latency_model(target: Target, rebuild: bool = False, progress: bool = True,
         except (ValueError, KeyError, TypeError, UserError):
             model = None  # another format or a damaged file: measure again
         if model is not None and model.target == target:
+            _warn_if_busy(model, path)
             return model, False
     _check_counts(**options)  # before the message that measuring starts
     if progress:
         tqdm.write(f"measuring the latency model of {target.label()} (minutes; cached in "
                    f"{path.parent})", file=sys.stderr)
-    rows = time_random_prunes(target, progress=progress, **options)
+    with OtherCpuUse() as others:
+        rows = time_random_prunes(target, progress=progress, **options)
     model = fit_latency_model(target, rows)
+    if others.cpus is not None:
+        model.load = {"other_cpus": others.cpus, "cpus": os.cpu_count() or 1}
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, {**model.to_dict(), "measurements": rows})
+    _warn_if_busy(model, path)
     return model, True
+
+
+def busy_while_measured(model: LatencyModel) -> str | None:
+    """Why `model` may be off, if other work ran while it was measured: on average more
+    CPUs busy with other processes than its timing threads left free (a quarter of a CPU
+    of slack). Measured beside a training job on 2 cores, the unpruned model's fastest
+    round was 2.4x slower than on the quiet machine and the held-out error rose from 5.9 %
+    to 8.3 % mean, 10 % to 23 % max (benchmarks/latency_vs_macs.md, 2026-12-07)."""
+    others, cpus, threads = model.load.get("other_cpus"), model.load.get("cpus", 1), model.target.threads
+    if others is None or others <= max(cpus - threads, 0) + 0.25:
+        return None
+    return (f"measured while other processes kept {others:.1f} of {cpus} "
+            f"CPUs busy, beside its {threads} timing thread(s): its predictions may be off by "
+            "tens of percent")
+
+
+def _warn_if_busy(model: LatencyModel, path: Path) -> None:
+    reason = busy_while_measured(model)
+    if reason:
+        tqdm.write(f"warning: latency model {path.name}: {reason}; measure it again on a quiet "
+                   "machine (modnet-prune profile --rebuild, with the same target options)",
+                   file=sys.stderr)
 
 
 def random_plans(count: int, seed: int, round_to: int = 8) -> list[dict[str, dict]]:

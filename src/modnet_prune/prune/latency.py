@@ -133,6 +133,8 @@ class LatencyModel:
     error: dict = field(default_factory=dict)
     samples: int = 0                      # timed models the fit used
     format: int = FORMAT
+    # the machine while it was measured: CPUs other processes kept busy on average, CPU count
+    load: dict = field(default_factory=dict)
 
     def predict(self, x: np.ndarray) -> float:
         return float(np.dot([self.coefficients[f] for f in FEATURES], x))
@@ -166,7 +168,7 @@ class LatencyModel:
         t = dict(d["target"])
         t["size"] = tuple(t["size"])
         return cls(Target(**t), dict(d["coefficients"]), dict(d.get("error", {})),
-                   int(d.get("samples", 0)))
+                   int(d.get("samples", 0)), load=dict(d.get("load", {})))
 
 
 class LatencyCost:
