@@ -331,21 +331,57 @@ def test_a_model_of_another_graph_revision_is_measured_again(cached_target, monk
     assert measured_now and model.target == target
 
 
-def test_pipeline_prune_stage_targets_the_benchmarked_latency(tmp_path, cached_target):
+def test_pipeline_prune_stage_targets_the_measured_latency_and_keeps_its_goal(
+        tmp_path, cached_target, monkeypatch):
+    """Where the latency model predicts 1.25x too little, the pipeline's prune re-aims its goal
+    by measurement (0.7 / 1.25 of the predicted latency) and a resumed run reuses that goal."""
     from modnet_prune.pipeline.recipe import recipe_from_dict
-    from modnet_prune.pipeline.run import Run, stage_prune
+    from modnet_prune.pipeline import run as pipeline_run
+    from modnet_prune.pipeline.run import Run, latency_goal, stage_prune
     from helpers import make_teacher, tiny_recipe
 
+    x = torch.zeros(1, 3, 64, 64)
+
+    def measured(teacher, students, target, repeat=15, progress=True):
+        ms = [cached_target.predict_model(m, x) for m in (teacher, *students)]
+        fractions = [min(1.25 * m / ms[0], 1.0) for m in ms[1:]]
+        return {"teacher_ms": ms[0], "students_ms": [f * ms[0] for f in fractions],
+                "fractions": fractions}
+
+    monkeypatch.setattr(profiling, "measured_latency", measured)
     data = tiny_recipe(make_teacher(tmp_path), recalibrate_bn=0)  # benchmark: 1 thread, 64x64
     data["prune"] = {"method": "target_latency", "target_latency": 0.7, "round_to": 4}
     out = tmp_path / "run"
     out.mkdir()
-    record = stage_prune(Run(recipe_from_dict(data), out, progress=False))
+    run = Run(recipe_from_dict(data), out, progress=False)
+    record = stage_prune(run)
+    first = record["latency_goal"]["tries"][0]
+    assert first["goal"] == 0.7 and first["measured_fraction"] == pytest.approx(
+        1.25 * first["predicted_fraction"])
+    goal = record["latency_goal"]["goal"]
+    assert goal == pytest.approx(0.7 * first["predicted_fraction"] / first["measured_fraction"])
     predicted = record["prune"]["latency"]["predicted_ms"]
-    assert predicted["after"] <= 0.7 * predicted["before"]
+    assert predicted["after"] <= goal * predicted["before"] < 0.7 * predicted["before"]
     pruned = mp.load(out / record["pruned"])
-    assert cached_target.predict_model(pruned, torch.zeros(1, 3, 64, 64)) == \
-        pytest.approx(predicted["after"], rel=1e-9)
+    assert cached_target.predict_model(pruned, x) == pytest.approx(predicted["after"], rel=1e-9)
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("measured again on resume")
+
+    monkeypatch.setattr(profiling, "measured_latency", no_measuring)
+    assert latency_goal(Run(recipe_from_dict(data), out, progress=False)) == record["latency_goal"]
+
+    class Aimed(Exception):
+        pass
+
+    def compress(teacher, train_set, cc, *args, **kwargs):  # the iterative prune's target
+        raise Aimed(cc.target_latency)
+
+    monkeypatch.setattr(pipeline_run, "compress", compress)
+    data["prune"]["iterations"] = 2
+    with pytest.raises(Aimed) as aimed:
+        pipeline_run._compress(Run(recipe_from_dict(data), out, progress=False))
+    assert aimed.value.args == (goal,)
 
 
 # --------------------------------------------------------------------------- measuring

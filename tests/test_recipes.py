@@ -103,6 +103,8 @@ def test_modnet_p_plan_decides_every_group_as_modnet_p_does():
      "prune.latency_precision: is read by method target_latency only"),
     ({"prune": {"method": "target_latency", "target_latency": 0.5, "latency_precision": "int8"}},
      "prune.latency_precision: int8 needs a quantize section"),
+    ({"prune": {"method": "target_latency", "target_latency": 0.5, "latency_corrections": -1}},
+     "prune.latency_corrections -1"),
     ({"finetune": {"samples": "many"}}, "finetune.samples: expected int, got str 'many'"),
     ({"finetune": {"samples": 100, "lr": -1}}, "finetune.lr -1.0: must be > 0"),
     ({"finetune": {"samples": 8, "batch_size": 16}}, "finetune.samples: 8 is less than one batch"),

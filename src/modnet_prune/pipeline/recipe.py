@@ -52,6 +52,7 @@ class PruneSpec:
     target_macs: float | None = None      # keep at most this fraction of inference MACs
     target_latency: float | None = None   # ... of the latency predicted where it is benchmarked
     latency_precision: str = "fp32"       # target_latency: the student's latency as fp32 or int8
+    latency_corrections: int = 1          # target_latency: measured re-aims of the goal (0: none)
     plan: dict | str | None = None        # {module path: {keep: N} | {ratio: r}} or a file
     ratio: float | None = None            # remove this fraction of every group
     criterion: str = "l1"
@@ -366,6 +367,7 @@ def _validate_prune(p: PruneSpec) -> None:
           "iterative pruning (> 1) needs method target_macs or target_latency")
     _need(p.calibration_batches >= 1, "prune.calibration_batches", "must be >= 1")
     COUNT.check(p.reconstruct_batches, "prune.reconstruct_batches")
+    COUNT.check(p.latency_corrections, "prune.latency_corrections")
     _one_of(p.latency_precision, LATENCY_PRECISIONS, "prune.latency_precision")
     _need(p.latency_precision == "fp32" or p.method == "target_latency", "prune.latency_precision",
           "is read by method target_latency only")

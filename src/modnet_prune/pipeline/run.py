@@ -50,13 +50,14 @@ from ..model.shipped import synthetic_teacher_note, trained_on_synthetic
 from ..files import remove_stale_temps, sha256_file, write_json
 from ..measure.costs import model_costs
 from ..measure.benchmark import benchmark_many, default_threads
-from ..measure.latency import latency_model, target_for
+from ..measure.latency import latency_model, prune_to_measured_latency, target_for
 from ..prune.latency import Target
 from ..report.document import render_report
 from ..train import Context, TrainConfig, fit
 from ..train.compress import CompressConfig, compress, iteration_files
 from ..train.prune_step import StepOptions, prune_step
 from ..train.distributed import pick_device
+from ..train.loader import image_batches
 from ..train.rundir import LOCK, STATE, RunLock
 from .recipe import DEFAULT_TEACHER, Recipe, recipe_from_dict
 from .summary import build_summary
@@ -247,23 +248,63 @@ def _run_stages(run: Run, echo: Callable[[str], None]) -> None:
 
 # --------------------------------------------------------------------------- stages
 
+LATENCY_GOAL = "latency_goal.json"  # under STAGE_DIR: the measured goal, kept for --resume
+
+
+def latency_goal(run: Run) -> dict | None:
+    """For a target_latency recipe, the fraction of the *predicted* latency to prune to: the
+    latency model misprices some widths (layers below 16 channels:
+    benchmarks/latency_vs_macs.md), so a one-shot prune of the teacher is measured beside it
+    and the goal re-aimed by measured / predicted, up to `prune.latency_corrections` times,
+    as `prune --target-latency` does; the goal of the try measured closest to the target is
+    used by the one-shot and the iterative prune alike. Measured once per run folder (a
+    resumed run must prune to the same goal). None for the other methods."""
+    p = run.recipe.prune
+    if p.method != "target_latency":
+        return None
+    path = run.out / STAGE_DIR / LATENCY_GOAL
+    if path.is_file():
+        return _read_json(path)
+    record = {"requested": p.target_latency, "goal": p.target_latency, "tries": []}
+    if p.latency_corrections:
+        data = (image_batches(run.train_set(), p.calibration_batches, run.recipe.finetune.batch_size,
+                              run.recipe.seed) if p.criterion == "taylor" else None)
+        size = run.recipe.sizes.benchmark
+        result = prune_to_measured_latency(
+            run.teacher(), p.target_latency, run.latency(), corrections=p.latency_corrections,
+            progress=run.progress, criterion=p.criterion, round_to=p.round_to,
+            min_channels=p.min_channels, size=(size, size), data=data, seed=run.recipe.seed)
+        tries = result.latency["tries"]
+        best = next(t for t in tries if t.get("measured_fraction") == result.latency["measured_fraction"])
+        record.update(goal=best["goal"], tries=tries)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, record)
+    return record
+
+
 def stage_prune(run: Run) -> dict:
     """One-shot pruning: one `prune_step` into the run folder (pruned.safetensors, and
     recalibrated.safetensors with `recalibrate_bn`)."""
     r, p = run.recipe, run.recipe.prune
     if p.method == "none" or p.iterations > 1:
-        return {"method": p.method, "iterative": p.iterations > 1}
+        goal = latency_goal(run) if p.iterations > 1 else None
+        return {"method": p.method, "iterative": p.iterations > 1,
+                **({"latency_goal": goal} if goal is not None else {})}
     options = StepOptions(criterion=p.criterion, allocation=p.allocation, round_to=p.round_to,
                           min_channels=p.min_channels, size=r.sizes.benchmark,
                           calibration_batches=p.calibration_batches,
                           recalibrate_bn=r.recalibrate_bn, batch_size=r.finetune.batch_size,
                           reconstruct_batches=p.reconstruct_batches, seed=r.seed)
     sizes = run.teacher_train_sizes()  # pruning keeps the teacher's weights
-    step = prune_step(run.teacher(), {p.method: getattr(p, p.method)}, run.out, run.train_set(),
+    goal = latency_goal(run)
+    amount = getattr(p, p.method) if goal is None else goal["goal"]
+    step = prune_step(run.teacher(), {p.method: amount}, run.out, run.train_set(),
                       options, latency=run.latency(), device=run.ctx.device,
                       metadata={"recipe": r.name, "train_sizes": sizes})
     record = {"method": p.method, "iterative": False, "prune": step.details,
               "pruned": _relative(run, step.pruned)}
+    if goal is not None:
+        record["latency_goal"] = goal
     if step.recalibrated:
         record.update(recalibrated=_relative(run, step.recalibrated),
                       recalibrate_batches=step.recalibrated_batches)
@@ -328,7 +369,9 @@ def _info(r: Recipe) -> dict:
 def _compress(run: Run) -> dict:
     r, p = run.recipe, run.recipe.prune
     per_iteration = max(1, r.steps // p.iterations)
-    cc = CompressConfig(target_macs=p.target_macs, target_latency=p.target_latency,
+    goal = latency_goal(run)
+    cc = CompressConfig(target_macs=p.target_macs,
+                        target_latency=None if goal is None else goal["goal"],
                         iterations=p.iterations, schedule=p.schedule,
                         criterion=p.criterion, round_to=p.round_to,
                         min_channels=p.min_channels, cost_size=r.sizes.benchmark,
