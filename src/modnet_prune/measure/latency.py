@@ -121,7 +121,8 @@ def busy_while_measured(model: LatencyModel) -> str | None:
     of slack). Measured beside a training job on 2 cores, the unpruned model's fastest
     round was 2.4x slower than on the quiet machine and the held-out error rose from 5.9 %
     to 8.3 % mean, 10 % to 23 % max (benchmarks/latency_vs_macs.md, 2026-12-07)."""
-    others, cpus, threads = model.load.get("other_cpus"), model.load.get("cpus", 1), model.target.threads
+    others, cpus = model.load.get("other_cpus"), model.load.get("cpus", 1)
+    threads = model.target.threads
     if others is None or others <= max(cpus - threads, 0) + 0.25:
         return None
     return (f"measured while other processes kept {others:.1f} of {cpus} "
@@ -298,7 +299,8 @@ def prune_to_measured_latency(model: nn.Module, fraction: float, latency: Latenc
     and the model pruned again from scratch (at most `corrections` times; NetAdapt's
     measure-and-adjust, one measurement per try). The result is the try measured closest to
     `fraction`; `result.latency` records `requested` (= fraction) and every try, including a
-    corrected goal that could not be pruned to (its `skipped` says why)."""
+    corrected goal that could not be pruned to (its `skipped` says why), and the `goal` the
+    result was pruned to."""
     check_corrections(corrections, repeat)
     goal, tries, best = fraction, [], None
     for attempt in range(corrections + 1):
@@ -319,6 +321,7 @@ def prune_to_measured_latency(model: nn.Module, fraction: float, latency: Latenc
         result.latency["measured_ms"] = {"before": measured["teacher_ms"],
                                          "after": measured["students_ms"][0]}
         result.latency["measured_fraction"] = measured["fractions"][0]
+        result.latency["goal"] = goal
         tries.append({"goal": goal, "predicted_fraction": predicted["after"] / predicted["before"],
                       "measured_fraction": measured["fractions"][0]})
         if best is None or abs(measured["fractions"][0] - fraction) < abs(

@@ -267,16 +267,14 @@ def latency_goal(run: Run) -> dict | None:
         return _read_json(path)
     record = {"requested": p.target_latency, "goal": p.target_latency, "tries": []}
     if p.latency_corrections:
-        data = (image_batches(run.train_set(), p.calibration_batches, run.recipe.finetune.batch_size,
-                              run.recipe.seed) if p.criterion == "taylor" else None)
-        size = run.recipe.sizes.benchmark
+        r = run.recipe
+        data = (image_batches(run.train_set(), p.calibration_batches, r.finetune.batch_size, r.seed)
+                if p.criterion == "taylor" else None)
         result = prune_to_measured_latency(
             run.teacher(), p.target_latency, run.latency(), corrections=p.latency_corrections,
             progress=run.progress, criterion=p.criterion, round_to=p.round_to,
-            min_channels=p.min_channels, size=(size, size), data=data, seed=run.recipe.seed)
-        tries = result.latency["tries"]
-        best = next(t for t in tries if t.get("measured_fraction") == result.latency["measured_fraction"])
-        record.update(goal=best["goal"], tries=tries)
+            min_channels=p.min_channels, size=(r.sizes.benchmark,) * 2, data=data, seed=r.seed)
+        record.update(goal=result.latency["goal"], tries=result.latency["tries"])
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, record)
     return record
