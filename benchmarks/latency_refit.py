@@ -76,6 +76,10 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     path = args.cache or cache_path(target_for("onnxruntime", "fp32", 2, 512))
+    if not path.is_file():
+        raise SystemExit(f"no cached latency model at {path}: run `modnet-prune profile` first")
+    if any("=" not in item for item in args.predict):
+        raise SystemExit("--predict takes NAME=CHECKPOINT")
     cached = json.loads(path.read_text())
     rows, size = cached["measurements"], cached["target"]["size"]
     x = torch.zeros(1, 3, *size)
