@@ -30,7 +30,7 @@ from modnet_prune.measure.latency import cache_path, target_for  # noqa: E402
 from modnet_prune.model import Arch, MODNet  # noqa: E402
 from modnet_prune.prune import prune  # noqa: E402
 from modnet_prune.prune.latency import (FEATURES, KINDS, LatencyModel,  # noqa: E402
-                                        layer_shapes)
+                                        features, layer_shapes)
 
 BLOCK = 16
 
@@ -49,10 +49,14 @@ def padded_features(shapes, block: int) -> np.ndarray:
     return x
 
 
+def _roofline_terms(shapes) -> list[tuple[int, int, int]]:
+    """(kind index, MACs, input + output elements) of each layer."""
+    return [(KINDS.index(s.kind), s.macs, s.out_elements + s.in_elements) for s in shapes.values()]
+
+
 def roofline_fit(shapes_list, ms):
     """Per kind k: a_k, b_k, c_k > 0 and a constant, least relative error."""
-    layers = [[(KINDS.index(s.kind), s.macs, s.out_elements + s.in_elements)
-               for s in shapes.values()] for shapes in shapes_list]
+    layers = [_roofline_terms(shapes) for shapes in shapes_list]
     scale = np.array([1e-8] * 4 + [1e-6] * 4 + [1e-7] * 4 + [10.0])  # ms per unit, roughly
 
     def predict(theta, rows):
@@ -64,9 +68,7 @@ def roofline_fit(shapes_list, ms):
         return np.array([predict(theta, rows) / t - 1 for rows, t in zip(layers, ms)])
 
     theta = np.exp(least_squares(residuals, np.zeros(len(scale))).x) * scale
-    return lambda shapes: predict(theta, [(KINDS.index(s.kind), s.macs,
-                                           s.out_elements + s.in_elements)
-                                          for s in shapes.values()])
+    return lambda shapes: predict(theta, _roofline_terms(shapes))
 
 
 def main() -> None:
@@ -97,7 +99,7 @@ def main() -> None:
         fitted = LatencyModel.fit(None, [xs[i] for i in train], ms[train])
         return lambda s: fitted.predict(featurize(s))
 
-    forms = {"linear (shipped)": nnls_form(lambda s: padded_features(s, 1)),
+    forms = {"linear (shipped)": nnls_form(features),
              f"widths padded to {BLOCK}": nnls_form(lambda s: padded_features(s, BLOCK)),
              "roofline": roofline_fit([shapes[i] for i in train], ms[train])}
     results = {}
