@@ -192,10 +192,13 @@ def test_sensitive_nodes_are_ranked_in_the_split_graph(tmp_path, monkeypatch):
     assert conv_split.split_convs(split) > 0
     parts = lambda ranking: [name for name in ranking if "/part" in name]
     assert parts(q.rank_sensitive_nodes(split.SerializeToString(), int8, x))
+    # this CPU's own setting: forced 8-bit weights saturate on x86 without VNNI, and then no
+    # node kept float brings Δ down (on a Zen 3 it stayed at 0.070 with 8 nodes float)
+    cpu = q.int8_capability()
     loose = q.quantize_model(tmp_path / "m.onnx", DATA, tmp_path / "l.onnx", count=4, holdout=2,
-                             size=SIZE, budget=1.0, capability=VNNI)
+                             size=SIZE, budget=1.0, capability=cpu)
     report = q.quantize_model(tmp_path / "m.onnx", DATA, tmp_path / "t.onnx", count=4, holdout=2,
-                              size=SIZE, budget=0.999 * loose.delta_mean, capability=VNNI)
+                              size=SIZE, budget=0.999 * loose.delta_mean, capability=cpu)
     written = {n.name for n in onnx.load(tmp_path / "t.onnx").graph.node}
     assert report.kept_float and set(report.kept_float) <= written
     assert any("/part" in name for name in written)

@@ -27,7 +27,7 @@ def register(sub) -> None:
                         "BatchNorm folded into its conv, one split instead of slice + concat); "
                         "plain: the training module's graph, for comparison")
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
-                   help=f"compare ONNX Runtime with PyTorch, fail above {PARITY_TOL:g} "
+                   help=f"compare ONNX Runtime with PyTorch in float64, fail above {PARITY_TOL:g} "
                         "(default on)")
     add_json(p)
     p.set_defaults(func=run)
@@ -51,7 +51,7 @@ def run(args) -> int:
     console.print(f"params {report.params:,}  MACs {report.macs:,} at {report.macs_input}")
     for check in report.parity:
         shape = "x".join(map(str, check["shape"]))
-        console.print(f"check {shape}: max |onnx - torch| {check['max_abs']:.2e} "
+        console.print(f"check {shape}: max |onnx - torch float64| {check['max_abs']:.2e} "
                       f"(limit {PARITY_TOL:g})")
     if report.fp16_max_abs is not None:
         console.print(f"fp16 vs fp32 torch: max |diff| {report.fp16_max_abs:.2e}, "
