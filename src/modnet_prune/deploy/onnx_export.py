@@ -247,9 +247,10 @@ def export_onnx(model: nn.Module, out: str | Path, opset: int = DEFAULT_OPSET,
         raise UserError(f"--opset {opset}: supported range is {MIN_OPSET}..{MAX_OPSET}")
     if graph not in GRAPHS:
         raise UserError(f"--graph {graph!r}: choose from {', '.join(GRAPHS)}")
-    if static_hw:
-        require_forward(*static_hw, what=f"--static {static_hw[0]}x{static_hw[1]}: exporting "
-                                         "and checking at that size")
+    if static_hw:  # the check's float64 forward holds twice a float32 one's bytes
+        require_forward(*static_hw, batch=2 if check else 1,
+                        what=f"--static {static_hw[0]}x{static_hw[1]}: exporting and checking "
+                             "at that size")
     model = copy.deepcopy(model).float().cpu().eval()
     h, w = static_hw or (MACS_SIZE, MACS_SIZE)
     macs = sum(c.macs for c in layer_costs(model, torch.zeros(1, 3, h, w), inference=True))
