@@ -19,43 +19,24 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from unittest import mock
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before a runtime starts its threads
 
-import numpy as np  # noqa: E402
-
 from modnet_prune.deploy import quantize as q  # noqa: E402
-from modnet_prune.measure.benchmark import benchmark_many  # noqa: E402
+from modnet_prune.measure.benchmark import benchmark_many, pair_ratio  # noqa: E402
 
 FULL_RANGE = q.Int8Capability(arch="x86_64", vnni=True, dot_product=False, reduce_range=False)
 NO_VNNI_8_BIT = q.Int8Capability(arch="x86_64", vnni=False, dot_product=False, reduce_range=False)
-
-
-def _uint8_weights(self, kept_float: list[str]) -> bytes:
-    """`_Quantizer.__call__` with uint8 weights: the one setting the library does not offer."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-
-    out = self.folder / "int8.onnx"
-    with q._quiet_ort_quantization():
-        quantize_static(self.source, out, self.reader, quant_format=QuantFormat.QDQ,
-                        per_channel=True, reduce_range=False,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8,
-                        nodes_to_exclude=self.unquantized + kept_float,
-                        calibrate_method=self.method, calibration_cache_path=self.cache)
-    return out.read_bytes()
 
 
 def quantize_variants(model: str, calibration: str, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     s8 = q.quantize_model(model, calibration, out_dir / "s8.int8.onnx", budget=1.0,
                           capability=FULL_RANGE, threads=2)
-    original = q._Quantizer.__call__
-    q._Quantizer.__call__ = _uint8_weights
-    try:
+    with mock.patch.object(q._Quantizer, "weight_type", "QUInt8"):  # not a library option
         u8 = q.quantize_model(model, calibration, out_dir / "u8u8.int8.onnx", budget=1.0,
                               capability=NO_VNNI_8_BIT, threads=2)
-    finally:
-        q._Quantizer.__call__ = original
     for name, r in (("s8.int8.onnx", s8), ("u8u8.int8.onnx", u8)):
         print(f"{name}: mean |int8 - fp32| {r.delta_mean:.3g} (p99 {r.delta_p99:.3g}), "
               f"fp32 noise floor {r.noise_floor:.3g}, {r.seconds:.0f} s")
@@ -64,12 +45,11 @@ def quantize_variants(model: str, calibration: str, out_dir: Path) -> None:
 def time_all(paths: list[str], repeat: int) -> None:
     result = benchmark_many(paths, size=512, threads=2, repeat=repeat, warmup=3, rss=False,
                             runtimes=["onnxruntime", "openvino"])
-    base = np.array(result["models"][0]["times_ms"])
+    base = result["models"][0]["times_ms"]
     print(f"| file | runtime | median ms | x vs {paths[0]} (ORT) |\n|---|---|---:|---:|")
     for m in result["models"]:
-        t = np.array(m["times_ms"])
-        print(f"| {m['path']} | {m['runtime']} | {np.median(t):.1f} | "
-              f"x{np.median(base / t):.2f} |")
+        print(f"| {m['path']} | {m['runtime']} | {m['median_ms']:.1f} | "
+              f"x{pair_ratio(base, m['times_ms']):.2f} |")
     print(f"\n{result['env']['cpu']}, int8: {result['env']['int8']['description']}")
 
 

@@ -197,6 +197,8 @@ def _calibration_reader(input_name: str, batches: list[np.ndarray]):
 class _Quantizer:
     """Re-quantizes one fp32 graph with other nodes kept float, from ranges calibrated once."""
 
+    weight_type = "QInt8"  # ORT's QuantType; benchmarks/int8_no_vnni.py measures QUInt8
+
     def __init__(self, fp32: bytes, batches: list[np.ndarray], method: str, reduce_range: bool,
                  folder: Path):
         from onnxruntime.quantization import CalibrationMethod
@@ -224,7 +226,8 @@ class _Quantizer:
         with _quiet_ort_quantization():
             quantize_static(self.source, out, self.reader, quant_format=QuantFormat.QDQ,
                             per_channel=True, reduce_range=self.reduce_range,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            activation_type=QuantType.QUInt8,
+                            weight_type=getattr(QuantType, self.weight_type),
                             nodes_to_exclude=self.unquantized + kept_float,
                             calibrate_method=self.method, calibration_cache_path=self.cache)
         return out.read_bytes()
